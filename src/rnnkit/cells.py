@@ -127,7 +127,8 @@ class SimpleRNNCell(RNNCellBase):
     def __init__(self, units: int, input_size: int | None = None, activation: str = "tanh",
                  use_bias: bool = True):
         if activation not in _ACTIVATIONS:
-            raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}, got {activation!r}")
+            raise ValueError(
+                f"activation must be one of {sorted(_ACTIVATIONS)}, got {activation!r}")
         self.activation = activation
         super().__init__(units, input_size, use_bias)
 
