@@ -67,6 +67,11 @@ class Embedding(nn.Module):
     def extra_repr(self) -> str:
         return f"{self.input_dim}, {self.output_dim}, mask_zero={self.mask_zero}"
 
+    def get_config(self) -> dict:
+        """JSON-safe constructor arguments (see :mod:`rnnkit.io`)."""
+        return {"input_dim": self.input_dim, "output_dim": self.output_dim,
+                "mask_zero": self.mask_zero}
+
 
 class OneHot(nn.Module):
     """Token ids -> one-hot vectors of ``num_classes`` (no parameters)."""
@@ -88,6 +93,10 @@ class OneHot(nn.Module):
 
     def extra_repr(self) -> str:
         return f"num_classes={self.num_classes}, mask_zero={self.mask_zero}"
+
+    def get_config(self) -> dict:
+        """JSON-safe constructor arguments (see :mod:`rnnkit.io`)."""
+        return {"num_classes": self.num_classes, "mask_zero": self.mask_zero}
 
 
 _ACT = {
@@ -151,6 +160,11 @@ class Dense(nn.Module):
     def extra_repr(self) -> str:
         return f"units={self.units}, activation={self.activation}, input_size={self.input_size}"
 
+    def get_config(self) -> dict:
+        """JSON-safe constructor arguments, with the built input size (see :mod:`rnnkit.io`)."""
+        return {"units": self.units, "activation": self.activation,
+                "input_size": self.input_size, "use_bias": self.use_bias}
+
 
 class Dropout(nn.Module):
     """Inverted dropout (identity in eval mode); keeps the mask flowing."""
@@ -163,6 +177,10 @@ class Dropout(nn.Module):
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         return nn.functional.dropout(x, self.rate, self.training)
+
+    def get_config(self) -> dict:
+        """JSON-safe constructor arguments (see :mod:`rnnkit.io`)."""
+        return {"rate": self.rate}
 
     def compute_mask(self, x: Tensor, mask: Tensor | None) -> Tensor | None:
         return mask
@@ -228,6 +246,21 @@ class Sequential(nn.Sequential):
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         return self.forward_with_mask(x, mask)[0]
+
+    def get_config(self) -> dict:
+        """Each layer's ``{"type", "config"}`` (via :func:`rnnkit.io.serialize`) and
+        ``input_shape``."""
+        from .io import serialize
+
+        return {"layers": [serialize(layer) for layer in self],
+                "input_shape": list(self.input_shape) if self.input_shape is not None else None}
+
+    @classmethod
+    def from_config(cls, config: dict) -> Sequential:
+        from .io import deserialize
+
+        return cls(*[deserialize(c) for c in config["layers"]],
+                   input_shape=config.get("input_shape"))
 
 
 def clip_gradients(parameters: Iterable[nn.Parameter], max_norm: float | None = None,

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from .cells import GRUCell, LSTMCell, RNNCellBase, SimpleRNNCell, State
+from .cells import CELLS, GRUCell, LSTMCell, RNNCellBase, SimpleRNNCell, State
 
 
 def lengths_to_mask(lengths: Tensor | Sequence[int], time: int, padding: str = "post",
@@ -199,6 +199,34 @@ class RNN(nn.Module):
         xp = self.cell.project_inputs(x)
         return reference_scan(self.cell, xp, state, mask, rec_mask, self.return_sequences)
 
+    def _layer_config(self) -> dict:
+        return {"return_sequences": self.return_sequences, "return_state": self.return_state,
+                "go_backwards": self.go_backwards, "dropout": self.dropout,
+                "recurrent_dropout": self.recurrent_dropout, "backend": self.backend}
+
+    def get_config(self) -> dict:
+        """JSON-safe configuration (see :mod:`rnnkit.io`); the generic ``RNN`` stores its
+        cell as ``{"type": "simple"|"lstm"|"gru", ...}``."""
+        cell = self.cell
+        kinds = {c: k for k, c in CELLS.items()}
+        if type(cell) not in kinds:
+            raise TypeError(f"cannot serialise RNN with cell {type(cell).__name__}")
+        cfg = {"type": kinds[type(cell)], "units": cell.units, "input_size": cell.input_size,
+               "use_bias": cell.use_bias}
+        for k in ("activation", "unit_forget_bias"):
+            if hasattr(cell, k):
+                cfg[k] = getattr(cell, k)
+        return {"cell": cfg, **self._layer_config()}
+
+    @classmethod
+    def from_config(cls, config: dict) -> RNN:
+        config = dict(config)
+        if cls is not RNN:
+            return cls(**config)
+        cell_cfg = dict(config.pop("cell"))
+        cell = CELLS[cell_cfg.pop("type")](**cell_cfg)
+        return cls(cell, **config)
+
     def extra_repr(self) -> str:
         opts = [f"return_sequences={self.return_sequences}"]
         for k in ("return_state", "go_backwards"):
@@ -220,6 +248,11 @@ class SimpleRNN(RNN):
                  use_bias: bool = True, **kwargs):
         super().__init__(SimpleRNNCell(units, input_size, activation, use_bias), **kwargs)
 
+    def get_config(self) -> dict:
+        c = self.cell
+        return {"units": c.units, "activation": c.activation, "input_size": c.input_size,
+                "use_bias": c.use_bias, **self._layer_config()}
+
 
 class LSTM(RNN):
     """Long short-term memory layer (equations in :class:`rnnkit.cells.LSTMCell`).
@@ -231,6 +264,11 @@ class LSTM(RNN):
                  unit_forget_bias: bool = True, **kwargs):
         super().__init__(LSTMCell(units, input_size, use_bias, unit_forget_bias), **kwargs)
 
+    def get_config(self) -> dict:
+        c = self.cell
+        return {"units": c.units, "input_size": c.input_size, "use_bias": c.use_bias,
+                "unit_forget_bias": c.unit_forget_bias, **self._layer_config()}
+
 
 class GRU(RNN):
     """Gated recurrent unit layer, reset-after (equations in :class:`rnnkit.cells.GRUCell`).
@@ -241,6 +279,11 @@ class GRU(RNN):
     def __init__(self, units: int, input_size: int | None = None, use_bias: bool = True,
                  **kwargs):
         super().__init__(GRUCell(units, input_size, use_bias), **kwargs)
+
+    def get_config(self) -> dict:
+        c = self.cell
+        return {"units": c.units, "input_size": c.input_size, "use_bias": c.use_bias,
+                **self._layer_config()}
 
 
 _MERGES = {
@@ -321,6 +364,20 @@ class Bidirectional(nn.Module):
     @property
     def last_backend(self) -> str | None:
         return self.forward_layer.last_backend
+
+    def get_config(self) -> dict:
+        """Both wrapped layers as ``{"type", "config"}`` (see :mod:`rnnkit.io`)."""
+        from .io import serialize
+
+        return {"layer": serialize(self.forward_layer), "merge_mode": self.merge_mode,
+                "backward_layer": serialize(self.backward_layer)}
+
+    @classmethod
+    def from_config(cls, config: dict) -> Bidirectional:
+        from .io import deserialize
+
+        return cls(deserialize(config["layer"]), merge_mode=config["merge_mode"],
+                   backward_layer=deserialize(config["backward_layer"]))
 
 
 def _fresh_copy(layer: RNN) -> RNN:
