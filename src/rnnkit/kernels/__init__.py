@@ -4,22 +4,82 @@ Every backend computes exactly what :func:`rnnkit.recurrent.reference_scan` comp
 readable reference); tests hold them equal in values and gradients. A backend is a function
 ``(layer, x, state, mask, in_mask, rec_mask) -> (outputs, final_state)`` with the arguments
 prepared by ``RNN.forward`` (dropout masks already sampled, mask in input time order).
+
+Backends:
+
+* ``reference`` -- :meth:`RNN.run_reference`, a Python loop of torch ops (any cell, device).
+* ``numba``     -- :mod:`.numba_cpu`: whole time loop forward and backward in one compiled
+  call each, parallel over the batch. CPU, float32/float64, built-in cells, small units.
+* ``blas``      -- :mod:`.blas`: per-step recurrent GEMM through BLAS, gate math fused in
+  compiled code. CPU, float32/float64, built-in cells, large units.
+* ``torch``     -- :mod:`.torch_nn`: ``torch.lstm``/``torch.gru``/``torch.rnn_*`` (cuDNN on
+  CUDA); no recurrent dropout, masks only as post-padding and not with ``go_backwards``.
+
+``backend="auto"`` picks ``numba`` (units <= :data:`NUMBA_MAX_UNITS`) or ``blas`` on CPU, the
+``torch`` path on CUDA when it supports the call, else ``reference``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
+import torch
 from torch import Tensor
 
 Backend = Callable[..., tuple[Tensor, tuple[Tensor, ...]]]
+
+#: auto-dispatch threshold: per-sequence loops up to this many units, per-step BLAS above.
+NUMBA_MAX_UNITS = 64
 
 
 def _reference(layer, x, state, mask, in_mask, rec_mask):
     return layer.run_reference(x, state, mask, in_mask, rec_mask)
 
 
-BACKENDS: dict[str, Backend] = {"reference": _reference}
+def _fused(module: str, layer, x, state, mask, in_mask, rec_mask):
+    import importlib
+
+    from . import fused
+
+    impl = importlib.import_module(f"{__name__}.{module}")
+    return fused.run(impl, layer, x, state, mask, in_mask, rec_mask)
+
+
+def _torch(layer, x, state, mask, in_mask, rec_mask):
+    from . import torch_nn
+
+    return torch_nn.run(layer, x, state, mask, in_mask, rec_mask)
+
+
+BACKENDS: dict[str, Backend] = {
+    "reference": _reference,
+    "numba": partial(_fused, "numba_cpu"),
+    "blas": partial(_fused, "blas"),
+    "torch": _torch,
+}
+
+
+def unsupported(name: str, layer, x: Tensor, mask: Tensor | None,
+                rec_mask: Tensor | None) -> str | None:
+    """Why backend ``name`` cannot run this call (None when it can)."""
+    if name == "reference":
+        return None
+    from .fused import cell_kind
+
+    if cell_kind(layer.cell) is None:
+        return f"{type(layer.cell).__name__} is not a built-in cell"
+    if x.dtype not in (torch.float32, torch.float64):
+        return f"dtype {x.dtype} (float32/float64 only)"
+    if x.shape[1] == 0:
+        return "empty sequence"
+    if name == "torch":
+        from .torch_nn import unsupported as torch_unsupported
+
+        return torch_unsupported(layer, x, mask, rec_mask)
+    if x.device.type != "cpu":
+        return f"device {x.device} (CPU only)"
+    return None
 
 
 def select(layer, x: Tensor, mask: Tensor | None, in_mask: Tensor | None,
@@ -29,8 +89,15 @@ def select(layer, x: Tensor, mask: Tensor | None, in_mask: Tensor | None,
     if layer.backend != "auto":
         if layer.backend not in BACKENDS:
             raise ValueError(f"unknown backend {layer.backend!r}; available: {sorted(BACKENDS)}")
+        why = unsupported(layer.backend, layer, x, mask, rec_mask)
+        if why is not None:
+            raise ValueError(f"backend {layer.backend!r} cannot run this call: {why}")
         return layer.backend
-    return "reference"
+    if x.device.type == "cpu":
+        name = "numba" if layer.cell.units <= NUMBA_MAX_UNITS else "blas"
+    else:
+        name = "torch"
+    return name if unsupported(name, layer, x, mask, rec_mask) is None else "reference"
 
 
 def run(layer, x, state, mask, in_mask, rec_mask):

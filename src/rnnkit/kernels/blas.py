@@ -1,0 +1,221 @@
+"""Fused CPU recurrences for large layers: time loop in compiled code, one BLAS GEMM per step
+over the whole batch, gate math fused and parallel over the batch.
+
+Same contract and equations as :mod:`.numba_cpu` (read its docstring); only the loop order
+differs. Forward, for ``t = 0 .. T-1``::
+
+    P   = (H_{t-1} * RM) @ W_h            # (B, G*U) one GEMM (numpy.dot -> BLAS)
+    S_t = cell(XP_t, P, S_{t-1}) where m_t else S_{t-1}     # elementwise, prange over batch
+
+Backward, for ``t = T-1 .. 0``: gate derivatives elementwise give ``dZ_t`` (B, G*U), then
+``dH_{t-1} = (dZ_t @ W_h^T) * RM`` (+ the direct ``z * dh`` path for GRU) -- one GEMM per
+step. ``dW_h`` is one GEMM over all steps, formed by the caller (:mod:`.fused`).
+Numba's ``np.dot`` calls SciPy's BLAS (``scipy`` must be installed).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+_OPTS = {"cache": True, "parallel": True, "nogil": True}
+
+
+@njit(inline="always")
+def _sigmoid(x):
+    return 1.0 / (1.0 + math.exp(-x))
+
+
+@njit(inline="always")
+def _last_real(mask, b):
+    for t in range(mask.shape[1] - 1, -1, -1):
+        if mask[b, t]:
+            return t
+    return -1
+
+
+@njit(**_OPTS)
+def _prev_times_mask(h, rm, hr):
+    for b in prange(h.shape[0]):
+        for k in range(h.shape[1]):
+            hr[b, k] = h[b, k] * rm[b, k]
+
+
+# ------------------------------------------------------------------------------ forward
+@njit(**_OPTS)
+def rnn_fwd(kind, xp, h0, c0, w, bh, mask, rm, relu, seq, hs, cs, gates, hhs, y, last):
+    """kind 0 SimpleRNN, 1 LSTM, 2 GRU. Writes hs (and cs, gates, hhs as the cell needs)."""
+    nb, nt, nh = hs.shape
+    h = h0.copy()
+    c = c0.copy()
+    hr = np.empty_like(h)
+    p = np.empty((nb, w.shape[1]), h.dtype)
+    last[:] = 0.0
+    for t in range(nt):
+        _prev_times_mask(h, rm, hr)
+        np.dot(hr, w, p)
+        for b in prange(nb):
+            if not mask[b, t]:
+                for j in range(nh):
+                    hs[b, t, j] = h[b, j]
+                    if kind == 1:
+                        cs[b, t, j] = c[b, j]
+                    if seq:
+                        y[b, t, j] = 0.0
+                continue
+            for j in range(nh):
+                if kind == 0:
+                    a = xp[b, t, j] + p[b, j]
+                    h[b, j] = max(a, 0.0) if relu else math.tanh(a)
+                elif kind == 1:
+                    gi = _sigmoid(xp[b, t, j] + p[b, j])
+                    gf = _sigmoid(xp[b, t, nh + j] + p[b, nh + j])
+                    gg = math.tanh(xp[b, t, 2 * nh + j] + p[b, 2 * nh + j])
+                    go = _sigmoid(xp[b, t, 3 * nh + j] + p[b, 3 * nh + j])
+                    c[b, j] = gf * c[b, j] + gi * gg
+                    h[b, j] = go * math.tanh(c[b, j])
+                    cs[b, t, j] = c[b, j]
+                    gates[b, t, j] = gi
+                    gates[b, t, nh + j] = gf
+                    gates[b, t, 2 * nh + j] = gg
+                    gates[b, t, 3 * nh + j] = go
+                else:
+                    hh = p[b, 2 * nh + j] + bh[2 * nh + j]
+                    z = _sigmoid(xp[b, t, j] + p[b, j] + bh[j])
+                    r = _sigmoid(xp[b, t, nh + j] + p[b, nh + j] + bh[nh + j])
+                    n = math.tanh(xp[b, t, 2 * nh + j] + r * hh)
+                    h[b, j] = z * h[b, j] + (1.0 - z) * n
+                    gates[b, t, j] = z
+                    gates[b, t, nh + j] = r
+                    gates[b, t, 2 * nh + j] = n
+                    hhs[b, t, j] = hh
+                hs[b, t, j] = h[b, j]
+                last[b, j] = h[b, j]
+                if seq:
+                    y[b, t, j] = h[b, j]
+
+
+# ------------------------------------------------------------------------------ backward
+@njit(**_OPTS)
+def rnn_bwd(kind, hs, h0, cs, c0, gates, hhs, wt, mask, rm, relu, dy, seq, dlast, dh, dc,
+            dxp, dhp):
+    """BPTT of :func:`rnn_fwd`. ``wt`` is ``W_h^T`` (contiguous); ``dh``/``dc`` hold the
+    gradients of the final state on entry and of the initial state on exit."""
+    nb, nt, nh = hs.shape
+    ng = wt.shape[0]
+    dz = np.zeros((nb, ng), hs.dtype)
+    q = np.empty((nb, nh), hs.dtype)
+    tl = np.empty(nb, np.int64)
+    for b in range(nb):
+        tl[b] = _last_real(mask, b)
+    for t in range(nt - 1, -1, -1):
+        for b in prange(nb):
+            if not mask[b, t]:
+                for j in range(ng):
+                    dz[b, j] = 0.0
+                    dxp[b, t, j] = 0.0
+                    dhp[b, t, j] = 0.0
+                continue
+            for j in range(nh):
+                g = dh[b, j]
+                if seq:
+                    g += dy[b, t, j]
+                if t == tl[b]:
+                    g += dlast[b, j]
+                if kind == 0:
+                    hv = hs[b, t, j]
+                    d = (1.0 if hv > 0.0 else 0.0) if relu else 1.0 - hv * hv
+                    dz[b, j] = g * d
+                    dxp[b, t, j] = g * d
+                elif kind == 1:
+                    gi = gates[b, t, j]
+                    gf = gates[b, t, nh + j]
+                    gg = gates[b, t, 2 * nh + j]
+                    go = gates[b, t, 3 * nh + j]
+                    cp = cs[b, t - 1, j] if t > 0 else c0[b, j]
+                    tc = math.tanh(cs[b, t, j])
+                    dct = dc[b, j] + g * go * (1.0 - tc * tc)
+                    dz[b, j] = dct * gg * gi * (1.0 - gi)
+                    dz[b, nh + j] = dct * cp * gf * (1.0 - gf)
+                    dz[b, 2 * nh + j] = dct * gi * (1.0 - gg * gg)
+                    dz[b, 3 * nh + j] = g * tc * go * (1.0 - go)
+                    dc[b, j] = dct * gf
+                    for q4 in range(4):
+                        dxp[b, t, q4 * nh + j] = dz[b, q4 * nh + j]
+                else:
+                    z = gates[b, t, j]
+                    r = gates[b, t, nh + j]
+                    n = gates[b, t, 2 * nh + j]
+                    hp = hs[b, t - 1, j] if t > 0 else h0[b, j]
+                    dn = g * (1.0 - z) * (1.0 - n * n)
+                    dz[b, j] = g * (hp - n) * z * (1.0 - z)
+                    dz[b, nh + j] = dn * hhs[b, t, j] * r * (1.0 - r)
+                    dz[b, 2 * nh + j] = dn * r
+                    dxp[b, t, j] = dz[b, j]
+                    dxp[b, t, nh + j] = dz[b, nh + j]
+                    dxp[b, t, 2 * nh + j] = dn
+                    dh[b, j] = g * z
+            for j in range(ng):
+                dhp[b, t, j] = dz[b, j]
+        np.dot(dz, wt, q)
+        for b in prange(nb):
+            if mask[b, t]:
+                for k in range(nh):
+                    if kind == 2:
+                        dh[b, k] += q[b, k] * rm[b, k]
+                    else:
+                        dh[b, k] = q[b, k] * rm[b, k]
+
+
+# ------------------------------------------------------------------------------ torch glue
+_KIND = {"simple": 0, "lstm": 1, "gru": 2}
+
+
+def _np(t):
+    return t.detach().numpy()
+
+
+def forward(kind, xp, w, bh, h0, c0, mask, rm, relu, seq):
+    """Run :func:`rnn_fwd` on torch tensors; returns ``(y, h_T, c_T, saved)``."""
+    import torch
+
+    nb, nt, nh = xp.shape[0], xp.shape[1], h0.shape[1]
+    kw = {"dtype": xp.dtype}
+    k = _KIND[kind]
+    hs = torch.empty((nb, nt, nh), **kw)
+    cs = torch.empty((nb, nt, nh) if k == 1 else (1, 1, 1), **kw)
+    gates = torch.empty((nb, nt, w.shape[1]) if k else (1, 1, 1), **kw)
+    hhs = torch.empty((nb, nt, nh) if k == 2 else (1, 1, 1), **kw)
+    y = torch.empty((nb, nt, nh) if seq else (1, 1, 1), **kw)
+    last = torch.empty((nb, nh), **kw)
+    c0_ = c0 if k == 1 else torch.zeros((nb, nh), **kw)
+    rnn_fwd(k, _np(xp), _np(h0), _np(c0_), _np(w), _np(bh), _np(mask), _np(rm), relu, seq,
+            _np(hs), _np(cs), _np(gates), _np(hhs), _np(y), _np(last))
+    c_t = cs[:, -1].clone() if k == 1 else torch.empty((0, 0), **kw)
+    return (y if seq else last), hs[:, -1].clone(), c_t, (hs, cs, gates, hhs)
+
+
+def backward(kind, saved, w, h0, c0, mask, rm, relu, dy, seq, dh_t, dc_t):
+    """Run :func:`rnn_bwd`; returns ``(dxp, dhp, dh0, dc0)`` as torch tensors."""
+    import torch
+
+    hs, cs, gates, hhs = saved
+    nb, nt, nh = hs.shape
+    k = _KIND[kind]
+    kw = {"dtype": hs.dtype}
+    dxp = torch.empty((nb, nt, w.shape[1]), **kw)
+    dhp = torch.empty_like(dxp)
+    dh = dh_t.clone()
+    dc = dc_t.clone() if k == 1 else torch.zeros((nb, nh), **kw)
+    c0_ = c0 if k == 1 else torch.zeros((nb, nh), **kw)
+    dt = hs.numpy().dtype
+    if seq:
+        dseq, dlast = _np(dy), np.zeros((nb, nh), dt)
+    else:
+        dseq, dlast = np.zeros((1, 1, 1), dt), _np(dy)
+    rnn_bwd(k, _np(hs), _np(h0), _np(cs), _np(c0_), _np(gates), _np(hhs),
+            np.ascontiguousarray(_np(w).T), _np(mask), _np(rm), relu, dseq, seq, dlast,
+            _np(dh), _np(dc), _np(dxp), _np(dhp))
+    return dxp, dhp, dh, (dc if k == 1 else None)

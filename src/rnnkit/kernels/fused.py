@@ -1,0 +1,96 @@
+"""Autograd glue shared by the fused CPU backends (``numba`` and ``blas``).
+
+A backend call computes, like :meth:`rnnkit.recurrent.RNN.run_reference`::
+
+    x  <- x * in_mask                 (input dropout, torch op)
+    x  <- flip(x) if go_backwards     (torch op; the mask is flipped too)
+    xp  = x W_x + b                   (one GEMM, torch op: autograd gives dW_x, db, dx)
+    y, s_T = Recurrence(xp, W_h, b_h, s_0, mask, rm)      (one fused call forward and back)
+
+``Recurrence`` is a :class:`torch.autograd.Function`; its backward is BPTT in compiled code
+(``impl.backward``), which returns ``dxp``, ``dhp`` (gradient of ``hr W_h + b_h``) and
+``ds_0``; then ``dW_h = sum_{b,t} hr_{t-1}^T dhp_t`` (one GEMM, with ``hr = h * rm``) and
+``db_h = sum_{b,t} dhp_t`` (GRU only).
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+import torch
+from torch import Tensor
+
+from ..cells import GRUCell, LSTMCell, SimpleRNNCell
+
+KINDS = {SimpleRNNCell: "simple", LSTMCell: "lstm", GRUCell: "gru"}
+
+
+def cell_kind(cell) -> str | None:
+    """``"simple"``, ``"lstm"``, ``"gru"`` for the built-in cells, else None (subclasses may
+    change ``step``, so they are not assumed to match a fused kernel)."""
+    return KINDS.get(type(cell))
+
+
+class Recurrence(torch.autograd.Function):
+    """``(xp, W_h, b_h, h0, c0) -> (y, h_T, c_T)``; ``y`` is ``(B,T,H)`` when ``seq`` else the
+    last real output ``(B,H)``. ``mask`` is uint8 ``(B,T)``, ``rm`` the recurrent-dropout mask
+    ``(B,H)`` (ones when none); neither receives a gradient. ``c0``/``c_T`` are used by LSTM
+    only (an empty tensor otherwise)."""
+
+    @staticmethod
+    def forward(ctx, xp: Tensor, w: Tensor, bh: Tensor, h0: Tensor, c0: Tensor, mask: Tensor,
+                rm: Tensor, kind: str, relu: bool, seq: bool, impl: ModuleType):
+        y, h_t, c_t, saved = impl.forward(kind, xp, w, bh, h0, c0, mask, rm, relu, seq)
+        ctx.kind, ctx.relu, ctx.seq, ctx.impl = kind, relu, seq, impl
+        ctx.save_for_backward(w, h0, c0, mask, rm, *saved)
+        return y, h_t, c_t
+
+    @staticmethod
+    def backward(ctx, dy: Tensor | None, dh_t: Tensor | None, dc_t: Tensor | None):
+        w, h0, c0, mask, rm, *saved = ctx.saved_tensors
+        b, h = h0.shape
+        dy = torch.zeros((b, h) if not ctx.seq else (b, mask.shape[1], h), dtype=w.dtype) \
+            if dy is None else dy.contiguous()
+        dh_t = torch.zeros_like(h0) if dh_t is None else dh_t.contiguous()
+        dc_t = torch.zeros_like(h0) if dc_t is None else dc_t.contiguous()
+        dxp, dhp, dh0, dc0 = ctx.impl.backward(ctx.kind, saved, w, h0, c0, mask, rm, ctx.relu,
+                                               dy, ctx.seq, dh_t, dc_t)
+        hs = saved[0]  # states after every step (B, T, H)
+        dw = dbh = None
+        if ctx.needs_input_grad[1]:
+            hprev = torch.cat([h0.unsqueeze(1), hs[:, :-1]], dim=1) * rm.unsqueeze(1)
+            dw = hprev.reshape(-1, h).T @ dhp.reshape(-1, dhp.shape[-1])
+        if ctx.needs_input_grad[2]:
+            dbh = dhp.sum((0, 1))
+        if ctx.kind != "lstm":
+            dc0 = None
+        return dxp, dw, dbh, dh0, dc0, None, None, None, None, None, None
+
+
+def run(impl: ModuleType, layer, x: Tensor, state, mask: Tensor | None, in_mask: Tensor | None,
+        rec_mask: Tensor | None):
+    """Backend entry point (signature of :data:`rnnkit.kernels.BACKENDS` plus ``impl``)."""
+    cell = layer.cell
+    kind = cell_kind(cell)
+    if in_mask is not None:
+        x = x * in_mask
+    if layer.go_backwards:
+        x = x.flip(1)
+        mask = None if mask is None else mask.flip(1)
+    xp = cell.project_inputs(x).contiguous()
+    b, t = xp.shape[0], xp.shape[1]
+    units = cell.units
+    m8 = (torch.ones((b, t), dtype=torch.uint8) if mask is None
+          else mask.to(torch.uint8).contiguous())
+    rm = (torch.ones((b, units), dtype=xp.dtype) if rec_mask is None
+          else rec_mask.to(xp.dtype).contiguous())
+    if kind == "gru" and cell.bias is not None:
+        bh = cell.bias[1]
+    else:
+        bh = torch.zeros(cell.gates * units, dtype=xp.dtype)
+    h0 = state[0].contiguous()
+    c0 = state[1].contiguous() if kind == "lstm" else torch.empty((0, 0), dtype=xp.dtype)
+    relu = kind == "simple" and cell.activation == "relu"
+    y, h_t, c_t = Recurrence.apply(xp, cell.recurrent_kernel.contiguous(), bh, h0, c0, m8,
+                                   rm, kind, relu, layer.return_sequences, impl)
+    return y, ((h_t, c_t) if kind == "lstm" else (h_t,))

@@ -1,0 +1,341 @@
+"""Fused CPU recurrences for small layers: the whole time loop, forward and backward, in one
+compiled call each, parallel over the batch (Numba ``prange``).
+
+Each kernel runs, per sequence ``b`` (independent of the others, hence the parallel loop)::
+
+    for t in 0 .. T-1:                          # processing order
+        hr = h_{t-1} * rm                       # rm: recurrent-dropout mask (ones if none)
+        if m_t:  s_t = cell(xp_t, hr, s_{t-1});  y_t = h_t
+        else:    s_t = s_{t-1};                  y_t = 0
+    last = h at the last real step (0 if none)
+
+with the cells of :mod:`rnnkit.cells` (``xp_t = x_t W_x + b`` is computed outside, in one
+GEMM). The backward kernels run the same loop in reverse (BPTT) and return the gradient of
+the loss with respect to ``xp`` and ``s_0``, plus ``dhp``, the gradient of the recurrent
+pre-activation ``hr W_h (+ b_h)``; the caller forms ``dW_h = sum_{b,t} hr^T dhp`` as one GEMM.
+For SimpleRNN and LSTM ``dhp == dxp``; for GRU they differ in the candidate block
+(``dxp_n = dn_pre``, ``dhp_n = dn_pre * r``).
+
+Saved for the backward pass: the states after every step (``hs``, and ``cs`` for LSTM) and
+the post-activation gates (LSTM ``i, f, g, o``; GRU ``z, r, n`` and ``hh``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+_OPTS = {"cache": True, "parallel": True, "fastmath": False, "nogil": True}
+
+
+@njit(inline="always")
+def _sigmoid(x):
+    return 1.0 / (1.0 + math.exp(-x))
+
+
+@njit(inline="always")
+def _last_real(mask, b):
+    for t in range(mask.shape[1] - 1, -1, -1):
+        if mask[b, t]:
+            return t
+    return -1
+
+
+# ---------------------------------------------------------------------------- SimpleRNN
+@njit(**_OPTS)
+def simple_fwd(xp, h0, w, mask, rm, relu, seq, hs, y, last):
+    """``h_t = act(xp_t + hr W)``; writes hs (B,T,H), y (B,T,H) if seq, last (B,H)."""
+    nb, nt, nh = hs.shape
+    for b in prange(nb):
+        h = h0[b].copy()
+        hr = np.empty(nh, hs.dtype)
+        for j in range(nh):
+            last[b, j] = 0.0
+        for t in range(nt):
+            if mask[b, t]:
+                for k in range(nh):
+                    hr[k] = h[k] * rm[b, k]
+                for j in range(nh):
+                    a = xp[b, t, j]
+                    for k in range(nh):
+                        a += hr[k] * w[k, j]
+                    h[j] = max(a, 0.0) if relu else math.tanh(a)
+                for j in range(nh):
+                    last[b, j] = h[j]
+                    if seq:
+                        y[b, t, j] = h[j]
+            elif seq:
+                for j in range(nh):
+                    y[b, t, j] = 0.0
+            for j in range(nh):
+                hs[b, t, j] = h[j]
+
+
+@njit(**_OPTS)
+def simple_bwd(hs, w, mask, rm, relu, dy, seq, dlast, dhT, dxp, dh0):
+    """BPTT of :func:`simple_fwd`; writes dxp (B,T,H) (== dhp) and dh0 (B,H)."""
+    nb, nt, nh = hs.shape
+    for b in prange(nb):
+        dh = dhT[b].copy()
+        da = np.empty(nh, hs.dtype)
+        tl = _last_real(mask, b)
+        for t in range(nt - 1, -1, -1):
+            if not mask[b, t]:
+                for j in range(nh):
+                    dxp[b, t, j] = 0.0
+                continue
+            for j in range(nh):
+                g = dh[j]
+                if seq:
+                    g += dy[b, t, j]
+                if t == tl:
+                    g += dlast[b, j]
+                h = hs[b, t, j]
+                d = (1.0 if h > 0.0 else 0.0) if relu else 1.0 - h * h
+                da[j] = g * d
+                dxp[b, t, j] = da[j]
+            for k in range(nh):
+                s = 0.0
+                for j in range(nh):
+                    s += w[k, j] * da[j]
+                dh[k] = s * rm[b, k]
+        for j in range(nh):
+            dh0[b, j] = dh[j]
+
+
+# ---------------------------------------------------------------------------- LSTM
+@njit(**_OPTS)
+def lstm_fwd(xp, h0, c0, w, mask, rm, seq, hs, cs, gates, y, last):
+    """``[i,f,g,o] = xp_t + hr W``; ``c = f c + i g``; ``h = o tanh(c)``; saves gates."""
+    nb, nt, nh = hs.shape
+    for b in prange(nb):
+        h = h0[b].copy()
+        c = c0[b].copy()
+        hr = np.empty(nh, hs.dtype)
+        z = np.empty(4 * nh, hs.dtype)
+        for j in range(nh):
+            last[b, j] = 0.0
+        for t in range(nt):
+            if mask[b, t]:
+                for k in range(nh):
+                    hr[k] = h[k] * rm[b, k]
+                for j in range(4 * nh):
+                    z[j] = xp[b, t, j]
+                for k in range(nh):
+                    hk = hr[k]
+                    for j in range(4 * nh):
+                        z[j] += hk * w[k, j]
+                for j in range(nh):
+                    gi = _sigmoid(z[j])
+                    gf = _sigmoid(z[nh + j])
+                    gg = math.tanh(z[2 * nh + j])
+                    go = _sigmoid(z[3 * nh + j])
+                    c[j] = gf * c[j] + gi * gg
+                    h[j] = go * math.tanh(c[j])
+                    gates[b, t, j] = gi
+                    gates[b, t, nh + j] = gf
+                    gates[b, t, 2 * nh + j] = gg
+                    gates[b, t, 3 * nh + j] = go
+                    last[b, j] = h[j]
+                    if seq:
+                        y[b, t, j] = h[j]
+            elif seq:
+                for j in range(nh):
+                    y[b, t, j] = 0.0
+            for j in range(nh):
+                hs[b, t, j] = h[j]
+                cs[b, t, j] = c[j]
+
+
+@njit(**_OPTS)
+def lstm_bwd(cs, c0, gates, w, mask, rm, dy, seq, dlast, dhT, dcT, dxp, dh0, dc0):
+    """BPTT of :func:`lstm_fwd`; writes dxp (B,T,4H) (== dhp), dh0 and dc0 (B,H)."""
+    nb, nt, nh = cs.shape
+    for b in prange(nb):
+        dh = dhT[b].copy()
+        dc = dcT[b].copy()
+        dz = np.empty(4 * nh, cs.dtype)
+        tl = _last_real(mask, b)
+        for t in range(nt - 1, -1, -1):
+            if not mask[b, t]:
+                for j in range(4 * nh):
+                    dxp[b, t, j] = 0.0
+                continue
+            for j in range(nh):
+                g = dh[j]
+                if seq:
+                    g += dy[b, t, j]
+                if t == tl:
+                    g += dlast[b, j]
+                gi = gates[b, t, j]
+                gf = gates[b, t, nh + j]
+                gg = gates[b, t, 2 * nh + j]
+                go = gates[b, t, 3 * nh + j]
+                cp = cs[b, t - 1, j] if t > 0 else c0[b, j]
+                tc = math.tanh(cs[b, t, j])
+                dct = dc[j] + g * go * (1.0 - tc * tc)
+                dz[j] = dct * gg * gi * (1.0 - gi)
+                dz[nh + j] = dct * cp * gf * (1.0 - gf)
+                dz[2 * nh + j] = dct * gi * (1.0 - gg * gg)
+                dz[3 * nh + j] = g * tc * go * (1.0 - go)
+                dc[j] = dct * gf
+            for j in range(4 * nh):
+                dxp[b, t, j] = dz[j]
+            for k in range(nh):
+                s = 0.0
+                for j in range(4 * nh):
+                    s += w[k, j] * dz[j]
+                dh[k] = s * rm[b, k]
+        for j in range(nh):
+            dh0[b, j] = dh[j]
+            dc0[b, j] = dc[j]
+
+
+# ---------------------------------------------------------------------------- GRU
+@njit(**_OPTS)
+def gru_fwd(xp, h0, w, bh, mask, rm, seq, hs, gates, hhs, y, last):
+    """``[hz,hr,hh] = hr W + b_h``; z, r = sigmoid; ``n = tanh(xh + r hh)``;
+    ``h = z h + (1-z) n``; saves z, r, n in gates and hh in hhs."""
+    nb, nt, nh = hs.shape
+    for b in prange(nb):
+        h = h0[b].copy()
+        hr = np.empty(nh, hs.dtype)
+        p = np.empty(3 * nh, hs.dtype)
+        for j in range(nh):
+            last[b, j] = 0.0
+        for t in range(nt):
+            if mask[b, t]:
+                for k in range(nh):
+                    hr[k] = h[k] * rm[b, k]
+                for j in range(3 * nh):
+                    p[j] = bh[j]
+                for k in range(nh):
+                    hk = hr[k]
+                    for j in range(3 * nh):
+                        p[j] += hk * w[k, j]
+                for j in range(nh):
+                    z = _sigmoid(xp[b, t, j] + p[j])
+                    r = _sigmoid(xp[b, t, nh + j] + p[nh + j])
+                    n = math.tanh(xp[b, t, 2 * nh + j] + r * p[2 * nh + j])
+                    h[j] = z * h[j] + (1.0 - z) * n
+                    gates[b, t, j] = z
+                    gates[b, t, nh + j] = r
+                    gates[b, t, 2 * nh + j] = n
+                    hhs[b, t, j] = p[2 * nh + j]
+                    last[b, j] = h[j]
+                    if seq:
+                        y[b, t, j] = h[j]
+            elif seq:
+                for j in range(nh):
+                    y[b, t, j] = 0.0
+            for j in range(nh):
+                hs[b, t, j] = h[j]
+
+
+@njit(**_OPTS)
+def gru_bwd(hs, h0, gates, hhs, w, mask, rm, dy, seq, dlast, dhT, dxp, dhp, dh0):
+    """BPTT of :func:`gru_fwd`; writes dxp, dhp (B,T,3H) and dh0 (B,H)."""
+    nb, nt, nh = hs.shape
+    for b in prange(nb):
+        dh = dhT[b].copy()
+        d = np.empty(3 * nh, hs.dtype)
+        tl = _last_real(mask, b)
+        for t in range(nt - 1, -1, -1):
+            if not mask[b, t]:
+                for j in range(3 * nh):
+                    dxp[b, t, j] = 0.0
+                    dhp[b, t, j] = 0.0
+                continue
+            for j in range(nh):
+                g = dh[j]
+                if seq:
+                    g += dy[b, t, j]
+                if t == tl:
+                    g += dlast[b, j]
+                z = gates[b, t, j]
+                r = gates[b, t, nh + j]
+                n = gates[b, t, 2 * nh + j]
+                hp = hs[b, t - 1, j] if t > 0 else h0[b, j]
+                dn = g * (1.0 - z) * (1.0 - n * n)
+                d[j] = g * (hp - n) * z * (1.0 - z)
+                d[nh + j] = dn * hhs[b, t, j] * r * (1.0 - r)
+                d[2 * nh + j] = dn * r
+                dxp[b, t, j] = d[j]
+                dxp[b, t, nh + j] = d[nh + j]
+                dxp[b, t, 2 * nh + j] = dn
+                dh[j] = g * z
+            for j in range(3 * nh):
+                dhp[b, t, j] = d[j]
+            for k in range(nh):
+                s = 0.0
+                for j in range(3 * nh):
+                    s += w[k, j] * d[j]
+                dh[k] += s * rm[b, k]
+        for j in range(nh):
+            dh0[b, j] = dh[j]
+
+
+# ---------------------------------------------------------------------------- torch glue
+def _np(t):
+    return t.detach().numpy()
+
+
+def forward(kind, xp, w, bh, h0, c0, mask, rm, relu, seq):
+    """Run the forward kernel on torch tensors; returns ``(y, h_T, c_T, saved)``."""
+    import torch
+
+    nb, nt, nh = xp.shape[0], xp.shape[1], h0.shape[1]
+    kw = {"dtype": xp.dtype}
+    hs = torch.empty((nb, nt, nh), **kw)
+    y = torch.empty((nb, nt, nh) if seq else (1, 1, 1), **kw)
+    last = torch.empty((nb, nh), **kw)
+    a = (_np(xp), _np(h0))
+    if kind == "simple":
+        simple_fwd(*a, _np(w), _np(mask), _np(rm), relu, seq, _np(hs), _np(y), _np(last))
+        saved, c_t = (hs,), torch.empty((0, 0), **kw)
+    elif kind == "lstm":
+        cs = torch.empty((nb, nt, nh), **kw)
+        gates = torch.empty((nb, nt, 4 * nh), **kw)
+        lstm_fwd(*a, _np(c0), _np(w), _np(mask), _np(rm), seq, _np(hs), _np(cs), _np(gates),
+                 _np(y), _np(last))
+        saved, c_t = (hs, cs, gates), cs[:, -1].clone()
+    else:
+        gates = torch.empty((nb, nt, 3 * nh), **kw)
+        hhs = torch.empty((nb, nt, nh), **kw)
+        gru_fwd(*a, _np(w), _np(bh), _np(mask), _np(rm), seq, _np(hs), _np(gates), _np(hhs),
+                _np(y), _np(last))
+        saved, c_t = (hs, gates, hhs), torch.empty((0, 0), **kw)
+    return (y if seq else last), hs[:, -1].clone(), c_t, saved
+
+
+def backward(kind, saved, w, h0, c0, mask, rm, relu, dy, seq, dh_t, dc_t):
+    """Run the backward kernel; returns ``(dxp, dhp, dh0, dc0)`` as torch tensors."""
+    import torch
+
+    hs = saved[0]
+    nb, nt, nh = hs.shape
+    kw = {"dtype": hs.dtype}
+    dxp = torch.empty((nb, nt, w.shape[1]), **kw)
+    dh0 = torch.empty((nb, nh), **kw)
+    dt = hs.numpy().dtype
+    if seq:  # gradient of every output; none for the "last output"
+        dseq, dlast = _np(dy), np.zeros((nb, nh), dt)
+    else:
+        dseq, dlast = np.zeros((1, 1, 1), dt), _np(dy)
+    if kind == "simple":
+        simple_bwd(_np(hs), _np(w), _np(mask), _np(rm), relu, dseq, seq, dlast, _np(dh_t),
+                   _np(dxp), _np(dh0))
+        return dxp, dxp, dh0, None
+    if kind == "lstm":
+        _, cs, gates = saved
+        dc0 = torch.empty((nb, nh), **kw)
+        lstm_bwd(_np(cs), _np(c0), _np(gates), _np(w), _np(mask), _np(rm), dseq, seq, dlast,
+                 _np(dh_t), _np(dc_t), _np(dxp), _np(dh0), _np(dc0))
+        return dxp, dxp, dh0, dc0
+    _, gates, hhs = saved
+    dhp = torch.empty_like(dxp)
+    gru_bwd(_np(hs), _np(h0), _np(gates), _np(hhs), _np(w), _np(mask), _np(rm), dseq, seq,
+            dlast, _np(dh_t), _np(dxp), _np(dhp), _np(dh0))
+    return dxp, dhp, dh0, None

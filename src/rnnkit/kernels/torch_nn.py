@@ -1,0 +1,91 @@
+"""The ``torch`` backend: PyTorch's own fused RNN ops (cuDNN on CUDA), weights converted from
+the Keras layout on every call (so gradients flow back to the rnnkit parameters)::
+
+    W_ih = W_x^T,  W_hh = W_h^T                     (gate blocks permuted for GRU:
+    b_ih = b (LSTM/SimpleRNN; GRU b_x),  b_hh = 0 (GRU b_h)     Keras z,r,h -> torch r,z,n)
+
+It runs the same equations as the reference. Supported: no recurrent dropout (input dropout
+is applied before the call); masks only as post-padding (each row True then False), via a
+packed sequence, and not together with ``go_backwards``. Anything else falls back.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from .fused import cell_kind
+
+
+def _post_lengths(mask: Tensor) -> Tensor | None:
+    """Lengths if ``mask`` is post-padding (True prefix per row), else None."""
+    lengths = mask.sum(1)
+    pos = torch.arange(mask.shape[1], device=mask.device)
+    return lengths if torch.equal(mask, pos[None] < lengths[:, None]) else None
+
+
+def unsupported(layer, x: Tensor, mask: Tensor | None, rec_mask: Tensor | None) -> str | None:
+    if rec_mask is not None:
+        return "recurrent dropout"
+    if mask is not None:
+        if layer.go_backwards:
+            return "mask with go_backwards"
+        lengths = _post_lengths(mask)
+        if lengths is None:
+            return "mask that is not post-padding"
+        if bool((lengths == 0).any()):
+            return "empty sequences in the mask"
+    return None
+
+
+def _gru_perm(w: Tensor, units: int) -> Tensor:
+    """Keras (z, r, h) gate blocks on the first axis -> torch (r, z, n)."""
+    z, r, h = w.split(units, dim=0)
+    return torch.cat([r, z, h], dim=0)
+
+
+def run(layer, x, state, mask, in_mask, rec_mask):
+    cell = layer.cell
+    kind = cell_kind(cell)
+    units = cell.units
+    if in_mask is not None:
+        x = x * in_mask
+    if layer.go_backwards:
+        x = x.flip(1)
+    w_ih, w_hh = cell.kernel.T, cell.recurrent_kernel.T
+    if kind == "gru":
+        w_ih, w_hh = _gru_perm(w_ih, units), _gru_perm(w_hh, units)
+    params = [w_ih, w_hh]
+    if cell.bias is not None:
+        if kind == "gru":
+            params += [_gru_perm(cell.bias[0], units), _gru_perm(cell.bias[1], units)]
+        else:
+            params += [cell.bias, torch.zeros_like(cell.bias)]
+    hx = tuple(s.unsqueeze(0).contiguous() for s in state)
+    has_bias = cell.bias is not None
+    fn = {"lstm": torch.lstm, "gru": torch.gru}.get(kind)
+    if kind == "simple":
+        fn = torch.rnn_relu if cell.activation == "relu" else torch.rnn_tanh
+    args = (params, has_bias, 1, 0.0, layer.training, False)
+    lengths = None if mask is None else _post_lengths(mask)
+    if lengths is None:
+        out = fn(x, hx if kind == "lstm" else hx[0], *args, True)
+    else:
+        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        h_in = hx if kind == "lstm" else hx[0]
+        if kind == "lstm":
+            h_in = tuple(h.index_select(1, packed.sorted_indices) for h in h_in)
+        else:
+            h_in = h_in.index_select(1, packed.sorted_indices)
+        out = fn(packed.data, packed.batch_sizes, h_in, *args)
+    y, hn = out[0], out[1:]
+    hn = tuple(hn) if kind == "lstm" else (hn[0],)
+    if lengths is not None:
+        hn = tuple(h.index_select(1, packed.unsorted_indices) for h in hn)
+        y = pad_packed_sequence(packed._replace(data=y), batch_first=True,
+                                total_length=x.shape[1])[0]
+    final = tuple(h.squeeze(0) for h in hn)
+    if layer.return_sequences:
+        return y, final
+    return final[0], final
