@@ -1,0 +1,320 @@
+"""Callbacks for :func:`rnnkit.train.fit`, with Keras semantics.
+
+A callback receives, in this order::
+
+    on_train_begin(logs)
+      for each epoch e (0-based):
+        on_epoch_begin(e, logs)
+          for each batch b: on_batch_begin(b, logs); on_batch_end(b, logs)
+        on_epoch_end(e, logs)       # logs: loss, metrics, val_loss, val_<metric>
+    on_train_end(logs)
+
+``fit`` sets ``callback.model`` and ``callback.params`` (epochs, steps, verbose) before
+``on_train_begin``. Setting ``callback.stop_training = True`` ends training after the current
+batch (checked after every batch and every epoch).
+
+* :class:`History` -- ``history[key]`` is the list of per-epoch values; JSON round trip.
+* :class:`EarlyStopping` -- stops when ``monitor`` has not improved by more than
+  ``min_delta`` for ``patience`` epochs. ``restore_best_weights`` loads, at the end of
+  training, the weights of the epoch with the best ``monitor`` value (as Keras 3 does: also
+  when training ran all epochs without stopping early).
+* :class:`ModelCheckpoint` -- saves the model with :func:`rnnkit.io.save_model` (atomic
+  files) whenever ``monitor`` improves (``save_best_only``) or after every epoch.
+* :class:`ProgressBar` -- a tqdm bar per epoch with running loss/metrics on a terminal, one
+  summary line per epoch otherwise; writes to stderr so that stdout stays machine-readable.
+* :class:`TerminateOnNaN` -- stops as soon as a batch loss is NaN or infinite.
+
+"Improves" follows ``mode``: ``"min"``, ``"max"`` or ``"auto"`` (max when the monitored
+name contains ``acc``, ``auc``, ``precision``, ``recall``, ``f1`` or ``bleu``; else min).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+_MAX_HINTS = ("acc", "auc", "precision", "recall", "f1", "bleu")
+
+
+class Callback:
+    """Base class: override the hooks you need. ``self.model`` is the model being trained."""
+
+    def __init__(self) -> None:
+        self.model: nn.Module | None = None
+        self.params: dict[str, Any] = {}
+        self.stop_training = False
+
+    def set_model(self, model: nn.Module) -> None:
+        self.model = model
+
+    def set_params(self, params: dict[str, Any]) -> None:
+        self.params = dict(params)
+
+    def on_train_begin(self, logs: dict | None = None) -> None: ...
+    def on_train_end(self, logs: dict | None = None) -> None: ...
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None: ...
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None: ...
+    def on_batch_begin(self, batch: int, logs: dict | None = None) -> None: ...
+    def on_batch_end(self, batch: int, logs: dict | None = None) -> None: ...
+
+
+class History(Callback):
+    """Per-epoch logs: ``history["loss"][e]`` etc., ``epoch`` the list of epoch indices."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.history: dict[str, list[float]] = {}
+        self.epoch: list[int] = []
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        pass  # keep accumulating across several fit calls, as Keras does per History object
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self.epoch.append(epoch)
+        for k, v in (logs or {}).items():
+            self.history.setdefault(k, []).append(float(v))
+
+    def to_dict(self) -> dict:
+        return {"epoch": list(self.epoch), "history": {k: list(v) for k, v in
+                                                       self.history.items()}}
+
+    def to_json(self) -> str:
+        """JSON text; non-finite values are written as null."""
+        def fin(v: float) -> float | None:
+            return v if math.isfinite(v) else None
+        d = self.to_dict()
+        d["history"] = {k: [fin(x) for x in v] for k, v in d["history"].items()}
+        return json.dumps(d, indent=2, allow_nan=False)
+
+    @classmethod
+    def from_json(cls, text: str) -> History:
+        d = json.loads(text)
+        h = cls()
+        h.epoch = [int(e) for e in d["epoch"]]
+        h.history = {k: [float("nan") if x is None else float(x) for x in v]
+                     for k, v in d["history"].items()}
+        return h
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write :meth:`to_json` to ``path`` atomically (e.g. ``model_dir/history.json``)."""
+        from .io import atomic_write_text
+
+        atomic_write_text(path, self.to_json() + "\n")
+
+    def best(self, key: str, mode: str = "auto") -> tuple[int, float]:
+        """``(epoch, value)`` of the best logged ``key``."""
+        values = self.history[key]
+        better = _better(key, mode)
+        i = 0
+        for j in range(1, len(values)):
+            if better(values[j], values[i]):
+                i = j
+        return self.epoch[i], values[i]
+
+
+def _mode(monitor: str, mode: str) -> str:
+    if mode not in ("auto", "min", "max"):
+        raise ValueError(f"mode must be 'auto', 'min' or 'max', got {mode!r}")
+    if mode == "auto":
+        return "max" if any(h in monitor.lower() for h in _MAX_HINTS) else "min"
+    return mode
+
+
+def _better(monitor: str, mode: str) -> Callable[[float, float], bool]:
+    if _mode(monitor, mode) == "max":
+        return lambda a, b: a > b
+    return lambda a, b: a < b
+
+
+def _monitor_value(who: str, monitor: str, logs: dict | None) -> float:
+    logs = logs or {}
+    if monitor not in logs:
+        hint = " (give validation data to fit)" if monitor.startswith("val_") else ""
+        raise ValueError(f"{who} monitors {monitor!r}, but the epoch logs only have "
+                         f"{sorted(logs)}{hint}")
+    return float(logs[monitor])
+
+
+class EarlyStopping(Callback):
+    """Stop when ``monitor`` stops improving (Keras 3 semantics).
+
+    After each epoch: if ``monitor`` improved on the best value by more than ``min_delta``
+    (in the direction of ``mode``), it becomes the best and the wait counter resets; else
+    the counter grows and training stops once it reaches ``patience``. With
+    ``restore_best_weights`` the model's state dict at the best epoch is kept (in memory)
+    and loaded back at the end of training. ``best_epoch``, ``best`` and ``stopped_epoch``
+    (-1 when training was not stopped) are available afterwards.
+    """
+
+    def __init__(self, monitor: str = "val_loss", patience: int = 3, mode: str = "auto",
+                 min_delta: float = 0.0, restore_best_weights: bool = False,
+                 verbose: int = 0) -> None:
+        super().__init__()
+        if patience < 0:
+            raise ValueError(f"patience must be >= 0, got {patience}")
+        self.monitor, self.patience, self.min_delta = monitor, patience, abs(min_delta)
+        self.mode = _mode(monitor, mode)
+        self.restore_best_weights, self.verbose = restore_best_weights, verbose
+        self._reset()
+
+    def _reset(self) -> None:
+        self.wait = 0
+        self.best = math.inf if self.mode == "min" else -math.inf
+        self.best_epoch = -1
+        self.stopped_epoch = -1
+        self.best_weights: dict[str, torch.Tensor] | None = None
+
+    def _improved(self, current: float) -> bool:
+        if self.mode == "min":
+            return current + self.min_delta < self.best
+        return current - self.min_delta > self.best
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self._reset()
+        self.stop_training = False
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        current = _monitor_value("EarlyStopping", self.monitor, logs)
+        if self.restore_best_weights and self.best_weights is None:
+            self.best_weights = _snapshot(self.model)
+            self.best_epoch = epoch
+        self.wait += 1
+        if self._improved(current):
+            self.best, self.best_epoch, self.wait = current, epoch, 0
+            if self.restore_best_weights:
+                self.best_weights = _snapshot(self.model)
+            return
+        if self.wait >= self.patience and epoch > 0:
+            self.stopped_epoch = epoch
+            self.stop_training = True
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        if self.stopped_epoch >= 0 and self.verbose:
+            print(f"Epoch {self.stopped_epoch + 1}: early stopping", file=sys.stderr)
+        if self.restore_best_weights and self.best_weights is not None:
+            if self.verbose:
+                print(f"Restoring model weights from the end of the best epoch: "
+                      f"{self.best_epoch + 1}.", file=sys.stderr)
+            assert self.model is not None
+            self.model.load_state_dict(self.best_weights)
+
+
+def _snapshot(model: nn.Module | None) -> dict[str, torch.Tensor]:
+    assert model is not None, "callback used outside fit"
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+class ModelCheckpoint(Callback):
+    """Save the model to ``model_dir`` with :func:`rnnkit.io.save_model` after an epoch.
+
+    ``save_best_only=True`` saves only when ``monitor`` improves on the best value so far
+    (the first epoch always saves); else every epoch overwrites the directory. ``task`` and
+    ``extra`` go to ``save_model``; ``config.json`` also records
+    ``{"checkpoint": {"epoch", "monitor", "value"}}``. After the model is saved,
+    ``save_fn(model, model_dir)`` (if given) lets a task save its own files next to it
+    (e.g. the text encoder); write them atomically too. ``saved_epochs`` lists the epochs
+    that were saved.
+    """
+
+    def __init__(self, model_dir: str | os.PathLike, monitor: str = "val_loss",
+                 save_best_only: bool = True, save_fn: Callable[[nn.Module, Path], None]
+                 | None = None, *, mode: str = "auto", task: str = "model",
+                 extra: dict | None = None, verbose: int = 0) -> None:
+        super().__init__()
+        self.model_dir = Path(model_dir)
+        self.monitor, self.save_best_only, self.save_fn = monitor, save_best_only, save_fn
+        self.mode = _mode(monitor, mode)
+        self.task, self.extra, self.verbose = task, dict(extra or {}), verbose
+        self.best = math.inf if self.mode == "min" else -math.inf
+        self.saved_epochs: list[int] = []
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self.best = math.inf if self.mode == "min" else -math.inf
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        current = _monitor_value("ModelCheckpoint", self.monitor, logs)
+        if self.save_best_only:
+            improved = current < self.best if self.mode == "min" else current > self.best
+            if not improved:
+                return
+            self.best = current
+        self.save(epoch, current)
+
+    def save(self, epoch: int, value: float) -> None:
+        from .io import save_model
+
+        assert self.model is not None
+        extra = {**self.extra, "checkpoint": {"epoch": epoch, "monitor": self.monitor,
+                                               "value": value if math.isfinite(value) else None}}
+        save_model(self.model_dir, self.model, task=self.task, extra=extra)
+        if self.save_fn is not None:
+            self.save_fn(self.model, self.model_dir)
+        self.saved_epochs.append(epoch)
+        if self.verbose:
+            print(f"Epoch {epoch + 1}: {self.monitor}={value:.4f}, saved to {self.model_dir}",
+                  file=sys.stderr)
+
+
+class TerminateOnNaN(Callback):
+    """Stop training as soon as a batch loss is NaN or infinite."""
+
+    def on_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            print(f"Batch {batch}: invalid loss {loss}, terminating training", file=sys.stderr)
+            self.stop_training = True
+
+
+def _fmt(logs: dict) -> str:
+    return " - ".join(f"{k}: {v:.4f}" for k, v in logs.items())
+
+
+class ProgressBar(Callback):
+    """Progress per epoch on stderr: a tqdm bar with running loss/metrics when ``stream`` is a
+    terminal and ``one_line`` is False, else one line per epoch with the epoch's logs."""
+
+    def __init__(self, one_line: bool | None = None, stream=None) -> None:
+        super().__init__()
+        self.stream = stream if stream is not None else sys.stderr
+        if one_line is None:
+            one_line = not (hasattr(self.stream, "isatty") and self.stream.isatty())
+        self.one_line = one_line
+        self._bar = None
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._start = time.perf_counter()
+        if not self.one_line:
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(total=self.params.get("steps"), file=self.stream, leave=True,
+                             desc=f"Epoch {epoch + 1}/{self.params.get('epochs', '?')}",
+                             unit="batch", dynamic_ncols=True)
+
+    def on_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        if self._bar is not None:
+            self._bar.update(1)
+            self._bar.set_postfix_str(_fmt(logs or {}), refresh=False)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if self._bar is not None:
+            self._bar.set_postfix_str(_fmt(logs or {}), refresh=True)
+            self._bar.close()
+            self._bar = None
+        else:
+            secs = time.perf_counter() - self._start
+            print(f"Epoch {epoch + 1}/{self.params.get('epochs', '?')} ({secs:.1f}s) - "
+                  f"{_fmt(logs or {})}", file=self.stream, flush=True)
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None

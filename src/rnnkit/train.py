@@ -1,0 +1,778 @@
+"""Training loop: :func:`fit`, :func:`evaluate`, :func:`predict`, losses, metrics, optimizers.
+
+``fit`` minimises the mean loss over mini-batches with a gradient method::
+
+    for epoch in 1..epochs:
+        for (inputs, targets) in batches(train, batch_size, shuffled):
+            L = mean_i loss(model(*inputs)_i, targets_i)
+            g = clip(grad L)                          # clip_value, then global clip_norm
+            params <- optimizer_step(params, g)
+        logs = {loss, metrics (weighted by batch size over the epoch),
+                val_loss, val_metrics (on the validation data, eval mode, no grad)}
+
+Data
+    ``x`` is a tensor or a tuple of tensors (the model is called as ``model(*x)``), ``y`` a
+    tensor or a tuple (passed to the loss as is); batches are slices along dimension 0.
+    ``train_data=`` (or ``x`` with ``y=None``) takes any re-iterable of ``(inputs, targets)``
+    batches instead, e.g. a ``torch.utils.data.DataLoader`` -- then ``batch_size``,
+    ``shuffle`` and ``validation_split`` do not apply. ``validation_data`` is a *tuple*
+    ``(x_val, y_val)`` of tensors, or any other iterable of batches (a list, a DataLoader).
+    ``validation_split=f`` holds out the **last** ``f`` of the samples, before shuffling,
+    exactly like Keras (``split_at = ceil(n * (1 - f))``), whether or not ``seed`` is given;
+    shuffle the data yourself first if the order is meaningful (the dataset loaders offer a
+    seeded split).
+
+Losses (``loss=``)
+    ``"binary_crossentropy"``, ``"categorical_crossentropy"``,
+    ``"sparse_categorical_crossentropy"``, ``"mse"``, ``"mae"``, or a callable
+    ``(outputs, targets) -> scalar tensor`` (e.g. a masked per-step loss).
+    The models output probabilities. For the cross-entropies, when the last layer is an
+    :class:`rnnkit.layers.Dense` with the matching activation (sigmoid / softmax) -- the
+    model is a ``Dense``, a ``Sequential`` ending in one, or has an ``output_layer``
+    attribute holding the Dense that produced its output -- the loss is computed from that
+    layer's logits (``log-sigmoid`` / ``log-softmax``: exact and stable, as Keras does on
+    TensorFlow). Otherwise probabilities are clipped to ``[1e-7, 1 - 1e-7]`` before the
+    log (Keras). The same function is used in training and in :func:`evaluate`, so the
+    reported train and validation losses agree for identical weights (no dropout).
+    Binary targets of shape ``(batch,)`` are matched to outputs ``(batch, 1)``.
+
+Metrics (``metrics=``)
+    Names: ``"accuracy"`` (binary -- ``p > 0.5`` --, categorical -- argmax -- or sparse,
+    chosen from the loss, else from the shapes like Keras), ``"mse"``, ``"mae"``; or a dict
+    ``name -> (outputs, targets) -> tensor``. Epoch values are means over batches weighted
+    by batch size (the size of dimension 0 of the first input).
+
+Optimizers (``optimizer=``, ``lr=``)
+    ``"rmsprop"`` and ``"adam"`` implement Keras 3's update rules and defaults exactly
+    (tested against Keras): RMSprop ``v <- rho v + (1-rho) g^2``,
+    ``w <- w - lr g / sqrt(v + eps)`` with ``rho=0.9, eps=1e-7`` (torch's RMSprop uses
+    ``alpha=0.99`` and ``eps=1e-8`` *outside* the square root); Adam
+    ``w <- w - lr sqrt(1-b2^t)/(1-b1^t) m / (sqrt(v) + eps)`` with ``eps=1e-7`` (torch: eps
+    added to the bias-corrected ``sqrt(v_hat)``, 1e-8). ``"sgd"`` is plain SGD. Also
+    accepted: a ``torch.optim.Optimizer`` instance or a factory ``params -> Optimizer``.
+    Lazily-sized layers are built (one batch through the model, no grad) before the
+    optimizer is created.
+
+:data:`RECOMMENDED` holds rnnkit's recommended settings for the sentiment models (used by
+the CLI and the docs); the seed recipe is RMSprop at 1e-4.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from .callbacks import Callback, History, ProgressBar
+from .layers import Dense, Sequential, clip_gradients
+
+#: rnnkit's recommended optimizer settings for the IMDB-style sentiment models: the seed
+#: model Embedding(500,16) -> SimpleRNN(8) -> Dense(1) passes 0.70 validation accuracy on
+#: the 5,000-review Keras subset within a few epochs (tests/test_train.py).
+RECOMMENDED: dict[str, Any] = {"optimizer": "adam", "lr": 1e-2, "batch_size": 64}
+
+#: the seed's recipe (Keras book defaults)
+SEED_RECIPE: dict[str, Any] = {"optimizer": "rmsprop", "lr": 1e-4, "batch_size": 64}
+
+_EPS = 1e-7
+
+LossFn = Callable[[Any, Any], Tensor]
+MetricFn = Callable[[Any, Any], Tensor]
+
+
+# -- optimizers -------------------------------------------------------------------------------
+class RMSprop(torch.optim.Optimizer):
+    """Keras 3 RMSprop: ``v <- rho v + (1-rho) g^2``; ``w <- w - lr g / sqrt(v + eps)``
+    (with ``momentum``: ``m <- momentum m + lr g / sqrt(v + eps)``, ``w <- w - m``)."""
+
+    def __init__(self, params, lr: float = 1e-3, rho: float = 0.9, eps: float = 1e-7,
+                 momentum: float = 0.0):
+        if lr < 0 or not 0.0 <= rho < 1.0 or eps < 0 or momentum < 0:
+            raise ValueError(f"invalid RMSprop settings lr={lr}, rho={rho}, eps={eps}, "
+                             f"momentum={momentum}")
+        super().__init__(params, {"lr": lr, "rho": rho, "eps": eps, "momentum": momentum})
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            lr, rho, eps, mom = group["lr"], group["rho"], group["eps"], group["momentum"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                g = p.grad
+                st = self.state[p]
+                if not st:
+                    st["velocity"] = torch.zeros_like(p)
+                    if mom > 0:
+                        st["momentum"] = torch.zeros_like(p)
+                v = st["velocity"]
+                v.mul_(rho).addcmul_(g, g, value=1 - rho)
+                inc = g * lr / (v + eps).sqrt()
+                if mom > 0:
+                    m = st["momentum"]
+                    m.mul_(mom).add_(inc)
+                    p.sub_(m)
+                else:
+                    p.sub_(inc)
+        return loss
+
+
+class Adam(torch.optim.Optimizer):
+    """Keras 3 Adam: ``m <- m + (g - m)(1-b1)``, ``v <- v + (g^2 - v)(1-b2)``,
+    ``w <- w - lr sqrt(1-b2^t)/(1-b1^t) * m / (sqrt(v) + eps)``."""
+
+    def __init__(self, params, lr: float = 1e-3, beta_1: float = 0.9, beta_2: float = 0.999,
+                 eps: float = 1e-7):
+        if lr < 0 or not 0.0 <= beta_1 < 1.0 or not 0.0 <= beta_2 < 1.0 or eps < 0:
+            raise ValueError(f"invalid Adam settings lr={lr}, beta_1={beta_1}, "
+                             f"beta_2={beta_2}, eps={eps}")
+        super().__init__(params, {"lr": lr, "beta_1": beta_1, "beta_2": beta_2, "eps": eps})
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            lr, b1, b2, eps = group["lr"], group["beta_1"], group["beta_2"], group["eps"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                g = p.grad
+                st = self.state[p]
+                if not st:
+                    st["step"] = 0
+                    st["m"] = torch.zeros_like(p)
+                    st["v"] = torch.zeros_like(p)
+                st["step"] += 1
+                t = st["step"]
+                m, v = st["m"], st["v"]
+                m.add_((g - m) * (1 - b1))
+                v.add_((g * g - v) * (1 - b2))
+                alpha = lr * math.sqrt(1 - b2 ** t) / (1 - b1 ** t)
+                p.sub_(m * alpha / (v.sqrt() + eps))
+        return loss
+
+
+OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
+    "rmsprop": RMSprop,
+    "adam": Adam,
+    "sgd": torch.optim.SGD,
+}
+
+
+def make_optimizer(optimizer: str | torch.optim.Optimizer | Callable, params: Iterable,
+                   lr: float = 1e-3) -> torch.optim.Optimizer:
+    """An optimizer from a name (``rmsprop``/``adam``/``sgd``), an instance or a factory."""
+    if isinstance(optimizer, torch.optim.Optimizer):
+        return optimizer
+    if isinstance(optimizer, str):
+        key = optimizer.lower()
+        if key not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {sorted(OPTIMIZERS)}, an Optimizer or "
+                             f"a factory, got {optimizer!r}")
+        if not lr > 0:
+            raise ValueError(f"learning rate must be positive, got {lr}")
+        return OPTIMIZERS[key](params, lr=lr)
+    if callable(optimizer):
+        opt = optimizer(params)
+        if not isinstance(opt, torch.optim.Optimizer):
+            raise TypeError(f"optimizer factory returned {type(opt).__name__}, not an Optimizer")
+        return opt
+    raise TypeError(f"optimizer must be a name, an Optimizer or a factory, got {optimizer!r}")
+
+
+# -- losses and metrics -----------------------------------------------------------------------
+def _as_binary_targets(out: Tensor, y: Tensor) -> Tensor:
+    y = y.to(out.dtype)
+    if y.dim() == out.dim() - 1 and out.shape[-1] == 1:
+        y = y.unsqueeze(-1)
+    if y.shape != out.shape:
+        raise ValueError(f"binary targets of shape {tuple(y.shape)} do not match outputs of "
+                         f"shape {tuple(out.shape)}")
+    return y
+
+
+def _sparse_targets(out: Tensor, y: Tensor) -> Tensor:
+    if y.is_floating_point():
+        if not torch.all(y == y.round()):
+            raise ValueError("sparse targets must be integer class ids")
+        y = y.long()
+    if y.dim() == out.dim() and y.shape[-1] == 1:
+        y = y.squeeze(-1)
+    if tuple(y.shape) != tuple(out.shape[:-1]):
+        raise ValueError(f"sparse targets of shape {tuple(y.shape)} do not match outputs of "
+                         f"shape {tuple(out.shape)} (expected {tuple(out.shape[:-1])})")
+    return y.long()
+
+
+def _check_tensor(out: Any, loss: str) -> Tensor:
+    if not isinstance(out, Tensor):
+        raise ValueError(f"loss {loss!r} needs a single output tensor; the model returned "
+                         f"{type(out).__name__} (pass a callable loss)")
+    return out
+
+
+def binary_crossentropy(out: Tensor, y: Tensor, logits: Tensor | None = None) -> Tensor:
+    """Mean ``-(y log p + (1-y) log(1-p))``; from ``logits`` when given (exact), else
+    from ``p`` clipped to ``[1e-7, 1-1e-7]``."""
+    y = _as_binary_targets(out, y)
+    if logits is not None:
+        return nn.functional.binary_cross_entropy_with_logits(logits, y)
+    p = out.clamp(_EPS, 1 - _EPS)
+    return -(y * torch.log(p) + (1 - y) * torch.log(1 - p)).mean()
+
+
+def categorical_crossentropy(out: Tensor, y: Tensor, logits: Tensor | None = None) -> Tensor:
+    """Mean over samples of ``-sum_c y_c log p_c`` (one-hot or soft targets)."""
+    y = y.to(out.dtype)
+    if y.shape != out.shape:
+        raise ValueError(f"categorical targets of shape {tuple(y.shape)} do not match outputs "
+                         f"of shape {tuple(out.shape)} (use sparse_categorical_crossentropy "
+                         "for integer class ids)")
+    if logits is not None:
+        logp = torch.log_softmax(logits, dim=-1)
+    else:
+        p = out / out.sum(-1, keepdim=True)  # Keras renormalises probabilities
+        logp = torch.log(p.clamp(_EPS, 1 - _EPS))
+    return -(y * logp).sum(-1).mean()
+
+
+def sparse_categorical_crossentropy(out: Tensor, y: Tensor,
+                                    logits: Tensor | None = None) -> Tensor:
+    """Mean ``-log p[y]`` for integer class ids ``y``."""
+    y = _sparse_targets(out, y)
+    if logits is not None:
+        logp = torch.log_softmax(logits, dim=-1)
+    else:
+        logp = torch.log(out.clamp(_EPS, 1 - _EPS))
+    return -logp.gather(-1, y.unsqueeze(-1)).mean()
+
+
+def _regression_targets(out: Tensor, y: Tensor) -> Tensor:
+    y = y.to(out.dtype)
+    if y.dim() == out.dim() - 1 and out.shape[-1] == 1:
+        y = y.unsqueeze(-1)
+    if y.shape != out.shape:
+        raise ValueError(f"targets of shape {tuple(y.shape)} do not match outputs of shape "
+                         f"{tuple(out.shape)}")
+    return y
+
+
+def mse(out: Tensor, y: Tensor, logits: Tensor | None = None) -> Tensor:
+    """Mean squared error."""
+    return ((out - _regression_targets(out, y)) ** 2).mean()
+
+
+def mae(out: Tensor, y: Tensor, logits: Tensor | None = None) -> Tensor:
+    """Mean absolute error."""
+    return (out - _regression_targets(out, y)).abs().mean()
+
+
+LOSSES: dict[str, Callable[..., Tensor]] = {
+    "binary_crossentropy": binary_crossentropy,
+    "categorical_crossentropy": categorical_crossentropy,
+    "sparse_categorical_crossentropy": sparse_categorical_crossentropy,
+    "mse": mse,
+    "mae": mae,
+}
+_LOGIT_ACT = {"binary_crossentropy": "sigmoid", "categorical_crossentropy": "softmax",
+              "sparse_categorical_crossentropy": "softmax"}
+
+
+def binary_accuracy(out: Tensor, y: Tensor) -> Tensor:
+    y = _as_binary_targets(out, y)
+    return ((out > 0.5).to(out.dtype) == y).to(torch.float32).mean()
+
+
+def categorical_accuracy(out: Tensor, y: Tensor) -> Tensor:
+    return (out.argmax(-1) == y.argmax(-1)).to(torch.float32).mean()
+
+
+def sparse_categorical_accuracy(out: Tensor, y: Tensor) -> Tensor:
+    return (out.argmax(-1) == _sparse_targets(out, y)).to(torch.float32).mean()
+
+
+def _auto_accuracy(out: Tensor, y: Tensor) -> Tensor:
+    out = _check_tensor(out, "accuracy")
+    if not y.is_floating_point() and (y.dim() == out.dim() - 1 or
+                                      (y.dim() == out.dim() and y.shape[-1] == 1
+                                       and out.shape[-1] > 1)):
+        return sparse_categorical_accuracy(out, y)
+    if out.shape[-1] == 1:
+        return binary_accuracy(out, y)
+    return categorical_accuracy(out, y)
+
+
+def _accuracy_for(loss: str | Callable) -> MetricFn:
+    return {"binary_crossentropy": binary_accuracy,
+            "categorical_crossentropy": categorical_accuracy,
+            "sparse_categorical_crossentropy": sparse_categorical_accuracy,
+            }.get(loss if isinstance(loss, str) else "", _auto_accuracy)
+
+
+def resolve_metrics(metrics: Sequence[str] | Mapping[str, MetricFn] | None,
+                    loss: str | Callable) -> dict[str, MetricFn]:
+    """Metric names (or a dict of callables) -> ``{name: fn(outputs, targets)}``."""
+    if not metrics:
+        return {}
+    if isinstance(metrics, Mapping):
+        return dict(metrics)
+    if isinstance(metrics, str):
+        metrics = (metrics,)
+    out: dict[str, MetricFn] = {}
+    for m in metrics:
+        if callable(m):
+            out[getattr(m, "__name__", f"metric_{len(out)}")] = m
+        elif m in ("accuracy", "acc"):
+            out[m] = _accuracy_for(loss)
+        elif m in ("mse", "mae"):
+            out[m] = LOSSES[m]
+        else:
+            raise ValueError(f"unknown metric {m!r}: use 'accuracy', 'mse', 'mae' or a dict "
+                             "name -> callable")
+    return out
+
+
+class _Objective:
+    """The loss as used by fit and evaluate (identical in both), with the logits tap."""
+
+    def __init__(self, model: nn.Module, loss: str | LossFn):
+        if isinstance(loss, str):
+            if loss not in LOSSES:
+                raise ValueError(f"loss must be one of {sorted(LOSSES)} or a callable, "
+                                 f"got {loss!r}")
+            self.name = loss
+            self.fn: Callable[..., Tensor] = LOSSES[loss]
+        elif callable(loss):
+            self.name, self.fn = "custom", loss
+        else:
+            raise TypeError(f"loss must be a name or a callable, got {loss!r}")
+        self.head = None
+        act = _LOGIT_ACT.get(self.name)
+        head = _output_dense(model)
+        if act is not None and head is not None and head.activation == act:
+            self.head = head
+        self._inp: Tensor | None = None
+        self._out: Tensor | None = None
+
+    def __enter__(self) -> _Objective:
+        self._hook = None
+        if self.head is not None:
+            def hook(mod, args, output):
+                self._inp, self._out = args[0], output
+            self._hook = self.head.register_forward_hook(hook)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._hook is not None:
+            self._hook.remove()
+        self._inp = self._out = None
+
+    def __call__(self, outputs: Any, targets: Any) -> Tensor:
+        if self.name == "custom":
+            return self.fn(outputs, targets)
+        out = _check_tensor(outputs, self.name)
+        logits = None
+        if self.head is not None and self._out is not None and self._out is out:
+            logits = self.head.logits(self._inp)
+        loss = self.fn(out, targets, logits)
+        self._inp = self._out = None
+        return loss
+
+
+def _output_dense(model: nn.Module) -> Dense | None:
+    m: Any = model
+    for _ in range(8):
+        if isinstance(m, Dense):
+            return m
+        if isinstance(m, Sequential) and len(m):
+            m = m[-1]
+        elif isinstance(getattr(m, "output_layer", None), nn.Module):
+            m = m.output_layer
+        else:
+            return None
+    return None
+
+
+# -- data -------------------------------------------------------------------------------------
+def _is_tensor_tuple(x: Any) -> bool:
+    return isinstance(x, Tensor) or (isinstance(x, tuple) and len(x) > 0
+                                     and all(isinstance(t, Tensor) for t in x))
+
+
+def _as_tuple(x: Any) -> tuple:
+    return x if isinstance(x, tuple) else (x,)
+
+
+def _to_tensor(x: Any) -> Any:
+    if isinstance(x, Tensor):
+        return x
+    if isinstance(x, np.ndarray):
+        return torch.from_numpy(x)
+    if isinstance(x, tuple):
+        return tuple(_to_tensor(t) for t in x)
+    return x
+
+
+def _num_samples(*parts: Any) -> int:
+    sizes = {t.shape[0] for p in parts if p is not None for t in _as_tuple(p)}
+    if len(sizes) != 1:
+        raise ValueError(f"inputs and targets must have the same number of samples "
+                         f"(dimension 0), got sizes {sorted(sizes)}")
+    return sizes.pop()
+
+
+def _index(x: Any, idx: Tensor | slice) -> Any:
+    if isinstance(x, tuple):
+        return tuple(t[idx] for t in x)
+    return x[idx]
+
+
+class _TensorBatches:
+    """Re-iterable mini-batches of (inputs, targets) sliced along dimension 0."""
+
+    def __init__(self, x: Any, y: Any, batch_size: int, shuffle: bool = False,
+                 generator: torch.Generator | None = None):
+        if not isinstance(batch_size, int) or batch_size <= 0:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        self.x, self.y, self.bs, self.shuffle, self.gen = x, y, batch_size, shuffle, generator
+        self.n = _num_samples(x, y)
+        if self.n == 0:
+            raise ValueError("no samples to iterate over (empty data)")
+
+    def __len__(self) -> int:
+        return math.ceil(self.n / self.bs)
+
+    def __iter__(self) -> Iterator[tuple[Any, Any]]:
+        order = torch.randperm(self.n, generator=self.gen) if self.shuffle else None
+        for s in range(0, self.n, self.bs):
+            idx = order[s:s + self.bs] if order is not None else slice(s, s + self.bs)
+            yield _index(self.x, idx), (None if self.y is None else _index(self.y, idx))
+
+
+def _move(obj: Any, device: torch.device) -> Any:
+    if isinstance(obj, Tensor):
+        return obj.to(device, non_blocking=True)
+    if isinstance(obj, tuple):
+        return tuple(_move(o, device) for o in obj)
+    if isinstance(obj, list):
+        return [_move(o, device) for o in obj]
+    if isinstance(obj, dict):
+        return {k: _move(v, device) for k, v in obj.items()}
+    return obj
+
+
+def _call(model: nn.Module, inputs: Any) -> Any:
+    if isinstance(inputs, dict):
+        return model(**inputs)
+    if isinstance(inputs, (tuple, list)):
+        return model(*inputs)
+    return model(inputs)
+
+
+def _batch_size_of(inputs: Any) -> int:
+    if isinstance(inputs, Tensor):
+        return int(inputs.shape[0]) if inputs.dim() else 1
+    if isinstance(inputs, dict):
+        inputs = list(inputs.values())
+    for t in inputs:
+        if isinstance(t, Tensor):
+            return int(t.shape[0]) if t.dim() else 1
+    return 1
+
+
+def _split_batch(batch: Any) -> tuple[Any, Any]:
+    if isinstance(batch, (tuple, list)) and len(batch) == 2:
+        return batch[0], batch[1]
+    raise ValueError("each batch must be a pair (inputs, targets); got "
+                     f"{type(batch).__name__}" + (f" of length {len(batch)}"
+                                                  if isinstance(batch, (tuple, list)) else ""))
+
+
+def _batches_from(x: Any, y: Any, batch_size: int, who: str) -> Iterable:
+    """Tensors -> _TensorBatches; an iterable of batches as is."""
+    x = _to_tensor(x)
+    if _is_tensor_tuple(x):
+        if y is None:
+            raise ValueError(f"{who}: targets y are required with tensor inputs")
+        return _TensorBatches(x, _to_tensor(y), batch_size)
+    if y is not None:
+        raise ValueError(f"{who}: y must be None when x is an iterable of (inputs, targets) "
+                         "batches")
+    if not isinstance(x, Iterable):
+        raise TypeError(f"{who}: expected tensors or an iterable of batches, got "
+                        f"{type(x).__name__}")
+    return x
+
+
+def model_device(model: nn.Module) -> torch.device:
+    p = next(model.parameters(), None)
+    if p is None:
+        p = next(model.buffers(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's random generators."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _needs_build(model: nn.Module) -> bool:
+    from torch.nn.modules.lazy import LazyModuleMixin
+
+    for m in model.modules():
+        if isinstance(m, LazyModuleMixin) and m.has_uninitialized_params():
+            return True
+        if hasattr(m, "build") and hasattr(m, "input_size") and m.input_size is None:
+            return True
+    return False
+
+
+# -- evaluation -------------------------------------------------------------------------------
+class _Mean:
+    def __init__(self) -> None:
+        self.total = 0.0
+        self.count = 0
+
+    def add(self, value: float, n: int) -> None:
+        self.total += value * n
+        self.count += n
+
+    @property
+    def value(self) -> float:
+        return self.total / self.count if self.count else float("nan")
+
+
+@torch.no_grad()
+def _run_eval(model: nn.Module, batches: Iterable, objective: _Objective,
+              metric_fns: dict[str, MetricFn], device: torch.device) -> dict[str, float]:
+    was = model.training
+    model.eval()
+    means = {"loss": _Mean(), **{k: _Mean() for k in metric_fns}}
+    try:
+        with objective:
+            for batch in batches:
+                inputs, targets = _split_batch(batch)
+                inputs, targets = _move(inputs, device), _move(targets, device)
+                n = _batch_size_of(inputs)
+                outputs = _call(model, inputs)
+                means["loss"].add(float(objective(outputs, targets)), n)
+                for k, fn in metric_fns.items():
+                    means[k].add(float(fn(outputs, targets)), n)
+    finally:
+        model.train(was)
+    if means["loss"].count == 0:
+        raise ValueError("no batches to evaluate (empty data or an exhausted iterator)")
+    return {k: m.value for k, m in means.items()}
+
+
+def evaluate(model: nn.Module, x: Any, y: Any = None, *,
+             loss: str | LossFn = "binary_crossentropy",
+             metrics: Sequence[str] | Mapping[str, MetricFn] | None = ("accuracy",),
+             batch_size: int = 32, device: str | torch.device | None = None
+             ) -> dict[str, float]:
+    """Loss and metrics of ``model`` on ``(x, y)`` (or an iterable of batches in ``x``), in
+    eval mode without gradients: ``{"loss": ..., "accuracy": ...}`` (sample-weighted means)."""
+    device = torch.device(device) if device is not None else model_device(model)
+    batches = _batches_from(x, y, batch_size, "evaluate")
+    return _run_eval(model, batches, _Objective(model, loss), resolve_metrics(metrics, loss),
+                     device)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: Any, batch_size: int = 32,
+            device: str | torch.device | None = None) -> Any:
+    """Model outputs for ``x`` (a tensor, a tuple of tensors, or an iterable of input
+    batches), batched, in eval mode, without gradients; concatenated along dimension 0 on
+    the CPU. Tuple outputs give a tuple of concatenated tensors."""
+    device = torch.device(device) if device is not None else model_device(model)
+    x = _to_tensor(x)
+    batches: Iterable = (b for b, _ in _TensorBatches(x, None, batch_size)) \
+        if _is_tensor_tuple(x) else x
+    was = model.training
+    model.eval()
+    outs: list[Any] = []
+    try:
+        for inputs in batches:
+            outs.append(_move(_call(model, _move(inputs, device)), torch.device("cpu")))
+    finally:
+        model.train(was)
+    if not outs:
+        raise ValueError("predict: no input batches")
+    if isinstance(outs[0], Tensor):
+        return torch.cat(outs, dim=0)
+    return tuple(torch.cat([o[i] for o in outs], dim=0) for i in range(len(outs[0])))
+
+
+# -- fit --------------------------------------------------------------------------------------
+def fit(model: nn.Module, x: Any = None, y: Any = None, *,
+        train_data: Iterable | None = None,
+        validation_data: Any = None, validation_split: float = 0.0,
+        loss: str | LossFn = "binary_crossentropy",
+        metrics: Sequence[str] | Mapping[str, MetricFn] | None = ("accuracy",),
+        optimizer: str | torch.optim.Optimizer | Callable = "rmsprop", lr: float = 1e-3,
+        batch_size: int = 32, epochs: int = 1, callbacks: Sequence[Callback] = (),
+        seed: int | None = None, shuffle: bool = True, clip_norm: float | None = None,
+        clip_value: float | None = None, verbose: int = 1,
+        device: str | torch.device | None = None) -> History:
+    """Train ``model`` (see the module docstring for data, losses, metrics and optimizers).
+
+    ``seed`` seeds Python, NumPy and torch (dropout, shuffling) at the start, so the same
+    seed, model initialisation and data give the same history. ``verbose``: 0 silent, 1 a
+    progress bar on a terminal (one line per epoch otherwise), 2 one line per epoch; all
+    progress goes to stderr. Returns the :class:`History` (the one in ``callbacks`` if
+    given). The model is left in eval mode.
+    """
+    if seed is not None:
+        seed_everything(seed)
+    if not isinstance(epochs, int) or epochs < 0:
+        raise ValueError(f"epochs must be a non-negative integer, got {epochs!r}")
+    if not 0.0 <= validation_split < 1.0:
+        raise ValueError(f"validation_split must be in [0, 1), got {validation_split}")
+    dev = torch.device(device) if device is not None else model_device(model)
+    if device is not None:
+        model.to(dev)
+
+    # training and validation batches
+    if train_data is not None and x is not None:
+        raise ValueError("give either x (and y) or train_data, not both")
+    x = _to_tensor(x)
+    if train_data is None and x is not None and not _is_tensor_tuple(x):
+        train_data, x = x, None
+        if y is not None:
+            raise ValueError("y must be None when x is an iterable of (inputs, targets) batches")
+    gen = torch.Generator()
+    gen.manual_seed(seed if seed is not None
+                    else int(torch.randint(0, 2**62, (1,)).item()))
+    if train_data is not None:
+        if validation_split:
+            raise ValueError("validation_split needs tensor data; with train_data give "
+                             "validation_data")
+        train_batches: Iterable = train_data
+    else:
+        if x is None:
+            raise ValueError("fit needs training data: x and y, or train_data")
+        if y is None:
+            raise ValueError("fit: targets y are required with tensor inputs")
+        y = _to_tensor(y)
+        n = _num_samples(x, y)
+        if validation_split:
+            if validation_data is not None:
+                raise ValueError("give either validation_data or validation_split, not both")
+            split_at = int(math.ceil(n * (1.0 - validation_split)))
+            if split_at == 0 or split_at == n:
+                raise ValueError(f"validation_split={validation_split} of {n} samples leaves "
+                                 "an empty training or validation set")
+            validation_data = (_index(x, slice(split_at, None)), _index(y, slice(split_at, None)))
+            x, y = _index(x, slice(0, split_at)), _index(y, slice(0, split_at))
+        train_batches = _TensorBatches(x, y, batch_size, shuffle=shuffle, generator=gen)
+    val_batches: Iterable | None = None
+    if validation_data is not None:
+        if isinstance(validation_data, tuple) and len(validation_data) == 2:
+            val_batches = _TensorBatches(_to_tensor(validation_data[0]),
+                                         _to_tensor(validation_data[1]), batch_size)
+        else:
+            val_batches = validation_data
+
+    # build lazily-sized layers, then the optimizer
+    if _needs_build(model):
+        if isinstance(optimizer, torch.optim.Optimizer):
+            raise ValueError("the model has layers without weights yet (input_size=None); "
+                             "build it first (e.g. Sequential(..., input_shape=...)) or pass "
+                             "the optimizer as a name or a factory")
+        first = next(iter(train_batches), None)
+        if first is None:
+            raise ValueError("fit: train_data yielded no batches")
+        with torch.no_grad():
+            was = model.training
+            model.eval()
+            _call(model, _move(_split_batch(first)[0], dev))
+            model.train(was)
+    opt = make_optimizer(optimizer, model.parameters(), lr)
+    objective = _Objective(model, loss)
+    metric_fns = resolve_metrics(metrics, loss)
+
+    # callbacks
+    cbs = list(callbacks)
+    history = next((c for c in cbs if isinstance(c, History)), None)
+    if history is None:
+        history = History()
+        cbs.insert(0, history)
+    if verbose and not any(isinstance(c, ProgressBar) for c in cbs):
+        cbs.append(ProgressBar(one_line=True if verbose == 2 else None))
+    steps = len(train_batches) if hasattr(train_batches, "__len__") else None
+    params = {"epochs": epochs, "steps": steps, "verbose": verbose, "batch_size": batch_size}
+    for c in cbs:
+        c.set_model(model)
+        c.set_params(params)
+        c.stop_training = False
+    history.params = params
+
+    def stop() -> bool:
+        return any(c.stop_training for c in cbs)
+
+    for c in cbs:
+        c.on_train_begin({})
+    try:
+        for epoch in range(epochs):
+            for c in cbs:
+                c.on_epoch_begin(epoch, {})
+            model.train()
+            means = {"loss": _Mean(), **{k: _Mean() for k in metric_fns}}
+            n_batches = 0
+            with objective:
+                for b, batch in enumerate(train_batches):
+                    for c in cbs:
+                        c.on_batch_begin(b, {})
+                    inputs, targets = _split_batch(batch)
+                    inputs, targets = _move(inputs, dev), _move(targets, dev)
+                    n = _batch_size_of(inputs)
+                    opt.zero_grad(set_to_none=True)
+                    outputs = _call(model, inputs)
+                    batch_loss = objective(outputs, targets)
+                    if batch_loss.dim() != 0:
+                        raise ValueError("the loss must be a scalar tensor, got shape "
+                                         f"{tuple(batch_loss.shape)}")
+                    batch_loss.backward()
+                    if clip_norm is not None or clip_value is not None:
+                        clip_gradients(model.parameters(), clip_norm, clip_value)
+                    opt.step()
+                    means["loss"].add(float(batch_loss.detach()), n)
+                    with torch.no_grad():
+                        for k, fn in metric_fns.items():
+                            means[k].add(float(fn(outputs, targets)), n)
+                    n_batches += 1
+                    blogs = {k: m.value for k, m in means.items()}
+                    for c in cbs:
+                        c.on_batch_end(b, blogs)
+                    if stop():
+                        break
+            if n_batches == 0:
+                raise ValueError(f"train_data yielded no batches in epoch {epoch + 1}; pass a "
+                                 "re-iterable (a list or a DataLoader), not a one-shot iterator")
+            logs = {k: m.value for k, m in means.items()}
+            if val_batches is not None:
+                vals = _run_eval(model, val_batches, objective, metric_fns, dev)
+                logs.update({f"val_{k}": v for k, v in vals.items()})
+            for c in cbs:
+                c.on_epoch_end(epoch, logs)
+            if stop():
+                break
+    finally:
+        model.eval()
+    for c in cbs:
+        c.on_train_end({})
+    return history
