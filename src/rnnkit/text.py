@@ -600,7 +600,12 @@ class TextEncoder:
 
     def encode(self, texts: Sequence[str] | str) -> torch.Tensor:
         """``(n, maxlen)`` int64 ids; a single str is encoded as a batch of one."""
-        return self.pad(self.encode_ids(texts))
+        token_lists = self.tokenize(texts)
+        m = self.maxlen
+        if m is not None:  # look up only the tokens that survive truncation (same result)
+            token_lists = [t[-m:] if self.truncating == "pre" else t[:m] for t in token_lists]
+        vocab, add_start = self.vocab, self.add_start
+        return self.pad([vocab.encode(t, add_start) for t in token_lists])
 
     def decode(self, ids: Iterable[int], skip_special: bool = True) -> str:
         """Tokens of one id row joined by spaces (padding/start dropped by default)."""

@@ -1,0 +1,48 @@
+"""Shared pytest fixtures.
+
+* ``data_dir`` -- the real-data directory (``$RNNKIT_DATA_DIR``, else ``<project>/../shared/data``);
+  tests using it are skipped, with the reason, when it is absent.
+* ``imdb_raw`` -- ``(train_texts, train_labels), (test_texts, test_labels)`` from the shared
+  ``aclImdb_v1.tar.gz``, read once per test session (a few seconds); skipped when absent.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _real_data_dir() -> Path:
+    env = os.environ.get("RNNKIT_DATA_DIR")
+    return Path(env).expanduser() if env else PROJECT_ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """Directory holding the real data files (read-only)."""
+    d = _real_data_dir()
+    if not d.is_dir():
+        pytest.skip(f"real data directory {d} not found (set RNNKIT_DATA_DIR to a directory "
+                    "with aclImdb_v1.tar.gz, imdb_keras_subset.npz, tinyshakespeare.txt)")
+    return d
+
+
+def require_file(data_dir: Path, name: str) -> Path:
+    """``data_dir / name``, or skip the test saying which file is missing."""
+    p = data_dir / name
+    if not p.is_file():
+        pytest.skip(f"{p} not found")
+    return p
+
+
+@pytest.fixture(scope="session")
+def imdb_raw(data_dir: Path):
+    """The raw IMDB reviews, loaded once per session."""
+    from rnnkit.datasets import load_imdb
+
+    require_file(data_dir, "aclImdb_v1.tar.gz")
+    return load_imdb(data_dir, format="raw", download=False)
