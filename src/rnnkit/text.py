@@ -10,6 +10,11 @@ Contract (the Keras ``imdb.load_data`` convention, ``index_from=3``)::
 
 so every id lies in ``[0, num_words)`` and ``len(vocab) <= num_words``.
 
+Difference from Keras: in ``keras.datasets.imdb.load_data`` word ranks start at 1, so its
+first word has id 4 and id 3 is never used (``num_words - 4`` real words). Here the first word
+has id 3 (``num_words - 3`` real words); :meth:`Vocabulary.from_word_index` reproduces Keras's
+ids exactly when needed (e.g. to decode ``imdb.npz`` ids).
+
 * :class:`Tokenizer` -- pluggable tokenizers (``tokenize``, optional ``fit``, ``get_config``,
   ``from_config``, ``save_assets``) with a name registry (:func:`register_tokenizer`,
   :func:`get_tokenizer`, :func:`tokenizer_from_config`). Built in: ``"basic"``.
@@ -53,6 +58,7 @@ PAD, START, OOV = 0, 1, 2
 #: id of the most frequent word
 INDEX_FROM = 3
 _SPECIAL_TOKENS = {PAD: "<pad>", START: "<start>", OOV: "<oov>"}
+_UNUSED = "<unused>"  # id 3 of a vocabulary built from a Keras word index
 
 TEXT_JSON = "text.json"
 _FORMAT = "rnnkit.text"
@@ -327,13 +333,15 @@ class Vocabulary:
     @classmethod
     def from_word_index(cls, word_index: dict[str, int], num_words: int | None = None
                         ) -> Vocabulary:
-        """From a Keras ``imdb.get_word_index()`` map (word -> rank, 1 = most frequent); the
-        Keras ids ``rank + 3`` then equal this vocabulary's ids."""
+        """From a Keras ``imdb.get_word_index()`` map (word -> frequency rank, 1 = most
+        frequent) so that ids equal ``keras.datasets.imdb.load_data``'s: word of rank r ->
+        id ``r + 3``. Keras never uses id 3 (its ranks start at 1); here it is held by the
+        placeholder word ``"<unused>"``."""
         by_rank = sorted(word_index.items(), key=lambda wr: wr[1])
         ranks = [r for _, r in by_rank]
         if ranks != list(range(1, len(ranks) + 1)):
             raise ValueError("word_index ranks must be 1, 2, ..., n")
-        return cls([w for w, _ in by_rank], num_words=num_words)
+        return cls([_UNUSED, *(w for w, _ in by_rank)], num_words=num_words)
 
     # use ----------------------------------------------------------------------------------
     def __len__(self) -> int:
