@@ -17,7 +17,7 @@ from pathlib import Path
 from ..errors import UserError
 
 #: task modules, in the order their commands appear in ``--help``
-TASK_MODULES = ["imdb"]
+TASK_MODULES = ["imdb", "tagger"]
 
 #: task name -> {"evaluate": fn(args), "predict": fn(args)}; filled by ``register``
 TASKS: dict[str, dict[str, Callable[[argparse.Namespace], int | None]]] = {}
