@@ -1,0 +1,478 @@
+"""Encoder-decoder translation with optional attention.
+
+Data: tab-separated sentence pairs in the Tatoeba/ManyThings format
+``source<TAB>target[<TAB>attribution]``, one pair per line (blank lines and ``#`` comments are
+skipped). Sentences are tokenized into lowercased words and punctuation marks (or characters,
+``level="char"``); source and target have separate vocabularies (0 pad, 1 start, 2 unknown,
+3 end). Model, with ``x_1..x_S`` the source ids and ``y_0 = <start>``::
+
+    e_s, s_S     = Encoder(Embed_src(x_1..x_S))                  (LSTM or GRU, padding masked)
+    s_0          = s_S                                           (encoder final state)
+    attention None:      h_t, s_t = Dec(Embed_tgt(y_{t-1}), s_{t-1});  o_t = h_t
+    attention "luong":   h_t, s_t = Dec(Embed_tgt(y_{t-1}), s_{t-1})
+                         c_t = sum_s a_ts e_s,  a_t = softmax_s(h_t^T W_a e_s)
+                         o_t = tanh(W_c [c_t; h_t])
+    attention "bahdanau": c_t = sum_s a_ts e_s,  a_t = softmax_s(v^T tanh(W_q h_{t-1} + W_k e_s))
+                         h_t, s_t = Dec([Embed_tgt(y_{t-1}); c_t], s_{t-1});  o_t = h_t
+    p(y_t | y_<t, x) = softmax(W_o o_t + b_o)
+
+Training is teacher forcing: ``y_{t-1}`` is the reference token, loss the mean cross-entropy
+over real (non-pad) target tokens including ``<end>``. Decoding runs the decoder one step at a
+time from the encoder's final state: greedy (argmax) or beam search (score = sum of log
+probabilities, finished hypotheses ranked by ``score / length**length_penalty``); it stops at
+``<end>`` or ``max_target_len`` tokens. BLEU is sacrebleu's corpus BLEU on the token sequences
+joined by spaces (reference sentences go through the same tokenization).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from ..errors import UserError
+from ..io import load_model, register_model, save_model
+from ..layers import Dense, Embedding
+from ..recurrent import GRU, LSTM
+from ..text import PAD, START, Vocabulary, pad_sequences
+from ._seqtools import (
+    END,
+    check_end_vocabulary,
+    detokenize,
+    fit_loop,
+    minibatches,
+    read_lines,
+    seed_everything,
+    tokenize,
+    vocabulary_with_end,
+)
+
+__all__ = ["read_pairs", "BahdanauAttention", "LuongAttention", "Seq2Seq", "Translator",
+           "train_translator", "bleu", "TASK"]
+
+TASK = "seq2seq"
+_ATTENTIONS = (None, "bahdanau", "luong")
+
+
+# --------------------------------------------------------------------------- data
+
+def read_pairs(path: str | Path, max_pairs: int | None = None) -> list[tuple[str, str]]:
+    """``(source, target)`` pairs from a ``source<TAB>target[<TAB>attribution]`` file.
+
+    UserError naming the file and line for a line without a tab or with an empty side.
+    """
+    pairs: list[tuple[str, str]] = []
+    for n, line in read_lines(path, "pairs file"):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        parts = line.split("\t")
+        if len(parts) < 2:
+            raise UserError(f"{path}:{n}: expected 'source<TAB>target[<TAB>attribution]', "
+                            f"found no tab in {line[:40]!r}")
+        src, tgt = parts[0].strip(), parts[1].strip()
+        if not src or not tgt:
+            side = "source" if not src else "target"
+            raise UserError(f"{path}:{n}: empty {side} sentence")
+        pairs.append((src, tgt))
+        if max_pairs is not None and len(pairs) >= max_pairs:
+            break
+    if not pairs:
+        raise UserError(f"{path}: no sentence pairs found")
+    return pairs
+
+
+# --------------------------------------------------------------------------- attention
+
+def _masked_softmax(scores: Tensor, mask: Tensor | None) -> Tensor:
+    """softmax over the last axis, masked positions (False) get weight 0."""
+    if mask is not None:
+        scores = scores.masked_fill(~mask[:, None, :], torch.finfo(scores.dtype).min)
+    return torch.softmax(scores, dim=-1)
+
+
+class BahdanauAttention(nn.Module):
+    """Additive attention (Bahdanau et al., 2015)::
+
+        score(q_t, k_s) = v^T tanh(q_t W_q + k_s W_k)
+        a_t = softmax_s(score(q_t, k_s))  (masked keys excluded),   c_t = sum_s a_ts k_s
+
+    ``query`` ``(B, T, Dq)``, ``keys`` ``(B, S, Dk)``, ``mask`` ``(B, S)`` bool (True = real);
+    returns ``(context (B, T, Dk), weights (B, T, S))``.
+    """
+
+    def __init__(self, query_dim: int, key_dim: int, units: int):
+        super().__init__()
+        self.query_dim, self.key_dim, self.units = query_dim, key_dim, units
+        self.w_q = Dense(units, input_size=query_dim, use_bias=False)
+        self.w_k = Dense(units, input_size=key_dim, use_bias=True)
+        self.v = Dense(1, input_size=units, use_bias=False)
+
+    def forward(self, query: Tensor, keys: Tensor, mask: Tensor | None = None
+                ) -> tuple[Tensor, Tensor]:
+        hidden = torch.tanh(self.w_q(query)[:, :, None, :] + self.w_k(keys)[:, None, :, :])
+        scores = self.v(hidden).squeeze(-1)  # (B, T, S)
+        weights = _masked_softmax(scores, mask)
+        return weights @ keys, weights
+
+
+class LuongAttention(nn.Module):
+    """Multiplicative ("general") attention (Luong et al., 2015)::
+
+        score(q_t, k_s) = q_t W_a k_s^T
+        a_t = softmax_s(score(q_t, k_s))  (masked keys excluded),   c_t = sum_s a_ts k_s
+
+    Shapes as :class:`BahdanauAttention`.
+    """
+
+    def __init__(self, query_dim: int, key_dim: int):
+        super().__init__()
+        self.query_dim, self.key_dim = query_dim, key_dim
+        self.w_a = Dense(key_dim, input_size=query_dim, use_bias=False)
+
+    def forward(self, query: Tensor, keys: Tensor, mask: Tensor | None = None
+                ) -> tuple[Tensor, Tensor]:
+        scores = self.w_a(query) @ keys.transpose(1, 2)  # (B, T, S)
+        weights = _masked_softmax(scores, mask)
+        return weights @ keys, weights
+
+
+# --------------------------------------------------------------------------- model
+
+@register_model("Seq2Seq")
+class Seq2Seq(nn.Module):
+    """Encoder-decoder over token ids (equations in the module docstring).
+
+    ``forward(src, tgt_in)`` -> logits ``(B, T, tgt_vocab_size)`` with teacher forcing;
+    :meth:`encode` + :meth:`decode_step` for step-by-step decoding. Source ids are padded at
+    the end with 0; ``tgt_in`` starts with the start id 1.
+    """
+
+    def __init__(self, src_vocab_size: int, tgt_vocab_size: int, embed_dim: int = 64,
+                 units: int = 128, cell: str = "lstm", attention: str | None = None,
+                 backend: str = "reference"):
+        super().__init__()
+        if cell not in ("lstm", "gru"):
+            raise ValueError(f"cell must be 'lstm' or 'gru', got {cell!r}")
+        if attention not in _ATTENTIONS:
+            raise ValueError(f"attention must be one of {list(_ATTENTIONS)}, got {attention!r}")
+        self.src_vocab_size, self.tgt_vocab_size = src_vocab_size, tgt_vocab_size
+        self.embed_dim, self.units, self.cell, self.attention_kind = embed_dim, units, cell, \
+            attention
+        self.backend = backend
+        rnn = LSTM if cell == "lstm" else GRU
+        self.src_embed = Embedding(src_vocab_size, embed_dim, mask_zero=True)
+        self.tgt_embed = Embedding(tgt_vocab_size, embed_dim, mask_zero=True)
+        self.encoder = rnn(units, input_size=embed_dim, return_sequences=True,
+                           return_state=True, backend=backend)
+        dec_in = embed_dim + (units if attention == "bahdanau" else 0)
+        self.decoder = rnn(units, input_size=dec_in, return_sequences=True, return_state=True,
+                           backend=backend)
+        self.attention: nn.Module | None = None
+        self.combine: Dense | None = None
+        if attention == "bahdanau":
+            self.attention = BahdanauAttention(units, units, units)
+        elif attention == "luong":
+            self.attention = LuongAttention(units, units)
+            self.combine = Dense(units, "tanh", input_size=2 * units)
+        self.out = Dense(tgt_vocab_size, input_size=units)
+        #: attention weights ``(B, T, S)`` of the last decoder call (None without attention)
+        self.last_attention: Tensor | None = None
+
+    def get_config(self) -> dict:
+        return {"src_vocab_size": self.src_vocab_size, "tgt_vocab_size": self.tgt_vocab_size,
+                "embed_dim": self.embed_dim, "units": self.units, "cell": self.cell,
+                "attention": self.attention_kind, "backend": self.backend}
+
+    def encode(self, src: Tensor) -> tuple[Tensor, Tensor, tuple[Tensor, ...]]:
+        """``(encoder outputs (B, S, H), source mask (B, S), final state)``."""
+        mask = src != PAD
+        enc_out, *state = self.encoder(self.src_embed(src), mask=mask)
+        return enc_out, mask, tuple(state)
+
+    def decode(self, tgt_in: Tensor, state: tuple[Tensor, ...], enc_out: Tensor,
+               src_mask: Tensor) -> tuple[Tensor, tuple[Tensor, ...]]:
+        """Logits ``(B, T, V)`` for decoder inputs ``tgt_in`` ``(B, T)`` and the new state."""
+        emb = self.tgt_embed(tgt_in)
+        if self.attention_kind == "bahdanau":
+            logits, weights = [], []
+            for t in range(tgt_in.shape[1]):
+                ctx, w = self.attention(state[0][:, None, :], enc_out, src_mask)
+                h, *st = self.decoder(torch.cat([emb[:, t:t + 1], ctx], dim=-1),
+                                      initial_state=state)
+                state = tuple(st)
+                logits.append(self.out.logits(h))
+                weights.append(w)
+            self.last_attention = torch.cat(weights, dim=1)
+            return torch.cat(logits, dim=1), state
+        h, *st = self.decoder(emb, initial_state=state)
+        if self.attention_kind == "luong":
+            ctx, self.last_attention = self.attention(h, enc_out, src_mask)
+            h = self.combine(torch.cat([ctx, h], dim=-1))
+        return self.out.logits(h), tuple(st)
+
+    def decode_step(self, y_prev: Tensor, state: tuple[Tensor, ...], enc_out: Tensor,
+                    src_mask: Tensor) -> tuple[Tensor, tuple[Tensor, ...]]:
+        """One decoder step: ``y_prev`` ``(B,)`` -> logits ``(B, V)`` and the new state."""
+        logits, state = self.decode(y_prev[:, None], state, enc_out, src_mask)
+        return logits[:, 0], state
+
+    def forward(self, src: Tensor, tgt_in: Tensor) -> Tensor:
+        enc_out, mask, state = self.encode(src)
+        return self.decode(tgt_in, state, enc_out, mask)[0]
+
+
+def _forbid_specials(logits: Tensor) -> Tensor:
+    """Padding and start are never produced by the decoder."""
+    logits = logits.clone()
+    logits[:, PAD] = float("-inf")
+    logits[:, START] = float("-inf")
+    return logits
+
+
+@torch.no_grad()
+def greedy_decode(model: Seq2Seq, src: Tensor, max_len: int) -> list[list[int]]:
+    """Argmax decoding of a batch; each result is the ids before ``<end>``."""
+    model.eval()
+    enc_out, mask, state = model.encode(src)
+    b = src.shape[0]
+    y = torch.full((b,), START, dtype=torch.long)
+    out: list[list[int]] = [[] for _ in range(b)]
+    done = torch.zeros(b, dtype=torch.bool)
+    for _ in range(max_len):
+        logits, state = model.decode_step(y, state, enc_out, mask)
+        y = _forbid_specials(logits).argmax(-1)
+        for i in range(b):
+            if not done[i]:
+                if int(y[i]) == END:
+                    done[i] = True
+                else:
+                    out[i].append(int(y[i]))
+        if bool(done.all()):
+            break
+    return out
+
+
+@torch.no_grad()
+def beam_decode(model: Seq2Seq, src: Tensor, max_len: int, beam_width: int = 4,
+                length_penalty: float = 1.0) -> list[list[int]]:
+    """Beam search, one source sentence at a time (see the module docstring)."""
+    model.eval()
+    results = []
+    for i in range(src.shape[0]):
+        enc_out, mask, state = model.encode(src[i:i + 1])
+        beams: list[tuple[list[int], float]] = [([], 0.0)]
+        finished: list[tuple[list[int], float]] = []
+        for _ in range(max_len):
+            n = len(beams)
+            last = torch.tensor([b[0][-1] if b[0] else START for b in beams])
+            logits, new_state = model.decode_step(
+                last, state, enc_out.expand(n, -1, -1), mask.expand(n, -1))
+            logp = torch.log_softmax(_forbid_specials(logits), dim=-1)
+            scores = torch.tensor([b[1] for b in beams])[:, None] + logp
+            top = torch.topk(scores.flatten(), min(beam_width, scores.numel()))
+            alive, keep = [], []
+            for score, flat in zip(top.values.tolist(), top.indices.tolist(), strict=True):
+                bi, tok = divmod(flat, logp.shape[1])
+                toks = beams[bi][0]
+                if tok == END:
+                    finished.append((toks, score))
+                else:
+                    alive.append((toks + [tok], score))
+                    keep.append(bi)
+            if len(finished) >= beam_width or not alive:
+                break
+            beams = alive
+            idx = torch.tensor(keep)
+            state = tuple(s[idx] for s in new_state)
+        pool = finished or beams
+
+        def rank(h: tuple[list[int], float]) -> float:
+            return h[1] / max(len(h[0]) + 1, 1) ** length_penalty
+
+        results.append(max(pool, key=rank)[0])
+    return results
+
+
+# --------------------------------------------------------------------------- translator
+
+@dataclass
+class Translator:
+    """A trained :class:`Seq2Seq` with its vocabularies and text settings."""
+
+    model: Seq2Seq
+    src_vocab: Vocabulary
+    tgt_vocab: Vocabulary
+    level: str = "word"
+    max_source_len: int = 20
+    max_target_len: int = 20
+
+    def source_ids(self, texts: Sequence[str]) -> Tensor:
+        rows = []
+        for t in texts:
+            ids = self.src_vocab.encode(tokenize(t, self.level), add_start=False)
+            if not ids:
+                raise UserError(f"nothing to translate in {t!r} (no tokens)")
+            rows.append(ids[: self.max_source_len])
+        return torch.from_numpy(pad_sequences(rows, padding="post", truncating="post"))
+
+    def target_ids(self, texts: Sequence[str]) -> tuple[Tensor, Tensor]:
+        """``(decoder inputs [start, y..], decoder targets [y.., end])``, padded at the end."""
+        rows = [[START, *self.tgt_vocab.encode(tokenize(t, self.level),
+                                               add_start=False)[: self.max_target_len], END]
+                for t in texts]
+        x = pad_sequences([r[:-1] for r in rows], padding="post")
+        y = pad_sequences([r[1:] for r in rows], padding="post")
+        return torch.from_numpy(x), torch.from_numpy(y)
+
+    def loss(self, src_texts: Sequence[str], tgt_texts: Sequence[str]) -> Tensor:
+        return self.loss_ids(self.source_ids(src_texts), *self.target_ids(tgt_texts))
+
+    def loss_ids(self, src: Tensor, tgt_in: Tensor, tgt_out: Tensor) -> Tensor:
+        logits = self.model(src, tgt_in)
+        return nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
+                                           tgt_out.reshape(-1), ignore_index=PAD)
+
+    def _words(self, ids: list[int]) -> str:
+        return detokenize(self.tgt_vocab.decode(ids, skip_special=False), self.level)
+
+    def translate(self, texts: Sequence[str] | str, beam_width: int = 1,
+                  length_penalty: float = 1.0, batch_size: int = 64) -> list[str]:
+        """Translations (tokens joined by spaces, or characters for ``level="char"``)."""
+        if isinstance(texts, str):
+            texts = [texts]
+        if beam_width < 1:
+            raise ValueError(f"beam_width must be >= 1, got {beam_width}")
+        out: list[str] = []
+        for i in range(0, len(texts), batch_size):
+            src = self.source_ids(texts[i:i + batch_size])
+            if beam_width == 1:
+                ids = greedy_decode(self.model, src, self.max_target_len + 1)
+            else:
+                ids = beam_decode(self.model, src, self.max_target_len + 1, beam_width,
+                                  length_penalty)
+            out.extend(self._words(r) for r in ids)
+        return out
+
+    def reference_text(self, text: str) -> str:
+        """A reference sentence as the model would write it (tokenized and re-joined)."""
+        return detokenize(tokenize(text, self.level), self.level)
+
+    # persistence --------------------------------------------------------------------------
+    def save(self, model_dir: str | Path, extra: dict | None = None) -> Path:
+        return save_model(model_dir, self.model, task=TASK, extra={
+            "source_vocabulary": self.src_vocab.to_json(),
+            "target_vocabulary": self.tgt_vocab.to_json(), "level": self.level,
+            "max_source_len": self.max_source_len, "max_target_len": self.max_target_len,
+            **(extra or {})})
+
+    @classmethod
+    def load(cls, model_dir: str | Path) -> Translator:
+        model, cfg = load_model(model_dir)
+        if cfg.get("task") != TASK or not isinstance(model, Seq2Seq):
+            raise UserError(f"{model_dir} holds a {cfg.get('task')!r} model, not {TASK!r}")
+        where = f"{Path(model_dir) / 'config.json'}"
+        try:
+            src = Vocabulary.from_json(cfg["source_vocabulary"])
+            tgt = Vocabulary.from_json(cfg["target_vocabulary"])
+            t = cls(model, src, tgt, cfg["level"], int(cfg["max_source_len"]),
+                    int(cfg["max_target_len"]))
+        except (KeyError, ValueError, TypeError) as e:
+            raise UserError(f"{where}: corrupt translation settings ({e})") from None
+        check_end_vocabulary(tgt, where)
+        return t
+
+
+# --------------------------------------------------------------------------- training
+
+def train_translator(pairs: Sequence[tuple[str, str]], *, val_pairs: Sequence[tuple[str, str]]
+                     | None = None, level: str = "word", cell: str = "lstm",
+                     attention: str | None = "luong", embed_dim: int = 64, units: int = 128,
+                     num_words: int | None = None, max_source_len: int | None = None,
+                     max_target_len: int | None = None, epochs: int = 20,
+                     batch_size: int = 32, lr: float = 3e-3, clip_norm: float = 5.0,
+                     seed: int = 0, backend: str = "reference",
+                     log: Callable[[str], None] | None = None
+                     ) -> tuple[Translator, dict[str, list[float]]]:
+    """Fit vocabularies on ``pairs`` and train a :class:`Seq2Seq` with teacher forcing.
+
+    ``max_*_len`` default to the longest tokenized sentence of ``pairs`` (capped at 50).
+    Returns ``(translator, history)`` with per-epoch ``loss`` (and ``val_loss``).
+    """
+    if not pairs:
+        raise ValueError("no training pairs")
+    seed_everything(seed)
+    src_tok = [tokenize(s, level) for s, _ in pairs]
+    tgt_tok = [tokenize(t, level) for _, t in pairs]
+    src_vocab = vocabulary_with_end(src_tok, num_words)
+    tgt_vocab = vocabulary_with_end(tgt_tok, num_words)
+    if max_source_len is None:
+        max_source_len = min(max(len(t) for t in src_tok), 50)
+    if max_target_len is None:
+        max_target_len = min(max(len(t) for t in tgt_tok), 50)
+    model = Seq2Seq(len(src_vocab), len(tgt_vocab), embed_dim, units, cell, attention, backend)
+    tr = Translator(model, src_vocab, tgt_vocab, level, max_source_len, max_target_len)
+    src = tr.source_ids([s for s, _ in pairs])
+    tgt_in, tgt_out = tr.target_ids([t for _, t in pairs])
+
+    def batches(rng: np.random.Generator):
+        for idx in minibatches(len(pairs), batch_size, rng):
+            yield torch.from_numpy(idx)
+
+    def loss_fn(idx: Tensor) -> Tensor:
+        return tr.loss_ids(*_trim(src[idx], tgt_in[idx], tgt_out[idx]))
+
+    val = None
+    if val_pairs:
+        vs = tr.source_ids([s for s, _ in val_pairs])
+        vi, vo = tr.target_ids([t for _, t in val_pairs])
+
+        def val() -> float:
+            return float(tr.loss_ids(vs, vi, vo))
+
+    history = fit_loop(model, batches, loss_fn, epochs=epochs, lr=lr, clip_norm=clip_norm,
+                       seed=seed, val_loss=val, log=log)
+    return tr, history
+
+
+def _trim(src: Tensor, tgt_in: Tensor, tgt_out: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Drop all-padding columns at the end of a batch (shorter time loops)."""
+    s = int((src != PAD).sum(1).max())
+    t = int((tgt_out != PAD).sum(1).max())
+    return src[:, :max(s, 1)], tgt_in[:, :max(t, 1)], tgt_out[:, :max(t, 1)]
+
+
+# --------------------------------------------------------------------------- evaluation
+
+def bleu(hypotheses: Sequence[str], references: Sequence[str]) -> float:
+    """sacrebleu corpus BLEU (0-100) of hypotheses against one reference each."""
+    import sacrebleu
+
+    if len(hypotheses) != len(references):
+        raise ValueError(f"{len(hypotheses)} hypotheses but {len(references)} references")
+    return float(sacrebleu.corpus_bleu(list(hypotheses), [list(references)]).score)
+
+
+def evaluate_translator(tr: Translator, pairs: Sequence[tuple[str, str]], beam_width: int = 1,
+                        ) -> dict[str, Any]:
+    """BLEU, exact-match rate and teacher-forced loss/perplexity on ``pairs``, next to the
+    baseline of answering every sentence with the most frequent training-style target."""
+    srcs = [s for s, _ in pairs]
+    refs = [tr.reference_text(t) for _, t in pairs]
+    hyps = tr.translate(srcs, beam_width=beam_width)
+    with torch.no_grad():
+        tr.model.eval()
+        loss = float(tr.loss(srcs, [t for _, t in pairs]))
+    common = Counter(refs).most_common(1)[0][0]
+    return {"bleu": bleu(hyps, refs), "exact_match": float(np.mean([h == r for h, r in
+                                                                   zip(hyps, refs,
+                                                                       strict=True)])),
+            "loss": loss, "perplexity": math.exp(min(loss, 700)),
+            "baseline_bleu": bleu([common] * len(refs), refs), "n": len(pairs),
+            "beam_width": beam_width, "examples": list(zip(srcs[:3], hyps[:3], strict=True))}

@@ -1,0 +1,173 @@
+"""Encoder-decoder translation: data errors, attention against torch's SDPA, teacher forcing
+equals step-by-step decoding, beam search, learning on a small Tatoeba-format fixture."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+from rnnkit.errors import UserError
+from rnnkit.tasks.seq2seq import (
+    BahdanauAttention,
+    LuongAttention,
+    Seq2Seq,
+    Translator,
+    beam_decode,
+    evaluate_translator,
+    greedy_decode,
+    read_pairs,
+    train_translator,
+)
+
+FIXTURE = Path(__file__).parent / "fixtures" / "pairs_en_fr.tsv"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models: one intra-op thread is much faster on a shared 2-core machine."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def test_read_pairs_fixture_format():
+    pairs = read_pairs(FIXTURE)
+    assert len(pairs) == 120
+    assert pairs[0] == ("I see the cat.", "Je vois le chat.")  # attribution column dropped
+
+
+@pytest.mark.parametrize("content, line, words", [
+    ("a\tb\tattr\nno tab here\n", 2, "no tab"),
+    ("a\tb\n\n# comment\n\tb\n", 4, "empty source"),
+    ("a\t \n", 1, "empty target"),
+])
+def test_read_pairs_errors_name_file_and_line(tmp_path, content, line, words):
+    p = tmp_path / "bad.tsv"
+    p.write_text(content, encoding="utf-8")
+    with pytest.raises(UserError, match=rf"bad.tsv:{line}: .*{words}"):
+        read_pairs(p)
+
+
+def test_read_pairs_non_utf8_and_missing(tmp_path):
+    p = tmp_path / "latin1.tsv"
+    p.write_bytes(b"ok\tfine\ncaf\xe9\tx\n")
+    with pytest.raises(UserError, match=r"latin1.tsv:2: not UTF-8"):
+        read_pairs(p)
+    with pytest.raises(UserError, match="not found"):
+        read_pairs(tmp_path / "nope.tsv")
+    (tmp_path / "empty.tsv").write_text("\n# only a comment\n")
+    with pytest.raises(UserError, match="no sentence pairs"):
+        read_pairs(tmp_path / "empty.tsv")
+
+
+def test_luong_attention_matches_torch_sdpa():
+    torch.manual_seed(0)
+    att = LuongAttention(6, 5).double()
+    q, k = torch.randn(3, 4, 6, dtype=torch.float64), torch.randn(3, 7, 5, dtype=torch.float64)
+    mask = torch.ones(3, 7, dtype=torch.bool)
+    mask[1, 5:] = False
+    mask[2, 2:] = False
+    ctx, w = att(q, k, mask)
+    oracle = torch.nn.functional.scaled_dot_product_attention(
+        att.w_a(q), k, k, attn_mask=mask[:, None, :], scale=1.0)
+    torch.testing.assert_close(ctx, oracle)
+    assert torch.all(w[1, :, 5:] == 0) and torch.all(w[2, :, 2:] == 0)
+    torch.testing.assert_close(w.sum(-1), torch.ones(3, 4, dtype=torch.float64))
+
+
+def test_bahdanau_attention_weights_and_gradients():
+    torch.manual_seed(0)
+    att = BahdanauAttention(4, 3, 5).double()
+    q = torch.randn(2, 2, 4, dtype=torch.float64, requires_grad=True)
+    k = torch.randn(2, 6, 3, dtype=torch.float64, requires_grad=True)
+    mask = torch.tensor([[1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1]], dtype=torch.bool)
+    ctx, w = att(q, k, mask)
+    # explicit formula: v^T tanh(W_q q + W_k k), softmax over real keys only
+    s = (torch.tanh((q @ att.w_q.kernel)[:, :, None] + (k @ att.w_k.kernel + att.w_k.bias)
+                    [:, None]) @ att.v.kernel).squeeze(-1)
+    s = s.masked_fill(~mask[:, None], float("-inf"))
+    torch.testing.assert_close(w, torch.softmax(s, -1))
+    torch.testing.assert_close(ctx, torch.softmax(s, -1) @ k)
+    assert torch.autograd.gradcheck(lambda a, b: att(a, b, mask)[0], (q, k))
+
+
+@pytest.mark.parametrize("attention", [None, "luong", "bahdanau"])
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_teacher_forcing_equals_step_by_step(attention, cell):
+    torch.manual_seed(1)
+    m = Seq2Seq(9, 11, embed_dim=4, units=6, cell=cell, attention=attention).eval()
+    src = torch.tensor([[4, 5, 6, 7], [8, 3, 0, 0]])
+    tgt_in = torch.tensor([[1, 4, 5, 6, 7], [1, 9, 10, 3, 4]])
+    with torch.no_grad():
+        full = m(src, tgt_in)
+        enc_out, mask, state = m.encode(src)
+        steps = []
+        for t in range(tgt_in.shape[1]):
+            logits, state = m.decode_step(tgt_in[:, t], state, enc_out, mask)
+            steps.append(logits)
+    torch.testing.assert_close(full, torch.stack(steps, 1))
+    # source padding is masked: the padded sentence alone gives the same logits
+    with torch.no_grad():
+        alone = m(src[1:, :2], tgt_in[1:])
+    torch.testing.assert_close(full[1:], alone)
+
+
+def test_decoder_starts_from_encoder_final_state():
+    torch.manual_seed(2)
+    m = Seq2Seq(9, 11, embed_dim=4, units=6, cell="lstm").eval()
+    src = torch.tensor([[4, 5, 6]])
+    with torch.no_grad():
+        _, _, (h, c) = m.encode(src)
+        dec = m.decoder(m.tgt_embed(torch.tensor([[1]])), initial_state=(h, c))[0]
+        torch.testing.assert_close(m(src, torch.tensor([[1]])), m.out.logits(dec))
+        other = m(torch.tensor([[7, 8, 4]]), torch.tensor([[1]]))
+    assert not torch.allclose(other, m.out.logits(dec))
+
+
+@pytest.mark.parametrize("attention", [None, "bahdanau"])
+def test_beam_width_one_is_greedy(attention):
+    torch.manual_seed(3)
+    m = Seq2Seq(9, 11, embed_dim=4, units=6, attention=attention).eval()
+    src = torch.tensor([[4, 5, 6, 7], [8, 3, 0, 0], [6, 6, 6, 0]])
+    assert beam_decode(m, src, 8, beam_width=1) == greedy_decode(m, src, 8)
+    wide = beam_decode(m, src, 8, beam_width=4)
+    assert all(len(r) <= 8 and all(t >= 2 for t in r) for r in wide)
+
+
+@pytest.fixture(scope="module")
+def trained():
+    pairs = read_pairs(FIXTURE)
+    random.Random(0).shuffle(pairs)
+    train, test = pairs[:96], pairs[96:]
+    tr, hist = train_translator(train, val_pairs=test, attention="luong", units=32,
+                                embed_dim=16, epochs=25, batch_size=16, lr=1e-2, seed=0)
+    return tr, hist, train, test
+
+
+def test_translator_learns_and_beats_constant_baseline(trained):
+    tr, hist, train, test = trained
+    assert hist["loss"][-1] < 0.25 * hist["loss"][0]
+    assert hist["val_loss"][-1] < 0.5 * hist["val_loss"][0]
+    on_train = evaluate_translator(tr, train)
+    on_test = evaluate_translator(tr, test, beam_width=3)
+    assert on_train["bleu"] > 70 > on_train["baseline_bleu"]
+    assert on_test["bleu"] > on_test["baseline_bleu"] + 20
+    assert on_train["exact_match"] > 0.5
+
+
+def test_translator_save_load_roundtrip(trained, tmp_path):
+    tr, _, _, test = trained
+    srcs = [s for s, _ in test[:5]]
+    tr.save(tmp_path / "m")
+    back = Translator.load(tmp_path / "m")
+    assert back.translate(srcs) == tr.translate(srcs)
+    assert back.translate(srcs, beam_width=3) == tr.translate(srcs, beam_width=3)
+    (tmp_path / "m" / "weights.safetensors").write_bytes(b"garbage")
+    with pytest.raises(UserError, match="weights"):
+        Translator.load(tmp_path / "m")
+    with pytest.raises(UserError, match="nothing to translate"):
+        tr.translate("   ")
