@@ -247,12 +247,16 @@ def test_real_keras_subset_decodes_with_the_same_convention(data_dir: Path) -> N
 @given(seqs=st.lists(st.lists(st.integers(-5, 1000), max_size=12), min_size=1, max_size=8),
        maxlen=st.one_of(st.none(), st.integers(1, 15)),
        padding=st.sampled_from(["pre", "post"]), truncating=st.sampled_from(["pre", "post"]),
-       value=st.integers(-3, 3))
-def test_pad_sequences_matches_keras(seqs, maxlen, padding, truncating, value) -> None:
+       value=st.integers(-3, 3), as_arrays=st.booleans())
+def test_pad_sequences_matches_keras(seqs, maxlen, padding, truncating, value, as_arrays
+                                     ) -> None:
+    """Lists of ints take the vectorised path, numpy rows the general loop: both = Keras."""
     import keras
 
     if maxlen is None and max(map(len, seqs)) == 0:
         maxlen = 1  # Keras would build a (n, 0) array the same way; keep shapes non-empty
+    if as_arrays:
+        seqs = [np.asarray(s, dtype=np.int64) for s in seqs]
     want = keras.utils.pad_sequences(seqs, maxlen=maxlen, dtype="int64", padding=padding,
                                      truncating=truncating, value=value)
     got = pad_sequences(seqs, maxlen=maxlen, padding=padding, truncating=truncating, value=value)
@@ -347,6 +351,13 @@ def test_text_encoder_encode_equals_pad_of_full_ids(texts, maxlen, padding, trun
         return
     want = pad_sequences(ids, maxlen, padding, truncating)
     np.testing.assert_array_equal(enc.encode(texts).numpy(), want)
+
+
+def test_fit_encode_equals_fit_then_encode() -> None:
+    a = TextEncoder(maxlen=4)
+    xa = a.fit_encode(TEXTS, num_words=7)
+    b = TextEncoder(maxlen=4).fit(TEXTS, num_words=7)
+    assert a.vocab == b.vocab and torch.equal(xa, b.encode(TEXTS))
 
 
 def test_text_encoder_save_load_round_trip(tmp_path: Path) -> None:

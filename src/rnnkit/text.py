@@ -37,6 +37,7 @@ import re
 import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
+from itertools import chain
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -318,12 +319,11 @@ class Vocabulary:
             min_count: int = 1) -> Vocabulary:
         """Keep the ``num_words - 3`` most frequent tokens (all when ``num_words`` is None)
         that occur at least ``min_count`` times."""
-        counter: Counter[str] = Counter()
-        for tokens in token_lists:
-            if isinstance(tokens, str):
-                raise TypeError("Vocabulary.fit expects lists of tokens, got a str; "
-                                "tokenize the texts first")
-            counter.update(tokens)
+        token_lists = list(token_lists)
+        if any(isinstance(tokens, str) for tokens in token_lists):
+            raise TypeError("Vocabulary.fit expects lists of tokens, got a str; "
+                            "tokenize the texts first")
+        counter = Counter(chain.from_iterable(token_lists))
         items = sorted(((w, c) for w, c in counter.items() if c >= min_count),
                        key=lambda wc: (-wc[1], wc[0]))
         if num_words is not None:
@@ -480,6 +480,8 @@ def pad_sequences(sequences: Sequence[Sequence[Any]], maxlen: int | None = None,
     out = np.full((len(lengths), maxlen, *item_shape), value, dtype=dtype)
     if maxlen == 0:
         return out
+    if not item_shape and _pad_ints_fast(out, sequences, lengths, padding, truncating):
+        return out
     for i, (s, n) in enumerate(zip(sequences, lengths, strict=True)):
         if not n:
             continue
@@ -495,6 +497,38 @@ def pad_sequences(sequences: Sequence[Sequence[Any]], maxlen: int | None = None,
         else:
             out[i, maxlen - n:] = arr
     return out
+
+
+def _pad_ints_fast(out: np.ndarray, sequences: Sequence[Sequence[Any]], lengths: list[int],
+                   padding: str, truncating: str) -> bool:
+    """Vectorised fill of ``out`` for sequences of ints (the common case); False when the
+    input is not that (then the general loop runs, same result)."""
+    if out.dtype.kind not in "iu" or not isinstance(sequences, (list, tuple)):
+        return False
+    first = next((s for s, n in zip(sequences, lengths, strict=True) if n), None)
+    if first is None or not isinstance(first, (list, tuple)) or not isinstance(
+            first[0], (int, np.integer)) or isinstance(first[0], bool):
+        return False
+    maxlen = out.shape[1]
+    lens = np.asarray(lengths, dtype=np.int64)
+    keep = np.minimum(lens, maxlen)
+    if truncating == "pre":
+        parts = (s[n - maxlen:] if n > maxlen else s for s, n in zip(sequences, lengths,
+                                                                        strict=True))
+    else:
+        parts = (s[:maxlen] if n > maxlen else s for s, n in zip(sequences, lengths,
+                                                                  strict=True))
+    try:
+        flat = np.fromiter(chain.from_iterable(parts), dtype=out.dtype, count=int(keep.sum()))
+    except (TypeError, ValueError, OverflowError):
+        return False
+    rows = np.repeat(np.arange(len(lengths)), keep)
+    starts = np.cumsum(keep) - keep
+    cols = np.arange(flat.size) - np.repeat(starts, keep)
+    if padding == "pre":
+        cols += np.repeat(maxlen - keep, keep)
+    out[rows, cols] = flat
+    return True
 
 
 # --------------------------------------------------------------------------- lengths
@@ -589,6 +623,16 @@ class TextEncoder:
                                          min_count)
         return self
 
+    def fit_encode(self, texts: Sequence[str], num_words: int | None = 500, min_count: int = 1
+                   ) -> torch.Tensor:
+        """``fit(texts, ...)`` then ``encode(texts)``, tokenizing the texts only once."""
+        texts = _as_texts(texts)
+        if self.tokenizer.needs_fit:
+            self.tokenizer.fit(texts)
+        token_lists = self.tokenizer.tokenize_many(texts)
+        self.vocabulary = Vocabulary.fit(token_lists, num_words, min_count)
+        return self._encode_tokens(token_lists)
+
     def tokenize(self, texts: Sequence[str] | str) -> list[list[str]]:
         return self.tokenizer.tokenize_many(_as_texts(texts))
 
@@ -608,7 +652,9 @@ class TextEncoder:
 
     def encode(self, texts: Sequence[str] | str) -> torch.Tensor:
         """``(n, maxlen)`` int64 ids; a single str is encoded as a batch of one."""
-        token_lists = self.tokenize(texts)
+        return self._encode_tokens(self.tokenize(texts))
+
+    def _encode_tokens(self, token_lists: list[list[str]]) -> torch.Tensor:
         m = self.maxlen
         if m is not None:  # look up only the tokens that survive truncation (same result)
             token_lists = [t[-m:] if self.truncating == "pre" else t[:m] for t in token_lists]
