@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import UserError
+from .common import add_model_args, apply_config_file
 
 #: task modules, in the order their commands appear in ``--help``
 TASK_MODULES = ["imdb", "tagger"]
@@ -67,15 +68,43 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--json", action="store_true", help="print one JSON object last")
     pr.set_defaults(func=_dispatch("predict"))
 
+    sm = sub.add_parser("summary", help="layers, output shapes and exact parameter counts of "
+                        "a saved model, or of a text classifier given by flags")
+    sm.add_argument("model_dir", nargs="?")
+    add_model_args(sm)
+    sm.add_argument("--classes", type=int, default=2)
+    sm.set_defaults(func=summary_cmd)
+
     for name in TASK_MODULES:
         importlib.import_module(f"{__name__}.{name}").register(sub, train_sub)
     return parser
 
 
+def summary_cmd(args: argparse.Namespace) -> int:
+    """Summary of a saved model, or of an untrained text classifier given by flags."""
+    from ..summary import summary
+    if args.model_dir:
+        from ..io import load_model
+        model, _ = load_model(args.model_dir)
+    else:
+        from ..tasks.classify import ClassifierSpec, build_model
+        spec = ClassifierSpec(cell=args.cell, encoding=args.encoding, num_words=args.num_words,
+                              embed_dim=args.embed_dim, units=args.units, layers=args.layers,
+                              bidirectional=args.bidirectional, dropout=args.dropout,
+                              recurrent_dropout=args.recurrent_dropout, mask=args.mask,
+                              maxlen=args.maxlen)
+        model = build_model(spec, args.classes)
+    print(summary(model))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
-    args = parser.parse_args(argv)
     try:
+        apply_config_file(parser, argv)
+        args = parser.parse_args(argv)
+        args.argv = argv
         return int(args.func(args) or 0)
     except UserError as e:
         print(f"rnnkit: error: {e}", file=sys.stderr)

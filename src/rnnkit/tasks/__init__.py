@@ -1,0 +1,1 @@
+"""Task libraries built on rnnkit layers, text pipeline and trainer."""

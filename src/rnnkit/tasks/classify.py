@@ -1,0 +1,200 @@
+"""Many-to-one text classification: a review in, a label out.
+
+The model (the seed's, generalised)::
+
+    ids  = TextEncoder(text)                     # (maxlen,) token ids, 0 = padding
+    e_t  = Embedding(ids)_t  or  onehot(ids_t)   # (maxlen, embed_dim | num_words)
+    h_T  = RNN_L(... RNN_1(e))                   # SimpleRNN/LSTM/GRU, maybe bidirectional
+    p    = sigmoid(h_T w + b)                    # two classes: P(label = labels[1])
+    p    = softmax(h_T W + b)                    # more classes
+
+:class:`TextClassifier` bundles the model with its :class:`~rnnkit.text.TextEncoder` and the
+label names, trains it (early stopping, best-only checkpoints), predicts raw texts and saves
+everything to one directory (``weights.safetensors``, ``config.json``, ``text.json``).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .. import io
+from ..callbacks import EarlyStopping, ModelCheckpoint
+from ..errors import UserError
+from ..layers import Dense, Embedding, OneHot, Sequential
+from ..recurrent import GRU, LSTM, Bidirectional, SimpleRNN
+from ..text import TextEncoder
+from ..train import evaluate, fit, predict
+
+RNN_LAYERS = {"simple": SimpleRNN, "lstm": LSTM, "gru": GRU}
+
+
+@dataclass
+class ClassifierSpec:
+    """Shape of a recurrent text classifier (defaults: the seed's IMDB model)."""
+
+    cell: str = "simple"
+    encoding: str = "embedding"
+    num_words: int = 500
+    embed_dim: int = 16
+    units: int = 8
+    layers: int = 1
+    bidirectional: bool = False
+    dropout: float = 0.0
+    recurrent_dropout: float = 0.0
+    mask: bool = False
+    maxlen: int = 100
+
+    def __post_init__(self) -> None:
+        if self.cell not in RNN_LAYERS:
+            raise UserError(f"cell must be one of {sorted(RNN_LAYERS)}, got {self.cell!r}")
+        if self.encoding not in ("onehot", "embedding"):
+            raise UserError(f"encoding must be 'onehot' or 'embedding', got {self.encoding!r}")
+        for name in ("num_words", "embed_dim", "units", "layers", "maxlen"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v <= 0:
+                raise UserError(f"{name.replace('_', '-')} must be a positive integer, got {v!r}")
+        if self.num_words < 4:
+            raise UserError(f"num-words must be at least 4 (3 ids are reserved), "
+                            f"got {self.num_words}")
+        for name in ("dropout", "recurrent_dropout"):
+            v = getattr(self, name)
+            if not 0.0 <= v < 1.0:
+                raise UserError(f"{name.replace('_', '-')} must be in [0, 1), got {v}")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ClassifierSpec:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def build_model(spec: ClassifierSpec, num_classes: int = 2) -> Sequential:
+    """The Sequential model described by ``spec`` (see the module docstring)."""
+    if num_classes < 2:
+        raise UserError(f"a classifier needs at least 2 classes, got {num_classes}")
+    layers: list[nn.Module] = [
+        Embedding(spec.num_words, spec.embed_dim, mask_zero=spec.mask)
+        if spec.encoding == "embedding" else OneHot(spec.num_words, mask_zero=spec.mask)
+    ]
+    for i in range(spec.layers):
+        rnn = RNN_LAYERS[spec.cell](spec.units, return_sequences=i < spec.layers - 1,
+                                    dropout=spec.dropout,
+                                    recurrent_dropout=spec.recurrent_dropout)
+        layers.append(Bidirectional(rnn) if spec.bidirectional else rnn)
+    layers.append(Dense(1, "sigmoid") if num_classes == 2 else Dense(num_classes, "softmax"))
+    return Sequential(*layers, input_shape=(spec.maxlen,))
+
+
+class TextClassifier:
+    """A text classifier ready to train, predict raw texts, and save/load itself."""
+
+    def __init__(self, model: Sequential, encoder: TextEncoder, labels: list[str],
+                 spec: ClassifierSpec, task: str = "text"):
+        self.model, self.encoder, self.labels, self.spec, self.task = (
+            model, encoder, list(labels), spec, task)
+
+    # -- construction ----------------------------------------------------------------------
+    @classmethod
+    def create(cls, spec: ClassifierSpec, train_texts: list[str], labels: list[str],
+               tokenizer: str | Any = "basic", padding: str = "pre", truncating: str = "pre",
+               task: str = "text") -> TextClassifier:
+        """Fit the text encoder on ``train_texts`` and build an untrained model."""
+        encoder = TextEncoder(tokenizer, maxlen=spec.maxlen, padding=padding,
+                              truncating=truncating).fit(train_texts, num_words=spec.num_words)
+        return cls(build_model(spec, len(labels)), encoder, labels, spec, task)
+
+    @property
+    def binary(self) -> bool:
+        return len(self.labels) == 2
+
+    @property
+    def loss(self) -> str:
+        return "binary_crossentropy" if self.binary else "sparse_categorical_crossentropy"
+
+    def targets(self, y: list[int] | np.ndarray | torch.Tensor) -> torch.Tensor:
+        """Class indices -> the tensor the loss expects ((n, 1) floats when binary)."""
+        y = torch.as_tensor(np.asarray(y)).long()
+        if y.numel() and (int(y.min()) < 0 or int(y.max()) >= len(self.labels)):
+            raise UserError(f"labels must be class indices in [0, {len(self.labels)})")
+        return y.float().unsqueeze(-1) if self.binary else y
+
+    # -- training --------------------------------------------------------------------------
+    def fit(self, x: torch.Tensor, y, *, validation_data=None, optimizer: str = "rmsprop",
+            lr: float = 1e-4, batch_size: int = 64, epochs: int = 100, patience: int = 3,
+            seed: int | None = 42, out: str | Path | None = None, clip_norm: float | None = None,
+            verbose: int = 1):
+        """Train on encoded ids ``x`` and class indices ``y``; returns the History.
+
+        Early stopping on validation loss restores the best epoch's weights; with ``out``,
+        every improvement is checkpointed there (model, text encoder, labels)."""
+        callbacks: list[Any] = []
+        if patience and validation_data is not None:
+            callbacks.append(EarlyStopping(monitor="val_loss", patience=patience,
+                                           restore_best_weights=True))
+        if out is not None and validation_data is not None:
+            callbacks.append(ModelCheckpoint(out, monitor="val_loss", save_best_only=True,
+                                             save_fn=lambda model, d: self.save(d)))
+        val = None
+        if validation_data is not None:
+            val = (validation_data[0], self.targets(validation_data[1]))
+        start = time.perf_counter()
+        history = fit(self.model, x, self.targets(y), validation_data=val, loss=self.loss,
+                      metrics=("accuracy",), optimizer=optimizer, lr=lr, batch_size=batch_size,
+                      epochs=epochs, callbacks=callbacks, seed=seed, clip_norm=clip_norm,
+                      verbose=verbose)
+        self.train_seconds = time.perf_counter() - start
+        return history
+
+    def evaluate_ids(self, x: torch.Tensor, y, batch_size: int = 256) -> dict[str, float]:
+        return evaluate(self.model, x, self.targets(y), loss=self.loss, metrics=("accuracy",),
+                        batch_size=batch_size)
+
+    # -- prediction ------------------------------------------------------------------------
+    def predict_proba(self, texts: list[str], batch_size: int = 256) -> np.ndarray:
+        """``(n, num_classes)`` class probabilities for raw texts."""
+        out = predict(self.model, self.encoder.encode(texts), batch_size=batch_size)
+        p = out.detach().cpu().double().numpy()
+        return np.concatenate([1 - p, p], axis=1) if self.binary else p
+
+    def predict(self, texts: list[str]) -> list[dict[str, Any]]:
+        """For each text: the predicted label, its probability, and all class probabilities."""
+        for i, t in enumerate(texts, 1):
+            if not isinstance(t, str) or not t.strip():
+                raise UserError(f"text {i} is empty")
+        probs = self.predict_proba(texts)
+        result = []
+        for row in probs:
+            k = int(row.argmax())
+            result.append({"label": self.labels[k], "probability": round(float(row[k]), 6),
+                           "probabilities": {lab: round(float(p), 6)
+                                             for lab, p in zip(self.labels, row, strict=True)}})
+        return result
+
+    # -- persistence -----------------------------------------------------------------------
+    def save(self, model_dir: str | Path) -> Path:
+        """Weights, config (spec, labels, task) and the text encoder into ``model_dir``."""
+        model_dir = Path(model_dir)
+        self.encoder.save(model_dir)
+        io.save_model(model_dir, self.model, task=self.task,
+                      extra={"labels": self.labels, "classifier": self.spec.to_dict()})
+        return model_dir
+
+    @classmethod
+    def load(cls, model_dir: str | Path, device: str | None = None) -> TextClassifier:
+        encoder = TextEncoder.load(model_dir)
+        model, cfg = io.load_model(model_dir, device=device)
+        try:
+            labels = list(cfg["labels"])
+            spec = ClassifierSpec.from_dict(cfg["classifier"])
+        except (KeyError, TypeError) as e:
+            raise UserError(f"{model_dir}: config.json is not a text classifier's ({e})") from None
+        return cls(model, encoder, labels, spec, cfg.get("task", "text"))
