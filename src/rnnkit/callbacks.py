@@ -111,13 +111,15 @@ class History(Callback):
         atomic_write_text(path, self.to_json() + "\n")
 
     def best(self, key: str, mode: str = "auto") -> tuple[int, float]:
-        """``(epoch, value)`` of the best logged ``key``."""
+        """``(epoch, value)`` of the best logged ``key`` (NaN values are skipped)."""
         values = self.history[key]
         better = _better(key, mode)
-        i = 0
-        for j in range(1, len(values)):
-            if better(values[j], values[i]):
+        i = None
+        for j, v in enumerate(values):
+            if not math.isnan(v) and (i is None or better(v, values[i])):
                 i = j
+        if i is None:
+            raise ValueError(f"no finite values of {key!r} in the history")
         return self.epoch[i], values[i]
 
 
