@@ -313,3 +313,21 @@ def test_seed_model_learns_real_imdb_subset(imdb_subset):
 
 #: bound on the epochs of the real-data test (measured: 0.72 after 3 epochs)
 MAX_EPOCHS = 6
+
+
+def test_progress_output(capsys):
+    import io
+
+    x, y = _sign_task(32)
+    model = rk.Sequential(rk.Dense(1, "sigmoid", input_size=1))
+    fit(model, x[:, 0], y, epochs=2, verbose=0, optimizer="sgd")
+    assert capsys.readouterr() == ("", "")
+    fit(model, x[:, 0], y, epochs=2, verbose=2, optimizer="sgd", validation_split=0.5)
+    out, err = capsys.readouterr()
+    lines = err.strip().splitlines()
+    assert out == "" and len(lines) == 2
+    assert lines[0].startswith("Epoch 1/2") and "val_accuracy:" in lines[1]
+    stream = io.StringIO()
+    bar = rk.callbacks.ProgressBar(one_line=False, stream=stream)
+    fit(model, x[:, 0], y, epochs=1, batch_size=8, verbose=1, callbacks=[bar], optimizer="sgd")
+    assert "4/4" in stream.getvalue() and "loss:" in stream.getvalue()
