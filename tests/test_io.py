@@ -175,10 +175,7 @@ def test_model_checkpoint_saves_only_on_improvement(tmp_path):
         def on_epoch_end(self, epoch, logs=None):
             logs["val_loss"] = next(vals)
 
-    extra_files = []
-    ck = ModelCheckpoint(tmp_path / "ck", monitor="val_loss", task="toy",
-                         extra={"note": "x"},
-                         save_fn=lambda m, d: extra_files.append(d))
+    ck = ModelCheckpoint(tmp_path / "ck", monitor="val_loss", task="toy", extra={"note": "x"})
     weights_at = {}
 
     class Spy(rk.callbacks.Callback):
@@ -188,7 +185,6 @@ def test_model_checkpoint_saves_only_on_improvement(tmp_path):
     fit(model, x, y, epochs=5, callbacks=[FakeVal(), ck, Spy()], verbose=0, seed=0,
         optimizer="sgd", lr=0.5)
     assert ck.saved_epochs == [0, 2, 4]
-    assert len(extra_files) == 3
     loaded, cfg = load_model(tmp_path / "ck")
     assert cfg["checkpoint"] == {"epoch": 4, "monitor": "val_loss", "value": 0.3}
     assert cfg["note"] == "x" and cfg["task"] == "toy"
@@ -199,6 +195,22 @@ def test_model_checkpoint_saves_only_on_improvement(tmp_path):
     every = ModelCheckpoint(tmp_path / "all", save_best_only=False, monitor="loss")
     fit(model, x, y, epochs=3, callbacks=[every], verbose=0, optimizer="sgd")
     assert every.saved_epochs == [0, 1, 2]
+
+    # a task's own saver replaces the default save (model + its own files)
+    calls = []
+
+    def task_save(m, d):
+        calls.append(d)
+        save_model(d, m, task="mytask", extra={"labels": ["a", "b"]})
+        atomic_write_text(d / "text.json", "{}")
+
+    own = ModelCheckpoint(tmp_path / "own", monitor="loss", save_fn=task_save)
+    fit(model, x, y, epochs=2, callbacks=[own], verbose=0, optimizer="sgd", lr=0.1)
+    assert calls == [tmp_path / "own"] * len(own.saved_epochs) and own.saved_epochs
+    _, cfg = load_model(tmp_path / "own")
+    assert cfg["task"] == "mytask" and "checkpoint" not in cfg
+    assert sorted(p.name for p in (tmp_path / "own").iterdir()) == [CONFIG_FILE, "text.json",
+                                                                    WEIGHTS_FILE]
 
 
 def test_checkpoint_missing_monitor(tmp_path):

@@ -19,7 +19,8 @@ batch (checked after every batch and every epoch).
   training, the weights of the epoch with the best ``monitor`` value (as Keras 3 does: also
   when training ran all epochs without stopping early).
 * :class:`ModelCheckpoint` -- saves the model with :func:`rnnkit.io.save_model` (atomic
-  files) whenever ``monitor`` improves (``save_best_only``) or after every epoch.
+  files), or with a task's own ``save_fn(model, model_dir)``, whenever ``monitor``
+  improves (``save_best_only``) or after every epoch.
 * :class:`ProgressBar` -- a tqdm bar per epoch with running loss/metrics on a terminal, one
   summary line per epoch otherwise; writes to stderr so that stdout stays machine-readable.
 * :class:`TerminateOnNaN` -- stops as soon as a batch loss is NaN or infinite.
@@ -219,12 +220,14 @@ class ModelCheckpoint(Callback):
     """Save the model to ``model_dir`` with :func:`rnnkit.io.save_model` after an epoch.
 
     ``save_best_only=True`` saves only when ``monitor`` improves on the best value so far
-    (the first epoch always saves); else every epoch overwrites the directory. ``task`` and
-    ``extra`` go to ``save_model``; ``config.json`` also records
-    ``{"checkpoint": {"epoch", "monitor", "value"}}``. After the model is saved,
-    ``save_fn(model, model_dir)`` (if given) lets a task save its own files next to it
-    (e.g. the text encoder); write them atomically too. ``saved_epochs`` lists the epochs
-    that were saved.
+    (the first epoch always saves); else every epoch overwrites the directory.
+
+    Without ``save_fn`` it calls ``save_model(model_dir, model, task=task, extra=extra)``;
+    ``config.json`` then also records ``{"checkpoint": {"epoch", "monitor", "value"}}``.
+    With ``save_fn``, ``save_fn(model, model_dir)`` *replaces* that call: a task saves
+    everything itself (its ``save_model`` call plus its own files such as the text
+    encoder's, each written atomically). ``saved_epochs`` lists the epochs that were saved,
+    ``last_saved`` is ``{"epoch", "monitor", "value"}`` of the latest save.
     """
 
     def __init__(self, model_dir: str | os.PathLike, monitor: str = "val_loss",
@@ -238,6 +241,7 @@ class ModelCheckpoint(Callback):
         self.task, self.extra, self.verbose = task, dict(extra or {}), verbose
         self.best = math.inf if self.mode == "min" else -math.inf
         self.saved_epochs: list[int] = []
+        self.last_saved: dict | None = None
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         self.best = math.inf if self.mode == "min" else -math.inf
@@ -255,12 +259,15 @@ class ModelCheckpoint(Callback):
         from .io import save_model
 
         assert self.model is not None
-        extra = {**self.extra, "checkpoint": {"epoch": epoch, "monitor": self.monitor,
-                                               "value": value if math.isfinite(value) else None}}
-        save_model(self.model_dir, self.model, task=self.task, extra=extra)
+        info = {"epoch": epoch, "monitor": self.monitor,
+                "value": value if math.isfinite(value) else None}
         if self.save_fn is not None:
             self.save_fn(self.model, self.model_dir)
+        else:
+            save_model(self.model_dir, self.model, task=self.task,
+                       extra={**self.extra, "checkpoint": info})
         self.saved_epochs.append(epoch)
+        self.last_saved = info
         if self.verbose:
             print(f"Epoch {epoch + 1}: {self.monitor}={value:.4f}, saved to {self.model_dir}",
                   file=sys.stderr)
