@@ -1,0 +1,552 @@
+"""Time series: multi-step forecasting with walk-forward evaluation, and classification of
+variable-length multivariate series.
+
+Forecasting. For a series ``y_1 .. y_T`` (each ``y_t`` a vector of F values, of which the
+target columns are forecast) and a window of ``L`` past steps (``lookback``)::
+
+    z_t            = (y_t - mu) / sigma                  # mu, sigma from the training part only
+    u_s            = z_s - z_t        (s = t-L+1 .. t)   # relative to the last value (option
+                                                         # ``relative``, default on; else u = z)
+    h              = RNN_L(... RNN_1(u_{t-L+1} .. u_t))  # last hidden state
+    zhat_{t+1..t+H} = z_t[targets] + reshape(h W + b, (H, n_targets))   # direct multi-step
+    yhat           = zhat * sigma + mu                    # back in the data's units
+
+trained with the mean squared error on the scaled targets over windows taken every
+``stride`` steps. Longer forecasts than the trained ``H`` are made recursively (feeding the
+forecasts back), which needs every input column to be a target.
+
+Walk-forward evaluation: forecast origins ``t`` run over the test part every ``step`` steps;
+each forecast of ``y_{t+1..t+H}`` sees only ``y_{..t}`` (actual values, no refitting).
+Baselines at the same origins: naive ``yhat_{t+k} = y_t`` and seasonal naive
+``yhat_{t+k} = y_{t+k-m*ceil(k/m)}`` (season ``m``). Reported: MAE, RMSE and MASE, whose scale
+is the in-sample MAE of the seasonal-naive one-step forecast on the training part (``m = 1``:
+the naive one), see :mod:`rnnkit.metrics`.
+
+CSV input: a header row, an optional date column (ISO 8601, strictly increasing) and one or
+more numeric value columns; errors name the file and the line.
+
+Sequence classification: :class:`SeriesClassifierModel` runs an RNN over padded
+``(batch, time, features)`` series with a length mask (padded steps do not update the state)
+and a softmax over classes from the last real step.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, fields
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from .. import io
+from ..errors import UserError
+from ..layers import Dense
+from ..metrics import mae, mase, rmse
+from ..recurrent import GRU, LSTM, SimpleRNN, lengths_to_mask
+
+__all__ = [
+    "Series", "read_series_csv", "Scaler", "make_windows", "detect_season", "ForecastSpec",
+    "ForecastModel", "Forecaster", "naive_forecast", "seasonal_naive_forecast",
+    "SeriesClassifierModel", "pad_series", "plot_forecast",
+]
+
+RNN_LAYERS = {"simple": SimpleRNN, "lstm": LSTM, "gru": GRU}
+DATE_NAMES = ("date", "time", "timestamp", "datetime", "ds", "day", "month")
+
+
+# --------------------------------------------------------------------------- reading
+
+@dataclass
+class Series:
+    """Values ``(T, F)`` with column names and optional date strings (one per row)."""
+
+    values: np.ndarray
+    columns: list[str]
+    dates: list[str] | None = None
+    path: str = ""
+
+    def select(self, columns: list[str]) -> np.ndarray:
+        idx = [self.columns.index(c) for c in columns]
+        return self.values[:, idx]
+
+
+def read_series_csv(path: str | Path, date_col: str | None = "auto",
+                    value_cols: list[str] | None = None) -> Series:
+    """Read a CSV (or TSV) time series. ``date_col="auto"`` uses a column named like a date
+    (``date``, ``time``, ``timestamp``, ``ds``, ...) when there is one; ``None`` means none.
+    ``value_cols`` default: every other column. Missing or non-numeric values are errors."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"file not found: {path}")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: not UTF-8 text (byte {e.start})") from None
+    first = text.split("\n", 1)[0]
+    delim = "\t" if "\t" in first and "," not in first else ";" if (
+        ";" in first and "," not in first) else ","
+    reader = csv.reader(text.splitlines(), delimiter=delim)
+    try:
+        header = [h.strip() for h in next(reader)]
+    except StopIteration:
+        raise UserError(f"{path}: empty file") from None
+    if len(set(header)) != len(header) or any(not h for h in header):
+        raise UserError(f"{path}:1: the header needs distinct, non-empty column names "
+                        f"(got {header})")
+    if date_col == "auto":
+        date_col = next((h for h in header if h.lower() in DATE_NAMES), None)
+    elif date_col is not None and date_col not in header:
+        raise UserError(f"{path}: no date column {date_col!r} (columns: {', '.join(header)})")
+    if value_cols is None:
+        value_cols = [h for h in header if h != date_col]
+    for c in value_cols:
+        if c not in header:
+            raise UserError(f"{path}: no column {c!r} (columns: {', '.join(header)})")
+    if not value_cols:
+        raise UserError(f"{path}: no value columns")
+    vidx = [header.index(c) for c in value_cols]
+    didx = header.index(date_col) if date_col else None
+    rows: list[list[float]] = []
+    dates: list[str] = []
+    prev: datetime | None = None
+    for row in reader:
+        n = reader.line_num
+        if not row or all(not c.strip() for c in row):
+            continue
+        if len(row) != len(header):
+            raise UserError(f"{path}:{n}: {len(row)} fields, the header has {len(header)}")
+        vals = []
+        for i, c in zip(vidx, value_cols, strict=True):
+            cell = row[i].strip()
+            if not cell:
+                raise UserError(f"{path}:{n}: column {c!r} is empty (missing values are not "
+                                "supported: fill or drop the row)")
+            try:
+                v = float(cell)
+            except ValueError:
+                raise UserError(f"{path}:{n}: column {c!r}: {cell!r} is not a number") from None
+            if not math.isfinite(v):
+                raise UserError(f"{path}:{n}: column {c!r}: {cell!r} is not a finite number")
+            vals.append(v)
+        if didx is not None:
+            cell = row[didx].strip()
+            try:
+                d = datetime.fromisoformat(cell)
+            except ValueError:
+                raise UserError(f"{path}:{n}: column {date_col!r}: {cell!r} is not an ISO "
+                                "date (YYYY-MM-DD[ HH:MM[:SS]])") from None
+            if prev is not None and d <= prev:
+                raise UserError(f"{path}:{n}: dates must increase strictly ({cell} follows "
+                                f"{prev.isoformat()})")
+            prev = d
+            dates.append(cell)
+        rows.append(vals)
+    if not rows:
+        raise UserError(f"{path}: no data rows")
+    return Series(np.asarray(rows, dtype=np.float64), list(value_cols),
+                  dates if didx is not None else None, str(path))
+
+
+# --------------------------------------------------------------------------- windows
+
+class Scaler:
+    """Per-column standardisation ``z = (y - mean) / std`` fitted on training rows only
+    (a constant column gets ``std = 1``)."""
+
+    def __init__(self, mean: np.ndarray, std: np.ndarray):
+        self.mean, self.std = np.asarray(mean, np.float64), np.asarray(std, np.float64)
+
+    @classmethod
+    def fit(cls, values: np.ndarray) -> Scaler:
+        std = values.std(axis=0)
+        return cls(values.mean(axis=0), np.where(std > 0, std, 1.0))
+
+    def transform(self, v: np.ndarray) -> np.ndarray:
+        return (v - self.mean) / self.std
+
+    def inverse(self, z: np.ndarray, idx: list[int] | None = None) -> np.ndarray:
+        if idx is None:
+            return z * self.std + self.mean
+        return z * self.std[idx] + self.mean[idx]
+
+    def to_json(self) -> dict[str, list[float]]:
+        return {"mean": self.mean.tolist(), "std": self.std.tolist()}
+
+    @classmethod
+    def from_json(cls, d: dict) -> Scaler:
+        return cls(np.asarray(d["mean"]), np.asarray(d["std"]))
+
+
+def make_windows(values: np.ndarray, lookback: int, horizon: int, stride: int = 1,
+                 targets: list[int] | None = None, start: int = 0
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Inputs ``(N, lookback, F)`` and targets ``(N, horizon, n_targets)`` for forecast
+    origins ``t = max(start, lookback), +stride, ...`` with ``t + horizon <= T``: input rows
+    ``t-lookback .. t-1``, target rows ``t .. t+horizon-1``."""
+    if lookback < 1 or horizon < 1 or stride < 1:
+        raise ValueError("lookback, horizon and stride must be positive")
+    values = np.asarray(values)
+    targets = list(range(values.shape[1])) if targets is None else targets
+    origins = list(range(max(start, lookback), values.shape[0] - horizon + 1, stride))
+    x = np.stack([values[t - lookback:t] for t in origins]) if origins else \
+        np.zeros((0, lookback, values.shape[1]))
+    y = np.stack([values[t:t + horizon][:, targets] for t in origins]) if origins else \
+        np.zeros((0, horizon, len(targets)))
+    return x, y
+
+
+def detect_season(y: np.ndarray, max_lag: int | None = None, min_corr: float = 0.3) -> int:
+    """Season length guess: the lag (>= 2) of the highest local maximum of the sample
+    autocorrelation of the first column, when it exceeds ``min_corr``; else 1."""
+    y = np.asarray(y, np.float64)
+    y = y[:, 0] if y.ndim == 2 else y
+    # remove a linear trend so it does not dominate the autocorrelation
+    t = np.arange(len(y))
+    y = y - np.polyval(np.polyfit(t, y, 1), t) if len(y) > 2 else y - y.mean()
+    n = len(y)
+    max_lag = min(max_lag or n // 3, n - 2)
+    denom = float(np.dot(y, y))
+    if max_lag < 3 or denom == 0:
+        return 1
+    acf = np.array([float(np.dot(y[:-k], y[k:])) / denom for k in range(1, max_lag + 1)])
+    best, best_r = 1, min_corr
+    for k in range(2, max_lag):  # acf[k-1] is lag k
+        r = acf[k - 1]
+        if r > acf[k - 2] and r >= acf[k] and r > best_r:
+            best, best_r = k, r
+    return best
+
+
+def naive_forecast(history: np.ndarray, horizon: int) -> np.ndarray:
+    """``yhat_{t+k} = y_t`` for k = 1..horizon: ``(horizon, F)``."""
+    return np.repeat(history[-1:], horizon, axis=0)
+
+
+def seasonal_naive_forecast(history: np.ndarray, horizon: int, season: int) -> np.ndarray:
+    """``yhat_{t+k} = y_{t+k-m*ceil(k/m)}``: the last observed value of the same season."""
+    if season <= 1:
+        return naive_forecast(history, horizon)
+    if len(history) < season:
+        raise ValueError(f"need at least {season} past values for the seasonal naive forecast")
+    last = history[-season:]
+    return np.stack([last[k % season] for k in range(horizon)])
+
+
+# --------------------------------------------------------------------------- model
+
+@dataclass
+class ForecastSpec:
+    """Shape of a forecaster."""
+
+    cell: str = "lstm"
+    units: int = 32
+    layers: int = 1
+    dropout: float = 0.0
+    lookback: int = 28
+    horizon: int = 7
+    stride: int = 1
+    relative: bool = True
+
+    def __post_init__(self) -> None:
+        if self.cell not in RNN_LAYERS:
+            raise UserError(f"cell must be one of {sorted(RNN_LAYERS)}, got {self.cell!r}")
+        for name in ("units", "layers", "lookback", "horizon", "stride"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+                raise UserError(f"{name} must be a positive integer, got {v!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise UserError(f"dropout must be in [0, 1), got {self.dropout}")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ForecastSpec:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@io.register_model("ForecastModel")
+class ForecastModel(nn.Module):
+    """``(batch, lookback, features)`` -> ``(batch, horizon, targets)`` (see module doc)."""
+
+    def __init__(self, features: int, targets: int, horizon: int, units: int = 32,
+                 cell: str = "lstm", layers: int = 1, dropout: float = 0.0):
+        super().__init__()
+        self.cfg = {"features": features, "targets": targets, "horizon": horizon,
+                    "units": units, "cell": cell, "layers": layers, "dropout": dropout}
+        self.rnns = nn.ModuleList(
+            RNN_LAYERS[cell](units, input_size=features if i == 0 else units,
+                             return_sequences=i < layers - 1, dropout=dropout)
+            for i in range(layers))
+        self.out = Dense(horizon * targets, input_size=units)
+
+    def forward(self, x: Tensor) -> Tensor:
+        for rnn in self.rnns:
+            x = rnn(x)
+        return self.out(x).reshape(x.shape[0], self.cfg["horizon"], self.cfg["targets"])
+
+    def get_config(self) -> dict:
+        return dict(self.cfg)
+
+
+class Forecaster:
+    """Model + scaler + column roles: train, forecast, walk-forward evaluate, save/load."""
+
+    task = "forecast"
+
+    def __init__(self, model: ForecastModel, spec: ForecastSpec, scaler: Scaler,
+                 columns: list[str], targets: list[str], season: int = 1,
+                 train_values: np.ndarray | None = None):
+        self.model, self.spec, self.scaler = model, spec, scaler
+        self.columns, self.targets, self.season = list(columns), list(targets), int(season)
+        self.target_idx = [self.columns.index(c) for c in self.targets]
+        #: the (unscaled) training part of the target columns, for the MASE scale
+        self.train_values = train_values
+
+    @classmethod
+    def create(cls, spec: ForecastSpec, train: np.ndarray, columns: list[str],
+               targets: list[str] | None = None, season: int | None = None) -> Forecaster:
+        """Fit the scaler on ``train`` (rows ``(T, F)``) and build an untrained model;
+        ``season=None`` detects it from the training part."""
+        targets = list(columns) if not targets else list(targets)
+        for t in targets:
+            if t not in columns:
+                raise UserError(f"target {t!r} is not a value column ({', '.join(columns)})")
+        if len(train) < spec.lookback + spec.horizon + 1:
+            raise UserError(f"the training part has {len(train)} rows; lookback "
+                            f"{spec.lookback} + horizon {spec.horizon} need more")
+        idx = [columns.index(t) for t in targets]
+        if season is None:
+            season = detect_season(train[:, idx])
+        model = ForecastModel(len(columns), len(targets), spec.horizon, spec.units, spec.cell,
+                              spec.layers, spec.dropout)
+        return cls(model, spec, Scaler.fit(train), columns, targets, season, train[:, idx])
+
+    def _inputs(self, zx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Scaled windows ``(N, L, F)`` -> model inputs and the level added to its outputs
+        ``(N, 1, n_targets)``."""
+        if not self.spec.relative:
+            return zx, np.zeros((len(zx), 1, len(self.target_idx)))
+        last = zx[:, -1:, :]
+        return zx - last, last[:, :, self.target_idx]
+
+    def windows(self, values: np.ndarray, start: int = 0) -> tuple[Tensor, Tensor]:
+        """Model inputs and targets (scaled, relative to the level) for training."""
+        x, y = make_windows(self.scaler.transform(values), self.spec.lookback,
+                            self.spec.horizon, self.spec.stride, self.target_idx, start)
+        x, level = self._inputs(x)
+        return (torch.as_tensor(x, dtype=torch.float32),
+                torch.as_tensor(y - level, dtype=torch.float32))
+
+    def _predict_scaled(self, zx: np.ndarray) -> np.ndarray:
+        x, level = self._inputs(zx)
+        self.model.eval()
+        out = self.model(torch.as_tensor(x, dtype=torch.float32)).double().numpy()
+        return out + level
+
+    def fit(self, train: np.ndarray, validation: np.ndarray | None = None, *,
+            val_start: int = 0, optimizer: str = "adam", lr: float = 3e-3,
+            batch_size: int = 32, epochs: int = 30, patience: int = 5,
+            seed: int | None = 42, out: str | Path | None = None, verbose: int = 0):
+        """Train on windows of ``train``; validation windows are the origins ``>= val_start``
+        of ``validation`` (pass the training tail plus the validation part so the first
+        validation forecasts have their lookback)."""
+        from ..callbacks import EarlyStopping, ModelCheckpoint
+        from ..train import fit
+
+        x, y = self.windows(train)
+        if len(x) == 0:
+            raise UserError("no training windows: the series is shorter than lookback + horizon")
+        val = None
+        if validation is not None:
+            vx, vy = self.windows(validation, start=val_start)
+            val = (vx, vy) if len(vx) else None
+        callbacks: list[Any] = []
+        if patience and val is not None:
+            callbacks.append(EarlyStopping(monitor="val_loss", patience=patience,
+                                           restore_best_weights=True))
+        if out is not None and val is not None:
+            callbacks.append(ModelCheckpoint(out, monitor="val_loss", save_best_only=True,
+                                             save_fn=lambda model, d: self.save(d)))
+        start = time.perf_counter()
+        history = fit(self.model, x, y, validation_data=val, loss="mse", metrics=("mae",),
+                      optimizer=optimizer, lr=lr, batch_size=batch_size, epochs=epochs,
+                      callbacks=callbacks, seed=seed, verbose=verbose, clip_norm=5.0)
+        self.train_seconds = time.perf_counter() - start
+        return history
+
+    @torch.no_grad()
+    def forecast(self, history: np.ndarray, horizon: int | None = None) -> np.ndarray:
+        """Forecast the ``horizon`` steps after ``history`` (rows ``(T, F)``, T >= lookback):
+        ``(horizon, n_targets)`` in the data's units."""
+        horizon = horizon or self.spec.horizon
+        history = np.asarray(history, np.float64)
+        lb, h = self.spec.lookback, self.spec.horizon
+        if history.ndim != 2 or history.shape[1] != len(self.columns):
+            raise UserError(f"history must have {len(self.columns)} columns "
+                            f"({', '.join(self.columns)})")
+        if len(history) < lb:
+            raise UserError(f"need at least lookback = {lb} past rows to forecast, "
+                            f"got {len(history)}")
+        if horizon > h and len(self.targets) != len(self.columns):
+            raise UserError(f"horizon {horizon} is longer than the trained horizon {h}; "
+                            "recursive forecasts need every input column to be a target")
+        z = self.scaler.transform(history[-lb:])
+        out: list[np.ndarray] = []
+        while sum(len(o) for o in out) < horizon:
+            pred = self._predict_scaled(z[None])[0]
+            out.append(pred)
+            z = np.concatenate([z, pred])[-lb:]  # only reached when targets == all columns
+        zf = np.concatenate(out)[:horizon]
+        return self.scaler.inverse(zf, self.target_idx)
+
+    @torch.no_grad()
+    def walk_forward(self, values: np.ndarray, start: int, step: int | None = None
+                     ) -> dict[str, Any]:
+        """Forecast from every origin ``t = start, start+step, ...`` (``t + H <= T``) using
+        only rows before ``t``; compare with naive and seasonal-naive baselines.
+
+        Returns metrics per method and the origins/actuals/forecasts (arrays
+        ``(n_origins, H, n_targets)``)."""
+        h, lb = self.spec.horizon, self.spec.lookback
+        step = step or h
+        values = np.asarray(values, np.float64)
+        first = max(start, lb, self.season)
+        origins = list(range(first, len(values) - h + 1, step))
+        if not origins:
+            raise UserError(f"no forecast origin in the test part ({len(values) - start} rows; "
+                            f"horizon {h} and lookback {lb} need more)")
+        x = np.stack([self.scaler.transform(values[t - lb:t]) for t in origins])
+        z = self._predict_scaled(x)
+        model_f = self.scaler.inverse(z, self.target_idx)
+        tv = values[:, self.target_idx]
+        actual = np.stack([tv[t:t + h] for t in origins])
+        naive = np.stack([naive_forecast(tv[:t], h) for t in origins])
+        snaive = np.stack([seasonal_naive_forecast(tv[:t], h, self.season) for t in origins])
+        train = self.train_values if self.train_values is not None else tv[:start]
+        metrics = {}
+        for name, f in (("model", model_f), ("naive", naive), ("seasonal_naive", snaive)):
+            metrics[name] = {"mae": mae(actual, f), "rmse": rmse(actual, f),
+                             "mase": _mase(actual, f, train, self.season)}
+        return {"metrics": metrics, "origins": origins, "actual": actual, "model": model_f,
+                "naive": naive, "seasonal_naive": snaive, "season": self.season,
+                "horizon": h, "step": step}
+
+    # -- persistence -----------------------------------------------------------------------
+    def save(self, model_dir: str | Path, extra: dict[str, Any] | None = None) -> Path:
+        model_dir = Path(model_dir)
+        train = None if self.train_values is None else self.train_values.tolist()
+        io.atomic_write_json(model_dir / "forecast.json", {"train_targets": train})
+        io.save_model(model_dir, self.model, task=self.task, extra={
+            "forecast": self.spec.to_dict(), "scaler": self.scaler.to_json(),
+            "columns": self.columns, "targets": self.targets, "season": self.season,
+            **(extra or {})})
+        return model_dir
+
+    @classmethod
+    def load(cls, model_dir: str | Path) -> tuple[Forecaster, dict[str, Any]]:
+        model, cfg = io.load_model(model_dir)
+        try:
+            spec = ForecastSpec.from_dict(cfg["forecast"])
+            scaler = Scaler.from_json(cfg["scaler"])
+            columns, targets, season = cfg["columns"], cfg["targets"], int(cfg["season"])
+            side = Path(model_dir) / "forecast.json"
+            train = None
+            if side.is_file():
+                tv = json.loads(side.read_text(encoding="utf-8")).get("train_targets")
+                train = None if tv is None else np.asarray(tv, np.float64)
+        except (KeyError, TypeError, ValueError, json.JSONDecodeError) as e:
+            raise UserError(f"{model_dir}: not a forecast model ({type(e).__name__}: {e})"
+                            ) from None
+        if not isinstance(model, ForecastModel):
+            raise UserError(f"{model_dir}: not a forecast model")
+        return cls(model, spec, scaler, columns, targets, season, train), cfg
+
+
+def _mase(actual: np.ndarray, f: np.ndarray, train: np.ndarray, season: int) -> float | None:
+    try:
+        return mase(actual, f, train, season)
+    except ValueError:
+        return None
+
+
+def plot_forecast(result: dict[str, Any], values: np.ndarray, path: str | Path,
+                  column: int = 0, title: str | None = None, name: str = "") -> Path:
+    """PNG of actual values vs the walk-forward forecasts of model and seasonal naive
+    (column ``column`` of the targets), written atomically."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 4))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    origins, h = result["origins"], result["horizon"]
+    lo = max(0, origins[0] - 3 * h)
+    hi = origins[-1] + h
+    ax.plot(range(lo, hi), values[lo:hi], color="black", lw=1.2, label="actual")
+    for i, t in enumerate(origins):
+        steps = range(t, t + h)
+        ax.plot(steps, result["model"][i, :, column], color="tab:blue", lw=1.2,
+                label="model" if i == 0 else None)
+        ax.plot(steps, result["seasonal_naive"][i, :, column], color="tab:orange", lw=0.8,
+                ls="--", label=f"seasonal naive (m={result['season']})" if i == 0 else None)
+    ax.axvline(origins[0], color="grey", lw=0.8, ls=":")
+    m = result["metrics"]
+    ax.set_title(title or (f"{name} walk-forward forecasts, horizon {h}: MAE model "
+                           f"{m['model']['mae']:.3g}, naive {m['naive']['mae']:.3g}, "
+                           f"seasonal naive {m['seasonal_naive']['mae']:.3g}"), fontsize=9)
+    ax.set_xlabel("time step")
+    ax.legend(loc="best", fontsize=8)
+    fig.tight_layout()
+    with io.atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    return Path(path)
+
+
+# --------------------------------------------------------------------------- classification
+
+def pad_series(series: list[np.ndarray]) -> tuple[Tensor, Tensor]:
+    """Variable-length ``(T_i, F)`` arrays -> ``(n, max T, F)`` zeros-padded at the end and
+    the lengths ``(n,)``."""
+    if not series:
+        raise ValueError("no series")
+    feats = {np.asarray(s).shape[1] for s in series}
+    if len(feats) != 1:
+        raise ValueError(f"all series need the same number of features, got {sorted(feats)}")
+    t = max(len(s) for s in series)
+    x = np.zeros((len(series), t, feats.pop()), np.float32)
+    for i, s in enumerate(series):
+        if len(s) == 0:
+            raise ValueError(f"series {i} is empty")
+        x[i, :len(s)] = s
+    return torch.from_numpy(x), torch.tensor([len(s) for s in series])
+
+
+@io.register_model("SeriesClassifier")
+class SeriesClassifierModel(nn.Module):
+    """Masked RNN over padded multivariate series -> class logits.
+
+    ``forward(x, lengths)``: ``x`` ``(batch, time, features)`` padded at the end, ``lengths``
+    the real steps; returns logits ``(batch, classes)`` from the last *real* step's state.
+    """
+
+    def __init__(self, features: int, classes: int, units: int = 32, cell: str = "gru"):
+        super().__init__()
+        self.cfg = {"features": features, "classes": classes, "units": units, "cell": cell}
+        self.rnn = RNN_LAYERS[cell](units, input_size=features)
+        self.out = Dense(classes, input_size=units)
+
+    def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
+        mask = lengths_to_mask(lengths, x.shape[1], device=x.device)
+        return self.out.logits(self.rnn(x, mask=mask))
+
+    def get_config(self) -> dict:
+        return dict(self.cfg)
