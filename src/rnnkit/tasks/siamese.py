@@ -1,0 +1,403 @@
+"""Siamese similarity: twin recurrent encoders with shared weights and cosine similarity.
+
+For two strings ``a`` and ``b`` (characters -> ids, padding masked)::
+
+    u = f(a), v = f(b)      f = Embedding -> Bidirectional(LSTM) -> Dense   (ONE set of weights)
+    s(a, b) = cos(u, v) = u . v / (|u| |v|)                              in [-1, 1]
+
+Losses on pairs with label ``y`` (1 = same entity, 0 = different), margin ``m``::
+
+    "margin"      L = y (1 - s) + (1 - y) max(0, s - m)        (= torch CosineEmbeddingLoss)
+    "contrastive" L = y (1 - s)^2 + (1 - y) max(0, s - m)^2
+
+Matching: the ``top_k`` references with the largest ``s(query, reference)``.
+
+Pairs file: ``text_a<TAB>text_b[<TAB>label]`` per line, label 1/0 (or ``similar``/
+``dissimilar``); a file without labels holds only similar pairs, and each epoch adds as many
+dissimilar pairs by pairing every ``text_a`` with the ``text_b`` of another random line.
+
+Address example (after the classic TensorFlow cookbook demo): addresses ``<number> <street>
+<suffix>`` from fixed street-name and suffix lists and numbers 1-9999; a query is an address
+with exactly one character replaced by a different random lowercase letter or digit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from ..errors import UserError
+from ..io import load_model, register_model, save_model
+from ..layers import Dense, Embedding
+from ..recurrent import GRU, LSTM, Bidirectional
+from ..text import PAD, Vocabulary, pad_sequences
+from ._seqtools import fit_loop, minibatches, read_lines, seed_everything
+
+__all__ = ["SiameseEncoder", "Matcher", "margin_loss", "contrastive_loss", "read_pairs",
+           "read_references", "train_matcher", "generate_addresses", "make_typo",
+           "address_pairs", "match_accuracy", "char_ngram_baseline", "pair_auc", "TASK"]
+
+TASK = "siamese"
+STREET_NAMES = ("abbey", "baker", "canal", "donner", "elm", "fifth", "grandvia", "hollywood",
+                "interstate", "jay", "kings")
+STREET_SUFFIXES = ("rd", "st", "ln", "pass", "ave", "hwy", "cir", "dr", "jct")
+_TYPO_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789"
+_LABELS = {"1": 1, "0": 0, "-1": 0, "similar": 1, "dissimilar": 0, "same": 1, "different": 0}
+
+
+# --------------------------------------------------------------------------- losses
+
+def margin_loss(s: Tensor, y: Tensor, margin: float = 0.0) -> Tensor:
+    """Mean of ``y (1 - s) + (1 - y) max(0, s - margin)``."""
+    y = y.to(s.dtype)
+    return (y * (1 - s) + (1 - y) * torch.clamp(s - margin, min=0)).mean()
+
+
+def contrastive_loss(s: Tensor, y: Tensor, margin: float = 0.0) -> Tensor:
+    """Mean of ``y (1 - s)^2 + (1 - y) max(0, s - margin)^2``."""
+    y = y.to(s.dtype)
+    return (y * (1 - s) ** 2 + (1 - y) * torch.clamp(s - margin, min=0) ** 2).mean()
+
+
+LOSSES: dict[str, Callable[[Tensor, Tensor, float], Tensor]] = {
+    "margin": margin_loss, "contrastive": contrastive_loss}
+
+
+# --------------------------------------------------------------------------- model
+
+@register_model("SiameseEncoder")
+class SiameseEncoder(nn.Module):
+    """The shared encoder ``f`` (module docstring); ``forward(ids)`` -> ``(B, out_dim)``.
+
+    ``similarity(a, b)`` applies the *same* module to both inputs and returns ``cos(f(a),
+    f(b))``. Ids are padded with 0 (masked in the recurrence).
+    """
+
+    def __init__(self, vocab_size: int, embed_dim: int = 16, units: int = 32,
+                 out_dim: int = 32, cell: str = "lstm", bidirectional: bool = True,
+                 backend: str = "reference"):
+        super().__init__()
+        if cell not in ("lstm", "gru"):
+            raise ValueError(f"cell must be 'lstm' or 'gru', got {cell!r}")
+        self.vocab_size, self.embed_dim, self.units, self.out_dim = (vocab_size, embed_dim,
+                                                                     units, out_dim)
+        self.cell, self.bidirectional, self.backend = cell, bidirectional, backend
+        self.embed = Embedding(vocab_size, embed_dim, mask_zero=True)
+        layer = (LSTM if cell == "lstm" else GRU)(units, input_size=embed_dim, backend=backend)
+        self.rnn: nn.Module = Bidirectional(layer) if bidirectional else layer
+        self.proj = Dense(out_dim, input_size=units * (2 if bidirectional else 1))
+
+    def get_config(self) -> dict:
+        return {"vocab_size": self.vocab_size, "embed_dim": self.embed_dim,
+                "units": self.units, "out_dim": self.out_dim, "cell": self.cell,
+                "bidirectional": self.bidirectional, "backend": self.backend}
+
+    def forward(self, ids: Tensor) -> Tensor:
+        return self.proj(self.rnn(self.embed(ids), mask=ids != PAD))
+
+    def similarity(self, a: Tensor, b: Tensor) -> Tensor:
+        return nn.functional.cosine_similarity(self(a), self(b), dim=-1)
+
+
+# --------------------------------------------------------------------------- data
+
+def read_pairs(path: str | Path) -> tuple[list[tuple[str, str]], list[int] | None]:
+    """``(pairs, labels)`` from ``a<TAB>b[<TAB>label]``; labels None when no line has one.
+
+    UserError naming file and line for a missing tab, an empty side, an unknown label, or a
+    mix of labelled and unlabelled lines.
+    """
+    pairs: list[tuple[str, str]] = []
+    labels: list[int | None] = []
+    for n, line in read_lines(path, "pairs file"):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        parts = line.split("\t")
+        if len(parts) not in (2, 3):
+            raise UserError(f"{path}:{n}: expected 'text_a<TAB>text_b[<TAB>label]', found "
+                            f"{len(parts)} tab-separated field(s)")
+        a, b = parts[0].strip(), parts[1].strip()
+        if not a or not b:
+            raise UserError(f"{path}:{n}: empty text")
+        lab = None
+        if len(parts) == 3:
+            key = parts[2].strip().lower()
+            if key not in _LABELS:
+                raise UserError(f"{path}:{n}: label must be 1/0 (or similar/dissimilar), "
+                                f"got {parts[2].strip()!r}")
+            lab = _LABELS[key]
+        if labels and (labels[0] is None) != (lab is None):
+            raise UserError(f"{path}:{n}: some lines have a label and some do not")
+        pairs.append((a, b))
+        labels.append(lab)
+    if not pairs:
+        raise UserError(f"{path}: no pairs found")
+    if labels[0] is None:
+        return pairs, None
+    if len(set(labels)) < 2:
+        raise UserError(f"{path}: all pairs have label {labels[0]}; need both similar (1) and "
+                        "dissimilar (0) pairs, or leave the label column out")
+    return pairs, [int(x) for x in labels]  # type: ignore[arg-type]
+
+
+def read_references(path: str | Path) -> list[str]:
+    """One reference text per non-blank line (UserError for a missing/empty/non-UTF-8 file)."""
+    refs = [line.strip() for _, line in read_lines(path, "reference file") if line.strip()]
+    if not refs:
+        raise UserError(f"{path}: no reference lines")
+    return refs
+
+
+def generate_addresses(n: int, rng: np.random.Generator) -> list[str]:
+    """``n`` distinct addresses ``"<1-9999> <street> <suffix>"``."""
+    out: list[str] = []
+    seen: set[str] = set()
+    if n > 9999 * len(STREET_NAMES) * len(STREET_SUFFIXES) // 2:
+        raise ValueError(f"too many addresses requested: {n}")
+    while len(out) < n:
+        a = (f"{int(rng.integers(1, 10000))} {STREET_NAMES[int(rng.integers(len(STREET_NAMES)))]}"
+             f" {STREET_SUFFIXES[int(rng.integers(len(STREET_SUFFIXES)))]}")
+        if a not in seen:
+            seen.add(a)
+            out.append(a)
+    return out
+
+
+def make_typo(text: str, rng: np.random.Generator) -> str:
+    """``text`` with one non-space character replaced by a different letter or digit."""
+    pos = [i for i, c in enumerate(text) if c != " "]
+    if not pos:
+        return text
+    i = pos[int(rng.integers(len(pos)))]
+    choices = [c for c in _TYPO_CHARS if c != text[i]]
+    return text[:i] + choices[int(rng.integers(len(choices)))] + text[i + 1:]
+
+
+def _near_miss(address: str, rng: np.random.Generator) -> str:
+    """A different address sharing two of the three parts (a hard negative)."""
+    num, street, suffix = address.split(" ")
+    part = int(rng.integers(3))
+    while True:
+        if part == 0:
+            num = str(int(rng.integers(1, 10000)))
+        elif part == 1:
+            street = STREET_NAMES[int(rng.integers(len(STREET_NAMES)))]
+        else:
+            suffix = STREET_SUFFIXES[int(rng.integers(len(STREET_SUFFIXES)))]
+        new = f"{num} {street} {suffix}"
+        if new != address:
+            return new
+
+
+def address_pairs(references: Sequence[str], n: int, rng: np.random.Generator
+                  ) -> tuple[list[tuple[str, str]], list[int]]:
+    """``n`` labelled pairs: half (typo'd address, its address, 1); a quarter (typo'd address,
+    another random reference, 0); a quarter (typo'd address, a near miss, 0)."""
+    pairs, labels = [], []
+    m = len(references)
+    for k in range(n):
+        ref = references[int(rng.integers(m))]
+        q = make_typo(ref, rng)
+        if k % 2 == 0:
+            pairs.append((q, ref))
+            labels.append(1)
+        elif k % 4 == 1:
+            other = references[int(rng.integers(m))]
+            while other == ref and m > 1:
+                other = references[int(rng.integers(m))]
+            pairs.append((q, other))
+            labels.append(0)
+        else:
+            pairs.append((q, _near_miss(ref, rng)))
+            labels.append(0)
+    return pairs, labels
+
+
+# --------------------------------------------------------------------------- matcher
+
+@dataclass
+class Matcher:
+    """A trained :class:`SiameseEncoder` with its character vocabulary."""
+
+    model: SiameseEncoder
+    vocab: Vocabulary
+    max_len: int = 40
+
+    def ids(self, texts: Sequence[str]) -> Tensor:
+        rows = []
+        for t in texts:
+            r = self.vocab.encode(list(t.lower()), add_start=False)[: self.max_len]
+            if not r:
+                raise UserError(f"empty text {t!r}")
+            rows.append(r)
+        return torch.from_numpy(pad_sequences(rows, padding="post", truncating="post"))
+
+    @torch.no_grad()
+    def embed(self, texts: Sequence[str], batch_size: int = 512) -> Tensor:
+        """Unit-length vectors ``(n, out_dim)`` (cosine similarity = dot product)."""
+        self.model.eval()
+        out = [self.model(self.ids(texts[i:i + batch_size]))
+               for i in range(0, len(texts), batch_size)]
+        return nn.functional.normalize(torch.cat(out), dim=-1)
+
+    @torch.no_grad()
+    def similarity(self, a: Sequence[str], b: Sequence[str]) -> Tensor:
+        self.model.eval()
+        return self.model.similarity(self.ids(a), self.ids(b))
+
+    def match(self, queries: Sequence[str] | str, references: Sequence[str], top_k: int = 5,
+              ref_vectors: Tensor | None = None) -> list[list[tuple[str, float]]]:
+        """For each query the ``top_k`` references ``(text, cosine)``, best first."""
+        if isinstance(queries, str):
+            queries = [queries]
+        if top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {top_k}")
+        refs = ref_vectors if ref_vectors is not None else self.embed(references)
+        sims = self.embed(queries) @ refs.T
+        top = torch.topk(sims, min(top_k, len(references)), dim=-1)
+        return [[(references[j], float(v)) for v, j in zip(vals.tolist(), idx.tolist(),
+                                                             strict=True)]
+                for vals, idx in zip(top.values, top.indices, strict=True)]
+
+    def save(self, model_dir: str | Path, extra: dict | None = None) -> Path:
+        return save_model(model_dir, self.model, task=TASK, extra={
+            "vocabulary": self.vocab.to_json(), "max_len": self.max_len, **(extra or {})})
+
+    @classmethod
+    def load(cls, model_dir: str | Path) -> Matcher:
+        model, cfg = load_model(model_dir)
+        if cfg.get("task") != TASK or not isinstance(model, SiameseEncoder):
+            raise UserError(f"{model_dir} holds a {cfg.get('task')!r} model, not {TASK!r}")
+        try:
+            return cls(model, Vocabulary.from_json(cfg["vocabulary"]), int(cfg["max_len"]))
+        except (KeyError, ValueError, TypeError) as e:
+            raise UserError(f"{Path(model_dir) / 'config.json'}: corrupt settings ({e})"
+                            ) from None
+
+
+def train_matcher(pairs: Sequence[tuple[str, str]], labels: Sequence[int] | None = None, *,
+                  loss: str = "margin", margin: float = 0.0, embed_dim: int = 16,
+                  units: int = 32, out_dim: int = 32, cell: str = "lstm",
+                  bidirectional: bool = True, max_len: int = 40, epochs: int = 10,
+                  batch_size: int = 64, lr: float = 3e-3, clip_norm: float = 5.0,
+                  seed: int = 0, backend: str = "reference",
+                  log: Callable[[str], None] | None = None
+                  ) -> tuple[Matcher, dict[str, list[float]]]:
+    """Train the twin encoder on labelled pairs (or similar-only pairs plus fresh random
+    negatives each epoch when ``labels`` is None)."""
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {sorted(LOSSES)}, got {loss!r}")
+    if not pairs:
+        raise ValueError("no training pairs")
+    if labels is not None and len(labels) != len(pairs):
+        raise ValueError(f"{len(labels)} labels for {len(pairs)} pairs")
+    seed_everything(seed)
+    vocab = Vocabulary.fit([list((a + b).lower()) for a, b in pairs])
+    model = SiameseEncoder(len(vocab), embed_dim, units, out_dim, cell, bidirectional, backend)
+    m = Matcher(model, vocab, max_len)
+    a_ids, b_ids = m.ids([a for a, _ in pairs]), m.ids([b for _, b in pairs])
+    n = len(pairs)
+    fn = LOSSES[loss]
+
+    def batches(rng: np.random.Generator):
+        if labels is not None:
+            for idx in minibatches(n, batch_size, rng):
+                t = torch.from_numpy(idx)
+                yield a_ids[t], b_ids[t], torch.as_tensor([labels[i] for i in idx])
+            return
+        shift = torch.from_numpy((np.arange(n) + rng.integers(1, max(n, 2), n)) % n)
+        for idx in minibatches(n, max(batch_size // 2, 1), rng):
+            t = torch.from_numpy(idx)
+            a = torch.cat([a_ids[t], a_ids[t]])
+            b = torch.cat([b_ids[t], b_ids[shift[t]]])
+            y = torch.cat([torch.ones(len(t)), torch.zeros(len(t))])
+            yield a, b, y
+
+    def loss_fn(batch: tuple[Tensor, Tensor, Tensor]) -> Tensor:
+        a, b, y = batch
+        return fn(model.similarity(_trim(a), _trim(b)), y, margin)
+
+    history = fit_loop(model, batches, loss_fn, epochs=epochs, lr=lr, clip_norm=clip_norm,
+                       seed=seed, log=log)
+    return m, history
+
+
+def _trim(ids: Tensor) -> Tensor:
+    return ids[:, :max(int((ids != PAD).sum(1).max()), 1)]
+
+
+# --------------------------------------------------------------------------- evaluation
+
+def match_accuracy(match_fn: Callable[[Sequence[str]], list[str]], queries: Sequence[str],
+                   truth: Sequence[str]) -> float:
+    """Fraction of queries whose best match is the true reference."""
+    best = match_fn(queries)
+    return float(np.mean([b == t for b, t in zip(best, truth, strict=True)]))
+
+
+def char_ngram_baseline(references: Sequence[str], n: int = 2) -> Callable[[Sequence[str]],
+                                                                            list[str]]:
+    """A non-learned comparison: cosine of character ``n``-gram count vectors."""
+    grams: dict[str, int] = {}
+
+    def vec(texts: Sequence[str], grow: bool) -> np.ndarray:
+        rows = []
+        for t in texts:
+            t = f" {t.lower()} "
+            row: dict[int, float] = {}
+            for i in range(len(t) - n + 1):
+                g = t[i:i + n]
+                if g not in grams:
+                    if not grow:
+                        continue
+                    grams[g] = len(grams)
+                row[grams[g]] = row.get(grams[g], 0.0) + 1.0
+            rows.append(row)
+        out = np.zeros((len(texts), len(grams)))
+        for i, row in enumerate(rows):
+            for j, v in row.items():
+                out[i, j] = v
+        return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+
+    ref_vec = vec(references, True)
+
+    def match(queries: Sequence[str]) -> list[str]:
+        q = vec(queries, False)
+        return [references[int(j)] for j in np.argmax(q @ ref_vec.T, axis=1)]
+
+    return match
+
+
+def evaluate_addresses(m: Matcher, references: Sequence[str], n_queries: int,
+                       rng: np.random.Generator) -> dict[str, Any]:
+    """Match accuracy of one-typo queries against ``references``, with the random and
+    character-bigram baselines."""
+    truth = [references[int(i)] for i in rng.integers(len(references), size=n_queries)]
+    queries = [make_typo(t, rng) for t in truth]
+    vecs = m.embed(references)
+
+    def model_best(qs: Sequence[str]) -> list[str]:
+        return [r[0][0] for r in m.match(qs, references, 1, ref_vectors=vecs)]
+
+    return {"accuracy": match_accuracy(model_best, queries, truth),
+            "bigram_baseline_accuracy": match_accuracy(char_ngram_baseline(references),
+                                                       queries, truth),
+            "random_baseline_accuracy": 1.0 / len(references), "n_queries": n_queries,
+            "n_references": len(references)}
+
+
+def pair_auc(m: Matcher, pairs: Sequence[tuple[str, str]], labels: Sequence[int]) -> float:
+    """Probability that a similar pair scores above a dissimilar one (ties count half)."""
+    s = m.similarity([a for a, _ in pairs], [b for _, b in pairs]).numpy()
+    y = np.asarray(labels)
+    pos, neg = s[y == 1], s[y == 0]
+    if not len(pos) or not len(neg):
+        raise ValueError("pair_auc needs similar and dissimilar pairs")
+    diff = pos[:, None] - neg[None, :]
+    return float((diff > 0).mean() + 0.5 * (diff == 0).mean())
