@@ -1,0 +1,195 @@
+"""Fused kernels (rnnkit.kernels) against the reference time loop.
+
+Oracle: ``backend="reference"`` (rnnkit.recurrent.reference_scan, itself tested against
+torch.nn and Keras). Same weights, same inputs, same dropout masks (same torch seed before
+each call: RNN.forward samples the masks before dispatch). Outputs within 1e-5, gradients
+of x, initial state and every parameter within 1e-4 relative (float64).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import rnnkit
+from rnnkit import GRU, LSTM, Bidirectional, SimpleRNN, lengths_to_mask
+from rnnkit.kernels import NUMBA_MAX_UNITS, select
+
+CELLS = {"simple": SimpleRNN, "lstm": LSTM, "gru": GRU}
+SETTINGS = settings(max_examples=20, deadline=None, derandomize=True)
+
+
+def _mask(kind: str, lengths: list[int], time: int, gen: torch.Generator):
+    if kind == "none":
+        return None
+    if kind == "random":
+        return torch.rand(len(lengths), time, generator=gen) > 0.3
+    return lengths_to_mask(lengths, time, padding=kind)
+
+
+def _grads(layer, x, h0, mask, seed):
+    torch.manual_seed(seed)
+    out = layer(x, initial_state=h0, mask=mask)
+    outs = out if isinstance(out, tuple) else (out,)
+    gen = torch.Generator().manual_seed(7)
+    loss = sum((o * torch.randn(o.shape, generator=gen, dtype=o.dtype)).sum() for o in outs)
+    wrt = [x, *(h0 or ()), *layer.parameters()]
+    return outs, torch.autograd.grad(loss, wrt, allow_unused=True)
+
+
+def assert_same(layer_ref, layer_fused, x, h0=None, mask=None, seed=0, out_tol=1e-5):
+    xr = x.detach().clone().requires_grad_(True)
+    xf = x.detach().clone().requires_grad_(True)
+    h0r = None if h0 is None else [s.detach().clone().requires_grad_(True) for s in h0]
+    h0f = None if h0 is None else [s.detach().clone().requires_grad_(True) for s in h0]
+    o_ref, g_ref = _grads(layer_ref, xr, h0r, mask, seed)
+    o_fus, g_fus = _grads(layer_fused, xf, h0f, mask, seed)
+    for a, b in zip(o_ref, o_fus, strict=True):
+        torch.testing.assert_close(b, a, rtol=0, atol=out_tol)
+    for a, b in zip(g_ref, g_fus, strict=True):
+        if a is None:
+            assert b is None or not b.abs().any()
+            continue
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4 * max(1.0, a.abs().max().item()))
+
+
+def _pair(cls, backend, **kw):
+    ref = cls(**kw, backend="reference")
+    fused = copy.deepcopy(ref)
+    fused.backend = backend
+    return ref, fused
+
+
+def _build_same(ref, fused, input_size, dtype):
+    ref.build(input_size, dtype=dtype)
+    with torch.no_grad():
+        for p in ref.parameters():  # non-trivial biases too
+            p.normal_(0, 0.5)
+    fused.build(input_size, dtype=dtype)
+    fused.load_state_dict(ref.state_dict())
+
+
+@SETTINGS
+@given(cell=st.sampled_from(sorted(CELLS)), backend=st.sampled_from(["numba", "blas"]),
+       batch=st.integers(1, 4), time=st.integers(1, 6), feat=st.integers(1, 4),
+       units=st.integers(1, 5), seq=st.booleans(), back=st.booleans(),
+       mask_kind=st.sampled_from(["none", "post", "pre", "random"]),
+       dropout=st.sampled_from([0.0, 0.3]), rec_dropout=st.sampled_from([0.0, 0.4]),
+       init=st.booleans(), relu=st.booleans(), data=st.data())
+def test_fused_matches_reference(cell, backend, batch, time, feat, units, seq, back, mask_kind,
+                                 dropout, rec_dropout, init, relu, data):
+    kw = {"units": units, "return_sequences": seq, "return_state": True, "go_backwards": back,
+          "dropout": dropout, "recurrent_dropout": rec_dropout}
+    if cell == "simple" and relu:
+        kw["activation"] = "relu"
+    ref, fused = _pair(CELLS[cell], backend, **kw)
+    _build_same(ref, fused, feat, torch.float64)
+    gen = torch.Generator().manual_seed(data.draw(st.integers(0, 10_000)))
+    x = torch.randn(batch, time, feat, generator=gen, dtype=torch.float64)
+    lengths = [data.draw(st.integers(0, time)) for _ in range(batch)]
+    mask = _mask(mask_kind, lengths, time, gen)
+    h0 = None
+    if init:
+        h0 = [torch.randn(batch, units, generator=gen, dtype=torch.float64)
+              for _ in ref.cell.state_names]
+    assert_same(ref, fused, x, h0, mask)
+    assert fused.last_backend == backend
+
+
+@pytest.mark.parametrize("cell", sorted(CELLS))
+def test_float32_auto_uses_numba(cell):
+    ref, fused = _pair(CELLS[cell], "auto", units=6, return_sequences=True,
+                       recurrent_dropout=0.2)
+    _build_same(ref, fused, 3, torch.float32)
+    x = torch.randn(5, 7, 3)
+    mask = lengths_to_mask([7, 3, 5, 1, 6], 7)
+    assert_same(ref, fused, x, mask=mask)
+    assert fused.last_backend == "numba"
+
+
+def test_auto_uses_blas_above_threshold():
+    layer = LSTM(NUMBA_MAX_UNITS + 1)
+    layer(torch.randn(2, 3, 2))
+    assert layer.last_backend == "blas"
+
+
+@pytest.mark.parametrize("cell", sorted(CELLS))
+@pytest.mark.parametrize("mode", ["concat", "sum"])
+def test_bidirectional(cell, mode):
+    ref_f = CELLS[cell](4, return_sequences=True, recurrent_dropout=0.3, backend="reference")
+    ref = Bidirectional(ref_f, merge_mode=mode)
+    ref.build(3, dtype=torch.float64)
+    fused = copy.deepcopy(ref)
+    fused.forward_layer.backend = fused.backward_layer.backend = "auto"
+    x = torch.randn(3, 5, 3, dtype=torch.float64)
+    mask = lengths_to_mask([5, 2, 4], 5, padding="pre")
+    assert_same(ref, fused, x, mask=mask)
+    assert fused.last_backend == "numba"
+    assert fused.backward_layer.last_backend == "numba"
+
+
+@pytest.mark.parametrize("cell", sorted(CELLS))
+def test_stacked_with_embedding_mask(cell):
+    def model(backend):
+        torch.manual_seed(3)
+        m = rnnkit.Sequential(
+            rnnkit.Embedding(11, 4, mask_zero=True),
+            CELLS[cell](5, return_sequences=True, dropout=0.2, recurrent_dropout=0.2,
+                        backend=backend),
+            CELLS[cell](3, go_backwards=True, backend=backend),
+            rnnkit.Dense(2), input_shape=(6,))
+        return m.double()
+
+    ref, fused = model("reference"), model("auto")
+    fused.load_state_dict(ref.state_dict())
+    ids = torch.tensor([[0, 0, 3, 4, 5, 6], [1, 2, 3, 0, 0, 0], [7, 8, 9, 10, 1, 2]])
+    out = []
+    for m in (ref, fused):
+        torch.manual_seed(11)
+        y = m(ids)
+        grads = torch.autograd.grad((y * y).sum(), list(m.parameters()))
+        out.append((y, grads))
+    torch.testing.assert_close(out[1][0], out[0][0], rtol=0, atol=1e-5)
+    for a, b in zip(out[0][1], out[1][1], strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4 * max(1.0, a.abs().max().item()))
+    assert fused[1].last_backend == fused[2].last_backend == "numba"
+
+
+@pytest.mark.parametrize("cell", sorted(CELLS))
+@pytest.mark.parametrize("back", [False, True])
+def test_torch_backend_forced_on_cpu(cell, back):
+    ref, fused = _pair(CELLS[cell], "torch", units=4, return_sequences=True,
+                       return_state=True, go_backwards=back, dropout=0.25)
+    _build_same(ref, fused, 3, torch.float64)
+    x = torch.randn(4, 5, 3, dtype=torch.float64)
+    h0 = [torch.randn(4, 4, dtype=torch.float64) for _ in ref.cell.state_names]
+    mask = None if back else lengths_to_mask([5, 2, 4, 1], 5)
+    assert_same(ref, fused, x, h0, mask)
+    assert fused.last_backend == "torch"
+
+
+def test_torch_backend_refuses_unsupported_calls():
+    layer = LSTM(3, recurrent_dropout=0.5, backend="torch")
+    with pytest.raises(ValueError, match="recurrent dropout"):
+        layer(torch.randn(2, 4, 3))
+    layer = GRU(3, backend="torch")
+    with pytest.raises(ValueError, match="post-padding"):
+        layer(torch.randn(2, 4, 3), lengths=[4, 2], padding="pre")
+
+
+def test_unknown_backend_and_fallbacks():
+    with pytest.raises(ValueError, match="unknown backend"):
+        SimpleRNN(3, backend="nope")(torch.randn(1, 2, 3))
+
+    class MyCell(rnnkit.SimpleRNNCell):
+        pass
+
+    layer = rnnkit.RNN(MyCell(3))
+    layer(torch.randn(2, 4, 3))
+    assert layer.last_backend == "reference"
+    x = torch.randn(2, 3, 2, dtype=torch.float16)
+    assert select(GRU(2, input_size=2), x, None, None, None) == "reference"
