@@ -87,7 +87,7 @@ def train(args: argparse.Namespace) -> int:
                       lowercase=args.lowercase, maxlen=args.maxlen)
     col = _tag_column(args.tag_column)
     out = Path(args.out or args.out_default)
-    say = (lambda *a: None) if args.quiet else print
+    say = (lambda *a: None) if args.json and args.quiet else print
 
     train_s = read_tagged(args.train, args.format, col)
     if args.dev:

@@ -404,6 +404,8 @@ class Forecaster:
         while sum(len(o) for o in out) < horizon:
             pred = self._predict_scaled(z[None])[0]
             out.append(pred)
+            if sum(len(o) for o in out) >= horizon:
+                break
             z = np.concatenate([z, pred])[-lb:]  # only reached when targets == all columns
         zf = np.concatenate(out)[:horizon]
         return self.scaler.inverse(zf, self.target_idx)

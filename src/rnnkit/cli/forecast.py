@@ -1,0 +1,250 @@
+"""``rnnkit train forecast`` and ``rnnkit forecast``: time-series forecasting from a CSV.
+
+    rnnkit train forecast --file series.csv [--value-cols a,b] [--target a] --horizon 7
+    rnnkit forecast MODEL --file series.csv --horizon 14
+
+The series is split by time: the first part trains (and fits the scaler), the next
+``--val-fraction`` validates (early stopping), the last ``--test-fraction`` is the test part,
+evaluated walk-forward (an origin every ``--step`` steps, default the horizon) beside the naive
+and seasonal-naive baselines (MAE, RMSE, MASE); ``forecast.png`` shows forecasts vs actuals.
+``--season auto`` guesses the season from the autocorrelation of the training part.
+``rnnkit forecast`` forecasts the steps after the end of ``--file`` (longer than the trained
+horizon: recursively, when every input column is a target).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import UserError
+from ..io import atomic_write_json
+from ..plots import plot_history
+from ..tasks.forecast import Forecaster, ForecastSpec, plot_forecast, read_series_csv
+from .common import add_training_args, check_positive, print_json
+
+DATA_JSON = "data.json"
+
+
+def register(sub: argparse._SubParsersAction, train_sub: argparse._SubParsersAction) -> None:
+    p = train_sub.add_parser("forecast", help="time-series forecasting from a CSV file",
+                             description=__doc__,
+                             formatter_class=argparse.RawDescriptionHelpFormatter)
+    d = p.add_argument_group("data")
+    d.add_argument("--file", required=True, help="CSV/TSV with a header row")
+    d.add_argument("--date-col", default="auto",
+                   help="date column (default: one named date/time/timestamp/ds...; "
+                        "'none' for no date column)")
+    d.add_argument("--value-cols", help="comma-separated input columns (default: all others)")
+    d.add_argument("--target", help="comma-separated columns to forecast (default: all inputs)")
+    d.add_argument("--val-fraction", type=float, default=0.1)
+    d.add_argument("--test-fraction", type=float, default=0.2)
+    d.add_argument("--step", type=int, default=None,
+                   help="walk-forward step between forecast origins (default: the horizon)")
+    d.add_argument("--season", default="auto", help="season length for the seasonal-naive "
+                   "baseline and the MASE scale, or 'auto'")
+    m = p.add_argument_group("model")
+    m.add_argument("--cell", choices=["simple", "lstm", "gru"], default="lstm")
+    m.add_argument("--units", type=int, default=32)
+    m.add_argument("--layers", type=int, default=1)
+    m.add_argument("--dropout", type=float, default=0.0)
+    m.add_argument("--lookback", type=int, default=28, help="past steps the model sees")
+    m.add_argument("--horizon", type=int, default=7, help="steps forecast at once")
+    m.add_argument("--stride", type=int, default=1, help="step between training windows")
+    m.add_argument("--absolute", action="store_true",
+                   help="feed absolute scaled values (default: relative to the last value)")
+    add_training_args(p, optimizer="adam", lr=1e-2, batch_size=32, epochs=30, patience=5)
+    p.set_defaults(func=train, out_default="models/forecast")
+
+    f = sub.add_parser("forecast", help="forecast the steps after the end of a series")
+    f.add_argument("model_dir")
+    f.add_argument("--file", required=True, help="CSV with the model's columns")
+    f.add_argument("--horizon", type=int, default=None, help="steps (default: trained horizon)")
+    f.add_argument("--plot", help="write a PNG of the history tail and the forecast")
+    f.add_argument("--json", action="store_true", help="print one JSON object last")
+    f.set_defaults(func=forecast_cmd)
+
+    from . import TASKS
+    TASKS["forecast"] = {"evaluate": evaluate_cmd, "predict": forecast_cmd}
+
+
+def _cols(s: str | None) -> list[str] | None:
+    if s is None:
+        return None
+    cols = [c.strip() for c in s.split(",") if c.strip()]
+    if not cols:
+        raise UserError(f"no column names in {s!r}")
+    return cols
+
+
+def _split(n: int, val_fraction: float, test_fraction: float) -> tuple[int, int]:
+    """Row indices where validation and test start."""
+    for name, v in (("--val-fraction", val_fraction), ("--test-fraction", test_fraction)):
+        if not 0 < v < 1:
+            raise UserError(f"{name} must be in (0, 1), got {v}")
+    if val_fraction + test_fraction >= 0.9:
+        raise UserError("--val-fraction + --test-fraction must leave at least 10% to train")
+    test_start = n - int(round(n * test_fraction))
+    val_start = test_start - int(round(n * val_fraction))
+    return val_start, test_start
+
+
+def _rounded(metrics: dict[str, dict[str, float | None]]) -> dict[str, Any]:
+    return {k: {m: (None if v is None else round(v, 4)) for m, v in d.items()}
+            for k, d in metrics.items()}
+
+
+def _table(metrics: dict[str, dict[str, float | None]]) -> str:
+    lines = [f"{'method':16} {'MAE':>10} {'RMSE':>10} {'MASE':>8}"]
+    for name, d in metrics.items():
+        mase = "n/a" if d["mase"] is None else f"{d['mase']:.3f}"
+        lines.append(f"{name:16} {d['mae']:10.4g} {d['rmse']:10.4g} {mase:>8}")
+    return "\n".join(lines)
+
+
+def train(args: argparse.Namespace) -> int:
+    check_positive(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr)
+    date_col = None if args.date_col.lower() == "none" else args.date_col
+    series = read_series_csv(args.file, date_col, _cols(args.value_cols))
+    targets = _cols(args.target)
+    season = None
+    if args.season != "auto":
+        try:
+            season = int(args.season)
+        except ValueError:
+            raise UserError(f"--season must be a positive integer or 'auto', "
+                            f"got {args.season!r}") from None
+        check_positive(season=season)
+    spec = ForecastSpec(cell=args.cell, units=args.units, layers=args.layers,
+                        dropout=args.dropout, lookback=args.lookback, horizon=args.horizon,
+                        stride=args.stride, relative=not args.absolute)
+    v = series.values
+    val_start, test_start = _split(len(v), args.val_fraction, args.test_fraction)
+    out = Path(args.out or args.out_default)
+    say = (lambda *a: None) if args.json and args.quiet else print
+    say(f"forecast: {len(v)} rows of {', '.join(series.columns)}: train {val_start}, "
+        f"validation {test_start - val_start}, test {len(v) - test_start}")
+
+    fc = Forecaster.create(spec, v[:val_start], series.columns, targets, season)
+    say(f"season {fc.season}{' (detected)' if season is None else ''}")
+    history = fc.fit(v[:val_start], v[:test_start], val_start=val_start,
+                     optimizer=args.optimizer, lr=args.lr, batch_size=args.batch_size,
+                     epochs=args.epochs, patience=args.patience, seed=args.seed, out=out,
+                     verbose=0 if args.quiet else 1)
+    data = {"file": str(Path(args.file).resolve()), "date_col": date_col,
+            "val_fraction": args.val_fraction, "test_fraction": args.test_fraction,
+            "step": args.step}
+    fc.save(out)
+    atomic_write_json(out / DATA_JSON, data)
+    history.save(out / "history.json")
+    plot_history(history, out / "history.png")
+    res = fc.walk_forward(v, test_start, args.step)
+    plot_forecast(res, v[:, fc.target_idx[0]], out / "forecast.png",
+                  name=f"{Path(args.file).name} ({fc.targets[0]})")
+    metrics = _rounded(res["metrics"])
+    say(f"walk-forward on the test part: {len(res['origins'])} origins, horizon "
+        f"{res['horizon']}, step {res['step']}")
+    say(_table(res["metrics"]))
+    say(f"model saved to {out} (forecast plot: {out / 'forecast.png'})")
+    if args.json:
+        print_json({"metrics": metrics, "season": fc.season, "origins": len(res["origins"]),
+                    "epochs": len(history.epoch), "train_seconds": round(fc.train_seconds, 1),
+                    "model_dir": str(out)})
+    return 0
+
+
+def _data(model_dir: str) -> dict[str, Any]:
+    path = Path(model_dir) / DATA_JSON
+    if not path.is_file():
+        return {}
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise UserError(f"{path}: corrupt JSON") from None
+    return d if isinstance(d, dict) else {}
+
+
+def evaluate_cmd(args: argparse.Namespace) -> int:
+    fc, _ = Forecaster.load(args.model_dir)
+    data = _data(args.model_dir)
+    path = args.file or data.get("file")
+    if not path:
+        raise UserError("no data: pass --file FILE")
+    series = read_series_csv(path, data.get("date_col", "auto"), fc.columns)
+    v = series.values
+    _, test_start = _split(len(v), data.get("val_fraction", 0.1), data.get("test_fraction", 0.2))
+    res = fc.walk_forward(v, test_start, data.get("step"))
+    if args.json:
+        print_json({"metrics": _rounded(res["metrics"]), "origins": len(res["origins"]),
+                    "file": str(path), "model_dir": args.model_dir})
+    else:
+        print(f"walk-forward on the last {len(v) - test_start} rows of {path}: "
+              f"{len(res['origins'])} origins, horizon {res['horizon']}")
+        print(_table(res["metrics"]))
+    return 0
+
+
+def _future_dates(dates: list[str] | None, n: int) -> list[str] | None:
+    if not dates or len(dates) < 2:
+        return None
+    ds = [datetime.fromisoformat(d) for d in dates[-30:]]
+    gaps = sorted(b - a for a, b in zip(ds, ds[1:], strict=False))
+    gap = gaps[len(gaps) // 2]
+    date_only = all(len(d) == 10 for d in dates[-30:])
+    out = [ds[-1] + gap * (k + 1) for k in range(n)]
+    return [d.date().isoformat() if date_only else d.isoformat() for d in out]
+
+
+def forecast_cmd(args: argparse.Namespace) -> int:
+    fc, _ = Forecaster.load(args.model_dir)
+    data = _data(args.model_dir)
+    if not getattr(args, "file", None):
+        raise UserError("pass --file FILE with the series to forecast from")
+    horizon = getattr(args, "horizon", None) or fc.spec.horizon
+    check_positive(horizon=horizon)
+    series = read_series_csv(args.file, data.get("date_col", "auto"), fc.columns)
+    pred = fc.forecast(series.values, horizon)
+    dates = _future_dates(series.dates, horizon)
+    rows = []
+    for k in range(horizon):
+        row: dict[str, Any] = {"step": k + 1}
+        if dates:
+            row["date"] = dates[k]
+        row.update({t: round(float(pred[k, j]), 6) for j, t in enumerate(fc.targets)})
+        rows.append(row)
+    if getattr(args, "plot", None):
+        _plot_future(series.values[:, fc.target_idx[0]], pred[:, 0], args.plot, fc.targets[0])
+    if args.json:
+        print_json({"forecast": rows, "targets": fc.targets, "horizon": horizon})
+    else:
+        head = ["step"] + (["date"] if dates else []) + fc.targets
+        print("\t".join(head))
+        for r in rows:
+            print("\t".join(str(r[h]) for h in head))
+    return 0
+
+
+def _plot_future(history: np.ndarray, pred: np.ndarray, path: str, name: str) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from ..io import atomic_path
+
+    fig = Figure(figsize=(9, 3.5))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    tail = history[-max(4 * len(pred), 60):]
+    n = len(tail)
+    ax.plot(range(n), tail, color="black", lw=1.2, label="history")
+    ax.plot(range(n - 1, n + len(pred)), np.concatenate([tail[-1:], pred]), color="tab:blue",
+            lw=1.4, label="forecast")
+    ax.set_title(f"{name}: forecast of the next {len(pred)} steps", fontsize=9)
+    ax.legend(loc="best", fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png", dpi=100)

@@ -1,0 +1,64 @@
+"""``rnnkit train forecast`` / ``rnnkit forecast`` / ``evaluate`` end to end on the fixture
+series, and one-line errors for malformed input."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from rnnkit.cli import main
+
+CSV = Path(__file__).parent / "fixtures" / "daily_visitors.csv"
+
+
+def _last_json(out: str):
+    return json.loads(out.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    return tmp_path_factory.mktemp("forecast") / "m"
+
+
+def test_train_forecast_evaluate(model, capsys):
+    argv = ["train", "forecast", "--file", str(CSV), "--value-cols", "visitors,temperature",
+            "--target", "visitors", "--lookback", "14", "--horizon", "7", "--units", "8",
+            "--epochs", "2", "--out", str(model), "--quiet", "--json"]
+    assert main(argv) == 0
+    res = _last_json(capsys.readouterr().out)
+    assert res["season"] == 7 and res["epochs"] == 2 and res["origins"] > 5
+    assert set(res["metrics"]) == {"model", "naive", "seasonal_naive"}
+    for f in ("weights.safetensors", "config.json", "data.json", "forecast.json",
+              "forecast.png", "history.json", "history.png"):
+        assert (model / f).is_file(), f
+
+    assert main(["forecast", str(model), "--file", str(CSV), "--json"]) == 0
+    fc = _last_json(capsys.readouterr().out)
+    assert len(fc["forecast"]) == 7 and fc["targets"] == ["visitors"]
+    assert fc["forecast"][0]["date"] == "2024-02-26"  # the day after the last row
+
+    # visitors is the only target but temperature is an input: no recursive forecasts
+    assert main(["forecast", str(model), "--file", str(CSV), "--horizon", "9"]) == 2
+    assert "recursive forecasts need every input column" in capsys.readouterr().err
+
+    assert main(["evaluate", str(model), "--json"]) == 0
+    ev = _last_json(capsys.readouterr().out)
+    assert ev["metrics"] == res["metrics"]
+
+
+def test_malformed_csv_one_line_error(tmp_path, capsys):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("date,y\n2020-01-01,1\n2020-01-02,n/a\n", encoding="utf-8")
+    code = main(["train", "forecast", "--file", str(bad), "--out", str(tmp_path / "m"),
+                 "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.count("\n") == 0
+    assert f"{bad}:3: column 'y': 'n/a' is not a number" in err
+
+
+def test_series_too_short(tmp_path, capsys):
+    short = tmp_path / "short.csv"
+    short.write_text("y\n" + "\n".join(str(i % 5) for i in range(30)) + "\n", encoding="utf-8")
+    assert main(["train", "forecast", "--file", str(short), "--out", str(tmp_path / "m"),
+                 "--quiet"]) == 2
+    assert "lookback" in capsys.readouterr().err
