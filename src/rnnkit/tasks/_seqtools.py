@@ -93,6 +93,16 @@ def vocabulary_with_end(token_lists: Iterable[Sequence[str]], num_words: int | N
     return vocab
 
 
+def check_task(model_dir: str | Path, task: str) -> None:
+    """UserError unless ``model_dir/config.json`` records ``task`` (checked before the model
+    is rebuilt, so the message names the task rather than an unknown model type)."""
+    from ..io import read_config
+
+    found = read_config(model_dir).get("task")
+    if found != task:
+        raise UserError(f"{model_dir} holds a {found!r} model, not a {task!r} model")
+
+
 def check_end_vocabulary(vocab: Vocabulary, where: str) -> None:
     if not vocab.words or vocab.words[0] != END_TOKEN:
         raise UserError(f"{where}: vocabulary does not start with {END_TOKEN!r}")

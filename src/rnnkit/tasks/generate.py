@@ -52,6 +52,9 @@ from ._seqtools import (
     tokenize,
     vocabulary_with_end,
 )
+from ._seqtools import (
+    check_task as _check_task,
+)
 
 __all__ = ["read_text", "LanguageModel", "TextLM", "train_lm", "unigram_perplexity",
            "sample_next", "ConditionalGenerator", "Captioner", "train_captioner",
@@ -191,6 +194,7 @@ class TextLM:
 
     @classmethod
     def load(cls, model_dir: str | Path) -> TextLM:
+        _check_task(model_dir, TASK)
         model, cfg = load_model(model_dir)
         if cfg.get("task") != TASK or not isinstance(model, LanguageModel):
             raise UserError(f"{model_dir} holds a {cfg.get('task')!r} model, not {TASK!r}")
@@ -347,6 +351,7 @@ class Captioner:
 
     @classmethod
     def load(cls, model_dir: str | Path) -> Captioner:
+        _check_task(model_dir, "captions")
         model, cfg = load_model(model_dir)
         if not isinstance(model, ConditionalGenerator):
             raise UserError(f"{model_dir} does not hold a conditional generator")

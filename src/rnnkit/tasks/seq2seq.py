@@ -53,6 +53,9 @@ from ._seqtools import (
     tokenize,
     vocabulary_with_end,
 )
+from ._seqtools import (
+    check_task as _check_task,
+)
 
 __all__ = ["read_pairs", "BahdanauAttention", "LuongAttention", "Seq2Seq", "Translator",
            "train_translator", "bleu", "TASK"]
@@ -374,6 +377,7 @@ class Translator:
 
     @classmethod
     def load(cls, model_dir: str | Path) -> Translator:
+        _check_task(model_dir, TASK)
         model, cfg = load_model(model_dir)
         if cfg.get("task") != TASK or not isinstance(model, Seq2Seq):
             raise UserError(f"{model_dir} holds a {cfg.get('task')!r} model, not {TASK!r}")
@@ -456,7 +460,7 @@ def bleu(hypotheses: Sequence[str], references: Sequence[str]) -> float:
 
     if len(hypotheses) != len(references):
         raise ValueError(f"{len(hypotheses)} hypotheses but {len(references)} references")
-    return float(sacrebleu.corpus_bleu(list(hypotheses), [list(references)]).score)
+    return float(sacrebleu.corpus_bleu(list(hypotheses), [list(references)], force=True).score)
 
 
 def evaluate_translator(tr: Translator, pairs: Sequence[tuple[str, str]], beam_width: int = 1,

@@ -37,6 +37,7 @@ from ..io import load_model, register_model, save_model
 from ..layers import Dense, Embedding
 from ..recurrent import GRU, LSTM, Bidirectional
 from ..text import PAD, Vocabulary, pad_sequences
+from ._seqtools import check_task as _check_task
 from ._seqtools import fit_loop, minibatches, read_lines, seed_everything
 
 __all__ = ["SiameseEncoder", "Matcher", "margin_loss", "contrastive_loss", "read_pairs",
@@ -271,6 +272,7 @@ class Matcher:
 
     @classmethod
     def load(cls, model_dir: str | Path) -> Matcher:
+        _check_task(model_dir, TASK)
         model, cfg = load_model(model_dir)
         if cfg.get("task") != TASK or not isinstance(model, SiameseEncoder):
             raise UserError(f"{model_dir} holds a {cfg.get('task')!r} model, not {TASK!r}")
