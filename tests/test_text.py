@@ -353,6 +353,40 @@ def test_text_encoder_encode_equals_pad_of_full_ids(texts, maxlen, padding, trun
     np.testing.assert_array_equal(enc.encode(texts).numpy(), want)
 
 
+_PIECES = st.sampled_from(["good", "bad", "film", "Σ", "ΑΣ", ".Σ", "A.", "don't", "<br />",
+                            "<br", "/>", " ", " ", "\n", "\t", "é", "\u0301", ",", "x_y", "İ"])
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.lists(_PIECES, min_size=0, max_size=400).map("".join), min_size=1,
+                max_size=3),
+       st.integers(1, 12), st.sampled_from(["pre", "post"]), st.booleans())
+def test_long_text_shortcut_gives_the_full_tokenization_result(texts, maxlen, truncating,
+                                                               add_start) -> None:
+    """encode() tokenizes only the kept end of long texts; must equal tokenizing it all."""
+    enc = TextEncoder(maxlen=maxlen, truncating=truncating, add_start=add_start)
+    enc.fit(["good bad film σ ς αςσ é dont"], num_words=20)
+    want = pad_sequences(enc.encode_ids(texts), maxlen, "pre", truncating)
+    np.testing.assert_array_equal(enc.encode(texts).numpy(), want)
+
+
+@pytest.mark.parametrize("truncating", ["pre", "post"])
+def test_long_text_shortcut_cuts_at_whitespace(truncating: str) -> None:
+    long_word = "good" * 30  # longer than the cut margin: a cut inside it would split it
+    enc = TextEncoder(maxlen=2, truncating=truncating, add_start=False)
+    enc.fit([long_word + " film a.ς"], 10)
+    if truncating == "pre":
+        text = "film " * 100 + long_word + " film"
+        # "A.Σ" lowercases to "a.ς" only when the "A." before the sigma is seen
+        text2 = "film " * 100 + "A.Σ"
+    else:
+        text = "film " + long_word + " film" * 100
+        text2 = "A.Σ " + "film " * 100
+    assert torch.equal(enc.encode([text, text2]),
+                       enc.pad(enc.encode_ids([text, text2])))
+    assert long_word in enc.decode(enc.encode(text)[0])
+
+
 def test_fit_encode_equals_fit_then_encode() -> None:
     a = TextEncoder(maxlen=4)
     xa = a.fit_encode(TEXTS, num_words=7)

@@ -232,6 +232,8 @@ _MARKS = ("\u0300-\u036f\u0483-\u0489\u0591-\u05bd\u05bf\u05c1\u05c2\u05c4\u05c5
           "\u0610-\u061a\u064b-\u065f\u0670\u0900-\u0903\u093a-\u094f\u0951-\u0957"
           "\u0962\u0963\u0e31\u0e34-\u0e3a\u0e47-\u0e4e")
 _WORD_RE = re.compile(rf"(?:[^\W_]|[{_MARKS}])+")
+_WS_RE = re.compile(r"\s")
+_WS_BACK_RE = re.compile(r"\s(?=\S*\Z)")  # the last whitespace character
 _APOSTROPHE_CHARS = "'`\u2019\u02bc\u00b4"
 _APOSTROPHES = str.maketrans("", "", _APOSTROPHE_CHARS)
 # fast path: ASCII non-alphanumerics -> space, apostrophes deleted; then str.split
@@ -652,7 +654,32 @@ class TextEncoder:
 
     def encode(self, texts: Sequence[str] | str) -> torch.Tensor:
         """``(n, maxlen)`` int64 ids; a single str is encoded as a batch of one."""
-        return self._encode_tokens(self.tokenize(texts))
+        texts = _as_texts(texts)
+        if self.maxlen is not None and type(self.tokenizer) is BasicTokenizer:
+            return self._encode_tokens([self._kept_tokens(t) for t in texts])
+        return self._encode_tokens(self.tokenizer.tokenize_many(texts))
+
+    def _kept_tokens(self, text: str) -> list[str]:
+        """The tokens of ``text`` that survive truncation to ``maxlen``, tokenizing only the
+        kept end of a long text (BasicTokenizer only: its tokens depend on nothing across
+        whitespace, so cutting the text at a whitespace character gives exactly the
+        tokens of that side; falls back to the whole text when the piece is too short)."""
+        m = self.maxlen
+        assert m is not None
+        span = 8 * (m + 1) + 64
+        tok = self.tokenizer.tokenize
+        if len(text) > 2 * span:
+            if self.truncating == "pre":
+                cut = _WS_RE.search(text, len(text) - span)
+                toks = tok(text[cut.start():]) if cut else []
+                if len(toks) >= m:
+                    return toks[-m:]
+            else:
+                cut = _WS_BACK_RE.search(text[:span])
+                toks = tok(text[:cut.start()]) if cut else []
+                if len(toks) >= m:
+                    return toks[:m]
+        return tok(text)
 
     def _encode_tokens(self, token_lists: list[list[str]]) -> torch.Tensor:
         m = self.maxlen
