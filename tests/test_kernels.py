@@ -193,3 +193,47 @@ def test_unknown_backend_and_fallbacks():
     assert layer.last_backend == "reference"
     x = torch.randn(2, 3, 2, dtype=torch.float16)
     assert select(GRU(2, input_size=2), x, None, None, None) == "reference"
+
+
+@pytest.mark.parametrize("cell", sorted(CELLS))
+@pytest.mark.parametrize("back", [False, True])
+def test_embedding_fold_matches_reference(cell, back):
+    def model(backend, units=5):
+        torch.manual_seed(5)
+        m = rnnkit.Sequential(
+            rnnkit.Embedding(13, 4, mask_zero=True),
+            CELLS[cell](units, recurrent_dropout=0.3, go_backwards=back, backend=backend),
+            rnnkit.Dense(1), input_shape=(7,))
+        with torch.no_grad():
+            for p in m.parameters():
+                p.normal_(0, 0.5)
+        return m.double()
+
+    ref, fused = model("reference"), model("auto")
+    fused.load_state_dict(ref.state_dict())
+    gen = torch.Generator().manual_seed(1)
+    ids = torch.randint(1, 13, (4, 7), generator=gen)
+    ids[1, 4:] = 0
+    ids[2, :3] = 0
+    ids[3, 2] = 5
+    out = []
+    for m in (ref, fused):
+        torch.manual_seed(11)
+        y = m(ids)
+        out.append((y, torch.autograd.grad((y * y).sum(), list(m.parameters()))))
+    assert fused[1].embedding_folded and fused[1].last_backend == "numba"
+    torch.testing.assert_close(out[1][0], out[0][0], rtol=0, atol=1e-5)
+    for a, b in zip(out[0][1], out[1][1], strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4 * max(1.0, a.abs().max().item()))
+    fused.eval()
+    torch.testing.assert_close(fused(ids), ref.eval()(ids), rtol=0, atol=1e-5)
+
+
+def test_embedding_not_folded_with_input_dropout():
+    m = rnnkit.Sequential(rnnkit.Embedding(9, 3), LSTM(4, dropout=0.5), input_shape=(5,))
+    m.train()
+    m(torch.randint(0, 9, (2, 5)))
+    assert m[1].last_backend == "numba" and not m[1].embedding_folded
+    m.eval()
+    m(torch.randint(0, 9, (2, 5)))
+    assert m[1].embedding_folded

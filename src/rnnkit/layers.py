@@ -235,8 +235,15 @@ class Sequential(nn.Sequential):
     def forward_with_mask(self, x: Tensor, mask: Tensor | None = None
                           ) -> tuple[Tensor, Tensor | None]:
         """Output and the mask that leaves the last layer (e.g. for a masked loss)."""
-        for layer in self:
-            if getattr(layer, "supports_masking", False):
+        from .kernels.fold import embedding_rnn  # Embedding -> RNN as one fused call
+
+        layers, i = list(self), 0
+        while i < len(layers):
+            layer, i = layers[i], i + 1
+            folded = embedding_rnn(layer, layers[i], x, mask) if i < len(layers) else None
+            if folded is not None:
+                (x, mask), i = folded, i + 1
+            elif getattr(layer, "supports_masking", False):
                 nxt = layer.compute_mask(x, mask)
                 x = layer(x, mask=mask)
                 mask = nxt

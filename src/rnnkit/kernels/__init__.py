@@ -37,6 +37,10 @@ def _reference(layer, x, state, mask, in_mask, rec_mask):
     return layer.run_reference(x, state, mask, in_mask, rec_mask)
 
 
+#: module implementing each fused backend
+MODULES = {"numba": "numba_cpu", "blas": "blas"}
+
+
 def _fused(module: str, layer, x, state, mask, in_mask, rec_mask):
     import importlib
 
@@ -104,4 +108,5 @@ def run(layer, x, state, mask, in_mask, rec_mask):
     """Select a backend, record it on ``layer.last_backend`` and run it."""
     name = select(layer, x, mask, in_mask, rec_mask)
     layer.last_backend = name
+    layer.embedding_folded = False  # set True by kernels.fold when it ran Embedding -> RNN
     return BACKENDS[name](layer, x, state, mask, in_mask, rec_mask)

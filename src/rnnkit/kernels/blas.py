@@ -15,17 +15,12 @@ Numba's ``np.dot`` calls SciPy's BLAS (``scipy`` must be installed).
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from numba import njit, prange
 
-_OPTS = {"cache": True, "parallel": True, "nogil": True}
+from .numba_cpu import _FM, fsigmoid, ftanh
 
-
-@njit(inline="always")
-def _sigmoid(x):
-    return 1.0 / (1.0 + math.exp(-x))
+_OPTS = {"cache": True, "parallel": True, "nogil": True, "fastmath": _FM}
 
 
 @njit(inline="always")
@@ -68,14 +63,14 @@ def rnn_fwd(kind, xp, h0, c0, w, bh, mask, rm, relu, seq, hs, cs, gates, hhs, y,
             for j in range(nh):
                 if kind == 0:
                     a = xp[b, t, j] + p[b, j]
-                    h[b, j] = max(a, 0.0) if relu else math.tanh(a)
+                    h[b, j] = max(a, 0.0) if relu else ftanh(a)
                 elif kind == 1:
-                    gi = _sigmoid(xp[b, t, j] + p[b, j])
-                    gf = _sigmoid(xp[b, t, nh + j] + p[b, nh + j])
-                    gg = math.tanh(xp[b, t, 2 * nh + j] + p[b, 2 * nh + j])
-                    go = _sigmoid(xp[b, t, 3 * nh + j] + p[b, 3 * nh + j])
+                    gi = fsigmoid(xp[b, t, j] + p[b, j])
+                    gf = fsigmoid(xp[b, t, nh + j] + p[b, nh + j])
+                    gg = ftanh(xp[b, t, 2 * nh + j] + p[b, 2 * nh + j])
+                    go = fsigmoid(xp[b, t, 3 * nh + j] + p[b, 3 * nh + j])
                     c[b, j] = gf * c[b, j] + gi * gg
-                    h[b, j] = go * math.tanh(c[b, j])
+                    h[b, j] = go * ftanh(c[b, j])
                     cs[b, t, j] = c[b, j]
                     gates[b, t, j] = gi
                     gates[b, t, nh + j] = gf
@@ -83,9 +78,9 @@ def rnn_fwd(kind, xp, h0, c0, w, bh, mask, rm, relu, seq, hs, cs, gates, hhs, y,
                     gates[b, t, 3 * nh + j] = go
                 else:
                     hh = p[b, 2 * nh + j] + bh[2 * nh + j]
-                    z = _sigmoid(xp[b, t, j] + p[b, j] + bh[j])
-                    r = _sigmoid(xp[b, t, nh + j] + p[b, nh + j] + bh[nh + j])
-                    n = math.tanh(xp[b, t, 2 * nh + j] + r * hh)
+                    z = fsigmoid(xp[b, t, j] + p[b, j] + bh[j])
+                    r = fsigmoid(xp[b, t, nh + j] + p[b, nh + j] + bh[nh + j])
+                    n = ftanh(xp[b, t, 2 * nh + j] + r * hh)
                     h[b, j] = z * h[b, j] + (1.0 - z) * n
                     gates[b, t, j] = z
                     gates[b, t, nh + j] = r
@@ -135,7 +130,7 @@ def rnn_bwd(kind, hs, h0, cs, c0, gates, hhs, wt, mask, rm, relu, dy, seq, dlast
                     gg = gates[b, t, 2 * nh + j]
                     go = gates[b, t, 3 * nh + j]
                     cp = cs[b, t - 1, j] if t > 0 else c0[b, j]
-                    tc = math.tanh(cs[b, t, j])
+                    tc = ftanh(cs[b, t, j])
                     dct = dc[b, j] + g * go * (1.0 - tc * tc)
                     dz[b, j] = dct * gg * gi * (1.0 - gi)
                     dz[b, nh + j] = dct * cp * gf * (1.0 - gf)

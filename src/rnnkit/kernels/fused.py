@@ -71,13 +71,20 @@ def run(impl: ModuleType, layer, x: Tensor, state, mask: Tensor | None, in_mask:
         rec_mask: Tensor | None):
     """Backend entry point (signature of :data:`rnnkit.kernels.BACKENDS` plus ``impl``)."""
     cell = layer.cell
-    kind = cell_kind(cell)
     if in_mask is not None:
         x = x * in_mask
     if layer.go_backwards:
         x = x.flip(1)
         mask = None if mask is None else mask.flip(1)
-    xp = cell.project_inputs(x).contiguous()
+    return run_projected(impl, layer, cell.project_inputs(x), state, mask, rec_mask)
+
+
+def run_projected(impl: ModuleType, layer, xp: Tensor, state, mask: Tensor | None,
+                  rec_mask: Tensor | None):
+    """The recurrence on projected inputs ``xp`` (already in processing order)."""
+    cell = layer.cell
+    kind = cell_kind(cell)
+    xp = xp.contiguous()
     b, t = xp.shape[0], xp.shape[1]
     units = cell.units
     m8 = (torch.ones((b, t), dtype=torch.uint8) if mask is None
