@@ -18,7 +18,7 @@ from ..errors import UserError
 from .common import add_model_args, apply_config_file
 
 #: task modules, in the order their commands appear in ``--help``
-TASK_MODULES = ["imdb", "tagger", "forecast", "seq2seq", "lm", "siamese"]
+TASK_MODULES = ["imdb", "text", "tagger", "forecast", "seq2seq", "lm", "siamese"]
 
 #: task name -> {"evaluate": fn(args), "predict": fn(args)}; filled by ``register``
 TASKS: dict[str, dict[str, Callable[[argparse.Namespace], int | None]]] = {}

@@ -1,0 +1,173 @@
+"""``rnnkit train text``: text classification from a labelled file.
+
+    rnnkit train text --file spam.tsv                                  # SMS: label<TAB>text
+    rnnkit train text --file news.csv --text-col headline --label-col topic
+    rnnkit evaluate MODEL [--file other.csv]
+    rnnkit predict MODEL "some text"
+
+Two labels train a sigmoid output, more a softmax. A seeded ``--test-fraction`` of the file
+is held out as the test set (or give ``--test-file``), then ``--validation-split`` of the rest
+for early stopping. Reports accuracy, precision/recall/F1 per class and the confusion matrix
+beside the majority-class baseline. ``evaluate`` re-creates the same held-out split from the
+file recorded at training time (or evaluates on all of ``--file``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from ..errors import UserError
+from ..io import atomic_write_json
+from ..metrics import format_classification_report
+from ..plots import plot_history
+from ..tasks.classify import ClassifierSpec, TextClassifier
+from ..tasks.textfile import (
+    FORMATS,
+    encode_labels,
+    evaluate_texts,
+    label_names,
+    read_labelled,
+    split_data,
+)
+from .common import add_model_args, add_training_args, check_positive, print_json, read_texts
+
+DATA_JSON = "data.json"
+
+
+def register(sub: argparse._SubParsersAction, train_sub: argparse._SubParsersAction) -> None:
+    p = train_sub.add_parser("text", help="text classification from a CSV/TSV or SMS-spam file",
+                             description=__doc__,
+                             formatter_class=argparse.RawDescriptionHelpFormatter)
+    d = p.add_argument_group("data")
+    d.add_argument("--file", required=True, help="labelled data file")
+    d.add_argument("--text-col", help="text column name (or 0-based index) of a CSV/TSV")
+    d.add_argument("--label-col", help="label column name (or 0-based index) of a CSV/TSV")
+    d.add_argument("--format", choices=FORMATS, default="auto",
+                   help="auto: sms without columns, else tsv/csv by suffix or first line")
+    d.add_argument("--test-file", help="separate labelled test file (same format)")
+    d.add_argument("--test-fraction", type=float, default=0.2,
+                   help="held-out test share of --file when there is no --test-file")
+    add_model_args(p, cell="gru", units=32, embed_dim=32, num_words=10000, maxlen=100)
+    add_training_args(p, optimizer="adam", lr=1e-2, batch_size=32, epochs=20, patience=3,
+                      validation_split=0.1)
+    p.set_defaults(func=train, out_default="models/text")
+
+    from . import TASKS
+    TASKS["text"] = {"evaluate": evaluate_cmd, "predict": predict_cmd}
+
+
+def train(args: argparse.Namespace) -> int:
+    check_positive(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr)
+    spec = ClassifierSpec(cell=args.cell, encoding=args.encoding, num_words=args.num_words,
+                          embed_dim=args.embed_dim, units=args.units, layers=args.layers,
+                          bidirectional=args.bidirectional, dropout=args.dropout,
+                          recurrent_dropout=args.recurrent_dropout, mask=args.mask,
+                          maxlen=args.maxlen)
+    out = Path(args.out or args.out_default)
+    say = (lambda *a: None) if args.json and args.quiet else print
+
+    data = read_labelled(args.file, args.text_col, args.label_col, args.format)
+    test_fraction = 0.0 if args.test_file else args.test_fraction
+    tr, va, te = split_data(data, test_fraction, args.validation_split, args.seed)
+    if args.test_file:
+        te = read_labelled(args.test_file, args.text_col, args.label_col, args.format)
+    names = label_names(data.labels)
+    missing = sorted(set(names) - set(tr.labels))
+    if missing:
+        raise UserError(f"{args.file}: no training examples left for label(s) "
+                        f"{', '.join(missing)}; add data or lower the held-out fractions")
+    say(f"text: {len(tr)} train / {len(va)} validation / {len(te)} test examples, "
+        f"{len(names)} labels: {', '.join(names)}")
+
+    clf = TextClassifier.create(spec, tr.texts, names, padding=args.padding,
+                                truncating=args.truncating, task="text")
+    enc = clf.encoder
+    history = clf.fit(enc.encode(tr.texts), encode_labels(tr.labels, names),
+                      validation_data=(enc.encode(va.texts), encode_labels(va.labels, names)),
+                      optimizer=args.optimizer, lr=args.lr, batch_size=args.batch_size,
+                      epochs=args.epochs, patience=args.patience, seed=args.seed, out=out,
+                      clip_norm=args.clip_norm, verbose=0 if args.quiet else 1)
+    clf.save(out)
+    history.save(out / "history.json")
+    plot_history(history, out / "history.png")
+    atomic_write_json(out / DATA_JSON, {
+        "file": str(Path(args.file).resolve()), "format": args.format,
+        "text_col": args.text_col, "label_col": args.label_col,
+        "test_file": str(Path(args.test_file).resolve()) if args.test_file else None,
+        "test_fraction": test_fraction, "validation_split": args.validation_split,
+        "seed": args.seed})
+    result: dict[str, Any] = {"labels": names, "epochs": len(history.epoch),
+                              "train_seconds": round(clf.train_seconds, 1),
+                              "model_dir": str(out)}
+    if len(te):
+        report = evaluate_texts(clf, te)
+        say(format_classification_report(report))
+        say(f"majority-class baseline accuracy {report['baseline_majority_accuracy']:.4f} "
+            f"({report['baseline_majority_label']})")
+        result["test"] = _compact(report)
+    say(f"model saved to {out}")
+    if args.json:
+        print_json(result)
+    return 0
+
+
+def _compact(report: dict[str, Any]) -> dict[str, Any]:
+    r = dict(report)
+    for k in ("accuracy", "loss", "baseline_majority_accuracy"):
+        r[k] = round(r[k], 4)
+    r["macro"] = {k: round(v, 4) for k, v in r["macro"].items()}
+    r["per_class"] = {n: {k: (round(v, 4) if isinstance(v, float) else v) for k, v in d.items()}
+                      for n, d in r["per_class"].items()}
+    return r
+
+
+def _data(model_dir: str) -> dict[str, Any]:
+    path = Path(model_dir) / DATA_JSON
+    if not path.is_file():
+        return {}
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise UserError(f"{path}: corrupt JSON") from None
+    return d if isinstance(d, dict) else {}
+
+
+def evaluate_cmd(args: argparse.Namespace) -> int:
+    clf = TextClassifier.load(args.model_dir)
+    d = _data(args.model_dir)
+    fmt, tcol, lcol = d.get("format", "auto"), d.get("text_col"), d.get("label_col")
+    if args.file:
+        data, where = read_labelled(args.file, tcol, lcol, fmt), args.file
+    elif d.get("test_file"):
+        data, where = read_labelled(d["test_file"], tcol, lcol, fmt), d["test_file"]
+    elif d.get("file") and d.get("test_fraction"):
+        full = read_labelled(d["file"], tcol, lcol, fmt)
+        _, _, data = split_data(full, d["test_fraction"], d.get("validation_split", 0.1),
+                                d.get("seed", 42))
+        where = f"the held-out {d['test_fraction']:.0%} of {d['file']}"
+    else:
+        raise UserError("no test data recorded with the model: pass --file FILE")
+    report = evaluate_texts(clf, data, batch_size=args.batch_size)
+    if args.json:
+        print_json({**_compact(report), "model_dir": args.model_dir, "data": str(where)})
+    else:
+        print(f"evaluated on {where}")
+        print(format_classification_report(report))
+        print(f"majority-class baseline accuracy {report['baseline_majority_accuracy']:.4f}")
+    return 0
+
+
+def predict_cmd(args: argparse.Namespace) -> int:
+    clf = TextClassifier.load(args.model_dir)
+    texts = read_texts(args.texts, args.file)
+    preds = clf.predict(texts)
+    if args.json:
+        print_json(preds)
+    else:
+        for text, p in zip(texts, preds, strict=True):
+            short = text if len(text) <= 60 else text[:57] + "..."
+            print(f"{p['label']}\t{p['probability']:.3f}\t{short}")
+    return 0

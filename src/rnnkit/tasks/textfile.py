@@ -1,0 +1,214 @@
+"""Many-to-one text classification from a labelled file (CSV/TSV or SMS Spam Collection).
+
+Reading. A CSV/TSV file has a header row; ``text_col`` and ``label_col`` name its columns
+(or give 0-based indices); quoted fields may contain the delimiter and newlines. The UCI SMS
+Spam Collection format has no header: one message per line, ``label<TAB>text``. Every error
+names the file and the 1-based line.
+
+Labels. The class names are the distinct label strings, sorted; label ``k`` is class index
+``k``. Two classes give a sigmoid output ``p = P(class 1)``, more a softmax
+(:mod:`rnnkit.tasks.classify`). The names are saved with the model.
+
+Evaluation (:func:`evaluate_texts`): accuracy, precision/recall/F1 per class, macro averages
+and the confusion matrix (:func:`rnnkit.metrics.classification_report`), beside the trivial
+majority-class baseline ``accuracy = max_k count_k / n``.
+
+Splits (:func:`split_data`): one seeded shuffle holds out ``test_fraction`` as the test set,
+then ``val_fraction`` of the rest for validation (:func:`rnnkit.datasets.train_val_split`),
+so the same file, fractions and seed give the same split again at evaluation time.
+"""
+
+from __future__ import annotations
+
+import csv
+import io as _io
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..datasets import train_val_split
+from ..errors import UserError
+from ..metrics import classification_report
+
+__all__ = ["LabelledTexts", "read_labelled", "read_sms_spam", "label_names", "encode_labels",
+           "split_data", "evaluate_texts"]
+
+FORMATS = ("auto", "csv", "tsv", "sms")
+
+
+@dataclass
+class LabelledTexts:
+    """Texts with their label strings (aligned) and the file they came from."""
+
+    texts: list[str]
+    labels: list[str]
+    path: str = ""
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+def _read_text(path: Path) -> str:
+    if not path.is_file():
+        raise UserError(f"file not found: {path}")
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        # line of the bad byte, for a one-line pointer into the file
+        line = path.read_bytes()[:e.start].count(b"\n") + 1
+        raise UserError(f"{path}:{line}: not UTF-8 text (byte {e.start})") from None
+
+
+def read_sms_spam(path: str | Path) -> LabelledTexts:
+    """``label<TAB>text`` per line (UCI SMS Spam Collection); blank lines are skipped."""
+    path = Path(path)
+    texts, labels = [], []
+    for n, line in enumerate(_read_text(path).splitlines(), 1):
+        if not line.strip():
+            continue
+        if "\t" not in line:
+            raise UserError(f"{path}:{n}: expected 'label<TAB>text' (no tab in the line)")
+        label, text = line.split("\t", 1)
+        label, text = label.strip(), text.strip()
+        if not label:
+            raise UserError(f"{path}:{n}: empty label")
+        if not text:
+            raise UserError(f"{path}:{n}: empty text")
+        texts.append(text)
+        labels.append(label)
+    if not texts:
+        raise UserError(f"{path}: no labelled lines")
+    return LabelledTexts(texts, labels, str(path))
+
+
+def _column(header: list[str], col: str, path: Path, what: str) -> int:
+    if col in header:
+        return header.index(col)
+    if col.lstrip("-").isdigit() and -len(header) <= int(col) < len(header):
+        return int(col) % len(header)
+    raise UserError(f"{path}: no {what} column {col!r} (columns: {', '.join(header)})")
+
+
+def read_labelled(path: str | Path, text_col: str | None = None, label_col: str | None = None,
+                  format: str = "auto") -> LabelledTexts:
+    """Texts and labels of a CSV/TSV file (``text_col``, ``label_col`` from its header) or of
+    an SMS-Spam-format file. ``format="auto"``: SMS when no columns are given, else TSV for a
+    ``.tsv``/``.tab`` file or a header line with a tab, else CSV."""
+    path = Path(path)
+    if format not in FORMATS:
+        raise UserError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
+    if format == "auto":
+        if text_col is None and label_col is None:
+            format = "sms"
+        elif path.suffix.lower() in (".tsv", ".tab"):
+            format = "tsv"
+        else:
+            first = _read_text(path).split("\n", 1)[0]
+            format = "tsv" if "\t" in first else "csv"
+    if format == "sms":
+        if text_col is not None or label_col is not None:
+            raise UserError("the SMS format (label<TAB>text) has no named columns; drop "
+                            "--text-col/--label-col or choose --format csv/tsv")
+        return read_sms_spam(path)
+    if text_col is None or label_col is None:
+        raise UserError(f"a {format.upper()} file needs both a text column and a label column "
+                        "(--text-col, --label-col)")
+    text = _read_text(path)
+    reader = csv.reader(_io.StringIO(text, newline=""), delimiter="\t" if format == "tsv"
+                        else ",")
+    try:
+        header = [h.strip() for h in next(reader)]
+    except StopIteration:
+        raise UserError(f"{path}: empty file") from None
+    except csv.Error as e:
+        raise UserError(f"{path}:1: malformed header ({e})") from None
+    ti = _column(header, text_col, path, "text")
+    li = _column(header, label_col, path, "label")
+    if ti == li:
+        raise UserError(f"{path}: the text and label columns are the same column")
+    texts, labels = [], []
+    start = reader.line_num + 1
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as e:
+            raise UserError(f"{path}:{start}: malformed {format.upper()} ({e})") from None
+        n = start  # the line where this record begins
+        start = reader.line_num + 1
+        if not row or all(not c.strip() for c in row):
+            continue
+        if len(row) != len(header):
+            raise UserError(f"{path}:{n}: {len(row)} fields, the header has {len(header)} "
+                            "(is a field with the delimiter missing its quotes?)")
+        t, lab = row[ti].strip(), row[li].strip()
+        if not t:
+            raise UserError(f"{path}:{n}: empty text in column {header[ti]!r}")
+        if not lab:
+            raise UserError(f"{path}:{n}: empty label in column {header[li]!r}")
+        texts.append(t)
+        labels.append(lab)
+    if not texts:
+        raise UserError(f"{path}: no data rows")
+    return LabelledTexts(texts, labels, str(path))
+
+
+def label_names(labels: list[str]) -> list[str]:
+    """Sorted distinct labels; at least two are needed."""
+    names = sorted(set(labels))
+    if len(names) < 2:
+        raise UserError(f"need at least 2 distinct labels to train a classifier, found "
+                        f"{names}")
+    return names
+
+
+def encode_labels(labels: list[str], names: list[str]) -> np.ndarray:
+    """Label strings -> class indices; UserError for a label the model does not know."""
+    index = {n: i for i, n in enumerate(names)}
+    unknown = sorted(set(labels) - index.keys())
+    if unknown:
+        raise UserError(f"labels not known to the model: {', '.join(unknown[:5])} "
+                        f"(known: {', '.join(names)})")
+    return np.array([index[x] for x in labels], dtype=np.int64)
+
+
+def split_data(data: LabelledTexts, test_fraction: float = 0.2, val_fraction: float = 0.1,
+               seed: int = 42) -> tuple[LabelledTexts, LabelledTexts, LabelledTexts]:
+    """(train, validation, test) by one seeded shuffle each (see the module docstring);
+    ``test_fraction=0`` gives an empty test set."""
+    for name, v in (("test fraction", test_fraction), ("validation fraction", val_fraction)):
+        if not 0 <= v < 1:
+            raise UserError(f"{name} must be in [0, 1), got {v}")
+    texts, labels = data.texts, data.labels
+    test = LabelledTexts([], [], data.path)
+    try:
+        if test_fraction > 0:
+            (texts, labels), (tt, tl) = train_val_split(texts, labels,
+                                                        validation_split=test_fraction,
+                                                        seed=seed)
+            test = LabelledTexts(list(tt), list(tl), data.path)
+        (tr, trl), (va, val) = train_val_split(texts, labels, validation_split=val_fraction,
+                                               seed=seed + 1)
+    except ValueError as e:
+        raise UserError(f"{data.path}: cannot split {len(data)} examples ({e})") from None
+    return (LabelledTexts(list(tr), list(trl), data.path),
+            LabelledTexts(list(va), list(val), data.path), test)
+
+
+def evaluate_texts(clf: Any, data: LabelledTexts, batch_size: int = 256) -> dict[str, Any]:
+    """Classification report of ``clf`` (a :class:`~rnnkit.tasks.classify.TextClassifier`)
+    on ``data``, with the majority-class baseline accuracy and the mean loss."""
+    y = encode_labels(data.labels, clf.labels)
+    probs = clf.predict_proba(data.texts, batch_size=batch_size)
+    pred = probs.argmax(axis=1)
+    report = classification_report(y, pred, clf.labels)
+    p_true = np.clip(probs[np.arange(len(y)), y], 1e-7, 1.0)
+    report["loss"] = float(-np.mean(np.log(p_true)))
+    counts = Counter(y.tolist())
+    report["baseline_majority_accuracy"] = max(counts.values()) / len(y)
+    report["baseline_majority_label"] = clf.labels[max(counts, key=lambda k: (counts[k], -k))]
+    return report

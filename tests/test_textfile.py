@@ -1,0 +1,127 @@
+"""Text classification from files: CSV/TSV/SMS readers and their one-line errors (file and
+line), seeded splits, learning on small fixtures (beats the majority-class baseline), and the
+``rnnkit train text`` / ``evaluate`` / ``predict`` CLI."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from rnnkit.cli import main
+from rnnkit.errors import UserError
+from rnnkit.tasks.textfile import (
+    encode_labels,
+    label_names,
+    read_labelled,
+    read_sms_spam,
+    split_data,
+)
+
+FIX = Path(__file__).parent / "fixtures"
+SMS = FIX / "sms_spam_tiny.tsv"
+NEWS = FIX / "headlines_tiny.csv"
+
+
+def _last_json(out: str):
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def test_read_sms_and_csv():
+    sms = read_labelled(SMS)
+    assert len(sms) == 160 and set(sms.labels) == {"ham", "spam"}
+    assert sms.texts[0].startswith("Don't forget")
+    news = read_labelled(NEWS, "headline", "topic")
+    assert len(news) == 150 and label_names(news.labels) == ["business", "sports", "tech"]
+    # a quoted field keeps its comma
+    assert news.texts[0] == "Tennis: champion knocked out in the second round, fans stunned"
+    by_index = read_labelled(NEWS, "1", "2")
+    assert by_index.texts == news.texts and by_index.labels == news.labels
+
+
+def test_tsv_with_header_and_multiline_field(tmp_path):
+    p = tmp_path / "d.tsv"
+    p.write_text('label\ttext\nham\t"two\nlines"\nspam\tWIN NOW\n', encoding="utf-8")
+    d = read_labelled(p, "text", "label")
+    assert d.texts == ["two\nlines", "WIN NOW"] and d.labels == ["ham", "spam"]
+
+
+@pytest.mark.parametrize("name,text,cols,msg", [
+    ("a.tsv", "ham\tok\nspam no tab here\n", (None, None),
+     r"a\.tsv:2: expected 'label<TAB>text'"),
+    ("b.tsv", "ham\tok\n\t hello\n", (None, None), r"b\.tsv:2: empty label"),
+    ("c.csv", "text,label\nhello,pos\nhi there, friend,neg\n", ("text", "label"),
+     r"c\.csv:3: 3 fields, the header has 2"),
+    ("d.csv", "text,label\nhello,\n", ("text", "label"), r"d\.csv:2: empty label"),
+    ("e.csv", "text,label\n\"a\nb\",pos\n,neg\n", ("text", "label"), r"e\.csv:4: empty text"),
+    ("f.csv", "body,y\nhello,pos\n", ("text", "y"), r"f\.csv: no text column 'text'"),
+])
+def test_malformed_files_name_file_and_line(tmp_path, name, text, cols, msg):
+    p = tmp_path / name
+    p.write_text(text, encoding="utf-8")
+    with pytest.raises(UserError, match=msg) as e:
+        read_labelled(p, *cols)
+    assert "\n" not in str(e.value)
+
+
+def test_non_utf8_names_line(tmp_path):
+    p = tmp_path / "latin.tsv"
+    p.write_bytes(b"ham\tok\nspam\tcaf\xe9\n")
+    with pytest.raises(UserError, match=r"latin\.tsv:2: not UTF-8"):
+        read_sms_spam(p)
+
+
+def test_split_is_seeded_and_disjoint():
+    d = read_labelled(SMS)
+    a = split_data(d, 0.2, 0.1, seed=3)
+    b = split_data(d, 0.2, 0.1, seed=3)
+    assert [x.texts for x in a] == [x.texts for x in b]
+    assert [len(x) for x in a] == [115, 13, 32]
+    with pytest.raises(UserError, match="not known to the model"):
+        encode_labels(["ham", "eggs"], ["ham", "spam"])
+    with pytest.raises(UserError, match="at least 2 distinct labels"):
+        label_names(["ham", "ham"])
+
+
+@pytest.mark.parametrize("fixture,cols,multi", [(SMS, [], False),
+                                                (NEWS, ["--text-col", "headline",
+                                                        "--label-col", "topic"], True)])
+def test_cli_train_evaluate_predict(tmp_path, capsys, fixture, cols, multi):
+    out = tmp_path / "m"
+    argv = ["train", "text", "--file", str(fixture), *cols, "--epochs", "6", "--units", "8",
+            "--embed-dim", "8", "--num-words", "500", "--maxlen", "30", "--mask",
+            "--batch-size", "16", "--patience", "0", "--out", str(out), "--quiet", "--json"]
+    assert main(argv) == 0
+    res = _last_json(capsys.readouterr().out)
+    test = res["test"]
+    assert test["accuracy"] >= 0.85
+    assert test["accuracy"] > test["baseline_majority_accuracy"] + 0.1
+    k = 3 if multi else 2
+    assert len(test["confusion_matrix"]) == k and sum(map(sum, test["confusion_matrix"])) == \
+        test["n"]
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["task"] == "text" and len(cfg["labels"]) == k
+    # binary -> one sigmoid unit, multi-class -> softmax over k
+    assert cfg["model"]["config"]["layers"][-1]["config"]["units"] == (k if multi else 1)
+
+    assert main(["evaluate", str(out), "--json"]) == 0
+    ev = _last_json(capsys.readouterr().out)
+    assert ev["accuracy"] == test["accuracy"] and ev["n"] == test["n"]
+
+    text = "WINNER! Claim your FREE prize, call now" if not multi else \
+        "United beat City 2-1 in the cup final"
+    assert main(["predict", str(out), text, "--json"]) == 0
+    pred = _last_json(capsys.readouterr().out)[0]
+    assert pred["label"] == ("sports" if multi else "spam")
+    assert set(pred["probabilities"]) == set(cfg["labels"])
+
+
+def test_cli_errors(tmp_path, capsys):
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("ham\tfine\nspam\n", encoding="utf-8")
+    assert main(["train", "text", "--file", str(bad), "--out", str(tmp_path / "m"),
+                 "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and f"{bad}:2: expected 'label<TAB>text'" in err
+    assert main(["train", "text", "--file", str(NEWS), "--text-col", "headline",
+                 "--out", str(tmp_path / "m"), "--quiet"]) == 2
+    assert "needs both a text column and a label column" in capsys.readouterr().err
