@@ -1,0 +1,56 @@
+"""Siamese address matching with one-character typos (after the classic TensorFlow cookbook
+demo): twin BiLSTM encoders with shared weights, cosine similarity, margin loss.
+
+    python examples/address_matching.py
+
+Trains on pairs built from 500 generated addresses, then matches 1000 typo'd queries against
+200 *different* reference addresses. Prints top-1 match accuracy beside a random pick and a
+non-learned character-bigram cosine baseline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+from rnnkit.tasks.siamese import (
+    address_pairs,
+    evaluate_addresses,
+    generate_addresses,
+    make_typo,
+    train_matcher,
+)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--pairs", type=int, default=3000)
+    ap.add_argument("--epochs", type=int, default=6)
+    ap.add_argument("--loss", choices=["margin", "contrastive"], default="margin")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+
+    rng = np.random.default_rng(args.seed)
+    train_refs = generate_addresses(500, rng)
+    test_refs = [a for a in generate_addresses(260, np.random.default_rng(args.seed + 1))
+                 if a not in set(train_refs)][:200]
+    pairs, labels = address_pairs(train_refs, args.pairs, rng)
+    t0 = time.time()
+    m, hist = train_matcher(pairs, labels, loss=args.loss, units=32, out_dim=32,
+                            epochs=args.epochs, lr=5e-3, seed=args.seed, log=print)
+    print(f"trained on {len(pairs)} pairs in {time.time() - t0:.0f}s")
+    res = evaluate_addresses(m, test_refs, 1000, np.random.default_rng(args.seed + 2))
+    print(f"held-out top-1 match accuracy {res['accuracy']:.3f} on {res['n_queries']} typo'd "
+          f"queries vs {res['n_references']} unseen references; random "
+          f"{res['random_baseline_accuracy']:.3f}, char-bigram cosine "
+          f"{res['bigram_baseline_accuracy']:.3f}")
+    q = make_typo(test_refs[0], rng)
+    print(f"query {q!r} ->", m.match(q, test_refs, 3)[0])
+
+
+if __name__ == "__main__":
+    main()
