@@ -2,6 +2,7 @@
 
     rnnkit train text --file spam.tsv                                  # SMS: label<TAB>text
     rnnkit train text --file news.csv --text-col headline --label-col topic
+    rnnkit train text --file ratings_train.txt --format nsmc --lang ko  # Korean NSMC reviews
     rnnkit evaluate MODEL [--file other.csv]
     rnnkit predict MODEL "some text"
 
@@ -22,6 +23,7 @@ from typing import Any
 from ..errors import UserError
 from ..io import atomic_write_json
 from ..metrics import format_classification_report
+from ..nsmc import read_nsmc_labelled
 from ..plots import plot_history
 from ..tasks.classify import ClassifierSpec, TextClassifier
 from ..tasks.textfile import (
@@ -33,6 +35,7 @@ from ..tasks.textfile import (
     split_data,
 )
 from .common import add_model_args, add_training_args, check_positive, print_json, read_texts
+from .tokenizer_args import add_tokenizer_args, make_tokenizer
 
 DATA_JSON = "data.json"
 
@@ -46,13 +49,17 @@ def register(sub: argparse._SubParsersAction, train_sub: argparse._SubParsersAct
     d.add_argument("--text-col", help="text column name (or 0-based index) of a CSV/TSV")
     d.add_argument("--label-col", help="label column name (or 0-based index) of a CSV/TSV")
     d.add_argument("--format", choices=FORMATS, default="auto",
-                   help="auto: sms without columns, else tsv/csv by suffix or first line")
+                   help="auto: nsmc for an 'id<TAB>document<TAB>label' header, sms without "
+                        "columns, else tsv/csv by suffix or first line")
+    d.add_argument("--drop-duplicates", action="store_true",
+                   help="nsmc: drop reviews whose document repeats an earlier one")
     d.add_argument("--test-file", help="separate labelled test file (same format)")
     d.add_argument("--test-fraction", type=float, default=0.2,
                    help="held-out test share of --file when there is no --test-file")
     add_model_args(p, cell="gru", units=32, embed_dim=32, num_words=10000, maxlen=100)
     add_training_args(p, optimizer="adam", lr=1e-2, batch_size=32, epochs=20, patience=3,
                       validation_split=0.1)
+    add_tokenizer_args(p)
     p.set_defaults(func=train, out_default="models/text")
 
     from . import TASKS
@@ -69,11 +76,19 @@ def train(args: argparse.Namespace) -> int:
     out = Path(args.out or args.out_default)
     say = (lambda *a: None) if args.json and args.quiet else print
 
-    data = read_labelled(args.file, args.text_col, args.label_col, args.format)
+    tokenizer = make_tokenizer(args)  # before reading: a missing extra fails fast
+    stats = None
+    if args.format == "nsmc":
+        data, stats = read_nsmc_labelled(args.file, args.drop_duplicates)
+        say(f"{args.file}: {stats.summary()}")
+    else:
+        data = read_labelled(args.file, args.text_col, args.label_col, args.format,
+                             drop_duplicates=args.drop_duplicates)
     test_fraction = 0.0 if args.test_file else args.test_fraction
     tr, va, te = split_data(data, test_fraction, args.validation_split, args.seed)
     if args.test_file:
-        te = read_labelled(args.test_file, args.text_col, args.label_col, args.format)
+        te = read_labelled(args.test_file, args.text_col, args.label_col, args.format,
+                           drop_duplicates=args.drop_duplicates)
     names = label_names(data.labels)
     missing = sorted(set(names) - set(tr.labels))
     if missing:
@@ -82,8 +97,8 @@ def train(args: argparse.Namespace) -> int:
     say(f"text: {len(tr)} train / {len(va)} validation / {len(te)} test examples, "
         f"{len(names)} labels: {', '.join(names)}")
 
-    clf = TextClassifier.create(spec, tr.texts, names, padding=args.padding,
-                                truncating=args.truncating, task="text")
+    clf = TextClassifier.create(spec, tr.texts, names, tokenizer=tokenizer,
+                                padding=args.padding, truncating=args.truncating, task="text")
     enc = clf.encoder
     history = clf.fit(enc.encode(tr.texts), encode_labels(tr.labels, names),
                       validation_data=(enc.encode(va.texts), encode_labels(va.labels, names)),
@@ -98,10 +113,12 @@ def train(args: argparse.Namespace) -> int:
         "text_col": args.text_col, "label_col": args.label_col,
         "test_file": str(Path(args.test_file).resolve()) if args.test_file else None,
         "test_fraction": test_fraction, "validation_split": args.validation_split,
-        "seed": args.seed})
+        "seed": args.seed, "drop_duplicates": args.drop_duplicates})
     result: dict[str, Any] = {"labels": names, "epochs": len(history.epoch),
                               "train_seconds": round(clf.train_seconds, 1),
                               "model_dir": str(out)}
+    if stats is not None:
+        result["data_stats"] = stats.as_dict()
     if len(te):
         report = evaluate_texts(clf, te)
         say(format_classification_report(report))
@@ -139,12 +156,13 @@ def evaluate_cmd(args: argparse.Namespace) -> int:
     clf = TextClassifier.load(args.model_dir)
     d = _data(args.model_dir)
     fmt, tcol, lcol = d.get("format", "auto"), d.get("text_col"), d.get("label_col")
+    dedup = bool(d.get("drop_duplicates", False))
     if args.file:
-        data, where = read_labelled(args.file, tcol, lcol, fmt), args.file
+        data, where = read_labelled(args.file, tcol, lcol, fmt, dedup), args.file
     elif d.get("test_file"):
-        data, where = read_labelled(d["test_file"], tcol, lcol, fmt), d["test_file"]
+        data, where = read_labelled(d["test_file"], tcol, lcol, fmt, dedup), d["test_file"]
     elif d.get("file") and d.get("test_fraction"):
-        full = read_labelled(d["file"], tcol, lcol, fmt)
+        full = read_labelled(d["file"], tcol, lcol, fmt, dedup)
         _, _, data = split_data(full, d["test_fraction"], d.get("validation_split", 0.1),
                                 d.get("seed", 42))
         where = f"the held-out {d['test_fraction']:.0%} of {d['file']}"

@@ -36,7 +36,7 @@ from ..metrics import classification_report
 __all__ = ["LabelledTexts", "read_labelled", "read_sms_spam", "label_names", "encode_labels",
            "split_data", "evaluate_texts"]
 
-FORMATS = ("auto", "csv", "tsv", "sms")
+FORMATS = ("auto", "csv", "tsv", "sms", "nsmc")
 
 
 @dataclass
@@ -93,13 +93,27 @@ def _column(header: list[str], col: str, path: Path, what: str) -> int:
 
 
 def read_labelled(path: str | Path, text_col: str | None = None, label_col: str | None = None,
-                  format: str = "auto") -> LabelledTexts:
+                  format: str = "auto", drop_duplicates: bool = False) -> LabelledTexts:
     """Texts and labels of a CSV/TSV file (``text_col``, ``label_col`` from its header) or of
     an SMS-Spam-format file. ``format="auto"``: SMS when no columns are given, else TSV for a
-    ``.tsv``/``.tab`` file or a header line with a tab, else CSV."""
+    ``.tsv``/``.tab`` file or a header line with a tab, else CSV. ``format="nsmc"`` (also
+    chosen by ``auto`` for the header ``id<TAB>document<TAB>label``): the NSMC format, see
+    :mod:`rnnkit.nsmc` (empty documents dropped; ``drop_duplicates`` only applies here)."""
     path = Path(path)
     if format not in FORMATS:
         raise UserError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
+    if format == "auto" and text_col is None and label_col is None:
+        from ..nsmc import looks_like_nsmc
+
+        if looks_like_nsmc(_read_text(path).split("\n", 1)[0]):
+            format = "nsmc"
+    if format == "nsmc":
+        if text_col is not None or label_col is not None:
+            raise UserError("the NSMC format (id<TAB>document<TAB>label) has fixed columns; "
+                            "drop --text-col/--label-col")
+        from ..nsmc import read_nsmc_labelled
+
+        return read_nsmc_labelled(path, drop_duplicates)[0]
     if format == "auto":
         if text_col is None and label_col is None:
             format = "sms"
