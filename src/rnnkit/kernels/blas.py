@@ -9,7 +9,7 @@ differs. Forward, for ``t = 0 .. T-1``::
 
 Backward, for ``t = T-1 .. 0``: gate derivatives elementwise give ``dZ_t`` (B, G*U), then
 ``dH_{t-1} = (dZ_t @ W_h^T) * RM`` (+ the direct ``z * dh`` path for GRU) -- one GEMM per
-step. ``dW_h`` is one GEMM over all steps, formed by the caller (:mod:`.fused`).
+step. ``dW_h`` is one GEMM over all steps at the end.
 Numba's ``np.dot`` calls SciPy's BLAS (``scipy`` must be installed).
 """
 
@@ -193,7 +193,8 @@ def forward(kind, xp, w, bh, h0, c0, mask, rm, relu, seq):
 
 
 def backward(kind, saved, w, h0, c0, mask, rm, relu, dy, seq, dh_t, dc_t):
-    """Run :func:`rnn_bwd`; returns ``(dxp, dhp, dh0, dc0)`` as torch tensors."""
+    """Run :func:`rnn_bwd`; returns ``(dxp, dW_h, db_h, dh0, dc0)`` as torch tensors, with
+    ``dW_h = sum_{b,t} hr_{t-1}^T dhp_t`` as one GEMM over all steps."""
     import torch
 
     hs, cs, gates, hhs = saved
@@ -213,4 +214,6 @@ def backward(kind, saved, w, h0, c0, mask, rm, relu, dy, seq, dh_t, dc_t):
     rnn_bwd(k, _np(hs), _np(h0), _np(cs), _np(c0_), _np(gates), _np(hhs),
             np.ascontiguousarray(_np(w).T), _np(mask), _np(rm), relu, dseq, seq, dlast,
             _np(dh), _np(dc), _np(dxp), _np(dhp))
-    return dxp, dhp, dh, (dc if k == 1 else None)
+    hprev = torch.cat([h0.unsqueeze(1), hs[:, :-1]], dim=1) * rm.unsqueeze(1)
+    dw = hprev.reshape(-1, nh).T @ dhp.reshape(-1, dhp.shape[-1])
+    return dxp, dw, dhp.sum((0, 1)), dh, (dc if k == 1 else None)

@@ -8,9 +8,8 @@ A backend call computes, like :meth:`rnnkit.recurrent.RNN.run_reference`::
     y, s_T = Recurrence(xp, W_h, b_h, s_0, mask, rm)      (one fused call forward and back)
 
 ``Recurrence`` is a :class:`torch.autograd.Function`; its backward is BPTT in compiled code
-(``impl.backward``), which returns ``dxp``, ``dhp`` (gradient of ``hr W_h + b_h``) and
-``ds_0``; then ``dW_h = sum_{b,t} hr_{t-1}^T dhp_t`` (one GEMM, with ``hr = h * rm``) and
-``db_h = sum_{b,t} dhp_t`` (GRU only).
+(``impl.backward``), which returns ``dxp``, ``dW_h``, ``db_h`` (of the recurrent bias, GRU
+only) and ``ds_0``.
 """
 
 from __future__ import annotations
@@ -53,15 +52,12 @@ class Recurrence(torch.autograd.Function):
             if dy is None else dy.contiguous()
         dh_t = torch.zeros_like(h0) if dh_t is None else dh_t.contiguous()
         dc_t = torch.zeros_like(h0) if dc_t is None else dc_t.contiguous()
-        dxp, dhp, dh0, dc0 = ctx.impl.backward(ctx.kind, saved, w, h0, c0, mask, rm, ctx.relu,
-                                               dy, ctx.seq, dh_t, dc_t)
-        hs = saved[0]  # states after every step (B, T, H)
-        dw = dbh = None
-        if ctx.needs_input_grad[1]:
-            hprev = torch.cat([h0.unsqueeze(1), hs[:, :-1]], dim=1) * rm.unsqueeze(1)
-            dw = hprev.reshape(-1, h).T @ dhp.reshape(-1, dhp.shape[-1])
-        if ctx.needs_input_grad[2]:
-            dbh = dhp.sum((0, 1))
+        dxp, dw, dbh, dh0, dc0 = ctx.impl.backward(ctx.kind, saved, w, h0, c0, mask, rm,
+                                                   ctx.relu, dy, ctx.seq, dh_t, dc_t)
+        if not ctx.needs_input_grad[1]:
+            dw = None
+        if not ctx.needs_input_grad[2]:
+            dbh = None
         if ctx.kind != "lstm":
             dc0 = None
         return dxp, dw, dbh, dh0, dc0, None, None, None, None, None, None

@@ -11,10 +11,11 @@ Each kernel runs, per sequence ``b`` (independent of the others, hence the paral
 
 with the cells of :mod:`rnnkit.cells` (``xp_t = x_t W_x + b`` is computed outside, in one
 GEMM). The backward kernels run the same loop in reverse (BPTT) and return the gradient of
-the loss with respect to ``xp`` and ``s_0``, plus ``dhp``, the gradient of the recurrent
-pre-activation ``hr W_h (+ b_h)``; the caller forms ``dW_h = sum_{b,t} hr^T dhp`` as one GEMM.
-For SimpleRNN and LSTM ``dhp == dxp``; for GRU they differ in the candidate block
-(``dxp_n = dn_pre``, ``dhp_n = dn_pre * r``).
+the loss with respect to ``xp``, ``s_0`` and ``W_h`` (and ``b_h``): with ``dhp`` the gradient
+of the recurrent pre-activation ``hr W_h (+ b_h)``, ``dW_h = sum_{b,t} hr_{t-1}^T dhp_t``,
+accumulated per chunk of sequences and summed at the end. For SimpleRNN and LSTM
+``dhp == dxp``; for GRU they differ in the candidate block (``dxp_n = dn_pre``,
+``dhp_n = dn_pre * r``).
 
 Saved for the backward pass: the states after every step (``hs``, and ``cs`` for LSTM) and
 the post-activation gates (LSTM ``i, f, g, o``; GRU ``z, r, n`` and ``hh``).
@@ -75,6 +76,27 @@ def _times_wt(d, wt, rm, dh, add):
             dh[k] += dj * wt[j, k] * rm[k]
 
 
+@njit(inline="always", fastmath=_FM)
+def _accum_dw(dw, db, hs, h0, rm, b, t, d):
+    """``dW_h += (h_{t-1} * rm)^T d``, ``db_h += d`` for one sequence and step."""
+    for k in range(dw.shape[0]):
+        hk = (hs[b, t - 1, k] if t > 0 else h0[b, k]) * rm[b, k]
+        for j in range(d.shape[0]):
+            dw[k, j] += hk * d[j]
+    for j in range(d.shape[0]):
+        db[j] += d[j]
+
+
+@njit(inline="always")
+def _reduce(dwp, dbp, dw, dbh):
+    """Sum the per-chunk partial gradients (chunks run in parallel, so no races)."""
+    dw[:] = 0.0
+    dbh[:] = 0.0
+    for c in range(dwp.shape[0]):
+        dw += dwp[c]
+        dbh += dbp[c]
+
+
 # ---------------------------------------------------------------------------- SimpleRNN
 @njit(**_OPTS)
 def simple_fwd(xp, h0, w, mask, rm, relu, seq, hs, y, last):
@@ -110,31 +132,36 @@ def simple_fwd(xp, h0, w, mask, rm, relu, seq, hs, y, last):
 
 
 @njit(**_OPTS)
-def simple_bwd(hs, wt, mask, rm, relu, dy, seq, dlast, dhT, dxp, dh0):
-    """BPTT of :func:`simple_fwd`; writes dxp (B,T,H) (== dhp) and dh0 (B,H)."""
+def simple_bwd(hs, h0, wt, mask, rm, relu, dy, seq, dlast, dhT, dxp, dh0, dwp, dbp, dw, dbh):
+    """BPTT of :func:`simple_fwd`; writes dxp (B,T,H), dh0 (B,H), dW_h (dw); ``dwp``/``dbp``
+    are per-chunk scratch (chunks of sequences run in parallel)."""
     nb, nt, nh = hs.shape
-    for b in prange(nb):
-        dh = dhT[b].copy()
-        da = np.empty(nh, hs.dtype)
-        tl = _last_real(mask, b)
-        for t in range(nt - 1, -1, -1):
-            if not mask[b, t]:
+    nc = dwp.shape[0]
+    for c in prange(nc):
+        for b in range(c * nb // nc, (c + 1) * nb // nc):
+            dh = dhT[b].copy()
+            da = np.empty(nh, hs.dtype)
+            tl = _last_real(mask, b)
+            for t in range(nt - 1, -1, -1):
+                if not mask[b, t]:
+                    for j in range(nh):
+                        dxp[b, t, j] = 0.0
+                    continue
                 for j in range(nh):
-                    dxp[b, t, j] = 0.0
-                continue
+                    g = dh[j]
+                    if seq:
+                        g += dy[b, t, j]
+                    if t == tl:
+                        g += dlast[b, j]
+                    h = hs[b, t, j]
+                    d = (1.0 if h > 0.0 else 0.0) if relu else 1.0 - h * h
+                    da[j] = g * d
+                    dxp[b, t, j] = da[j]
+                _times_wt(da, wt, rm[b], dh, False)
+                _accum_dw(dwp[c], dbp[c], hs, h0, rm, b, t, da)
             for j in range(nh):
-                g = dh[j]
-                if seq:
-                    g += dy[b, t, j]
-                if t == tl:
-                    g += dlast[b, j]
-                h = hs[b, t, j]
-                d = (1.0 if h > 0.0 else 0.0) if relu else 1.0 - h * h
-                da[j] = g * d
-                dxp[b, t, j] = da[j]
-            _times_wt(da, wt, rm[b], dh, False)
-        for j in range(nh):
-            dh0[b, j] = dh[j]
+                dh0[b, j] = dh[j]
+    _reduce(dwp, dbp, dw, dbh)
 
 
 # ---------------------------------------------------------------------------- LSTM
@@ -182,43 +209,48 @@ def lstm_fwd(xp, h0, c0, w, mask, rm, seq, hs, cs, gates, y, last):
 
 
 @njit(**_OPTS)
-def lstm_bwd(cs, c0, gates, wt, mask, rm, dy, seq, dlast, dhT, dcT, dxp, dh0, dc0):
-    """BPTT of :func:`lstm_fwd`; writes dxp (B,T,4H) (== dhp), dh0 and dc0 (B,H)."""
+def lstm_bwd(hs, h0, cs, c0, gates, wt, mask, rm, dy, seq, dlast, dhT, dcT, dxp, dh0, dc0,
+             dwp, dbp, dw, dbh):
+    """BPTT of :func:`lstm_fwd`; writes dxp (B,T,4H), dh0 and dc0 (B,H), dW_h (dw)."""
     nb, nt, nh = cs.shape
-    for b in prange(nb):
-        dh = dhT[b].copy()
-        dc = dcT[b].copy()
-        dz = np.empty(4 * nh, cs.dtype)
-        tl = _last_real(mask, b)
-        for t in range(nt - 1, -1, -1):
-            if not mask[b, t]:
+    nc = dwp.shape[0]
+    for c in prange(nc):
+        for b in range(c * nb // nc, (c + 1) * nb // nc):
+            dh = dhT[b].copy()
+            dc = dcT[b].copy()
+            dz = np.empty(4 * nh, cs.dtype)
+            tl = _last_real(mask, b)
+            for t in range(nt - 1, -1, -1):
+                if not mask[b, t]:
+                    for j in range(4 * nh):
+                        dxp[b, t, j] = 0.0
+                    continue
+                for j in range(nh):
+                    g = dh[j]
+                    if seq:
+                        g += dy[b, t, j]
+                    if t == tl:
+                        g += dlast[b, j]
+                    gi = gates[b, t, j]
+                    gf = gates[b, t, nh + j]
+                    gg = gates[b, t, 2 * nh + j]
+                    go = gates[b, t, 3 * nh + j]
+                    cp = cs[b, t - 1, j] if t > 0 else c0[b, j]
+                    tc = ftanh(cs[b, t, j])
+                    dct = dc[j] + g * go * (1.0 - tc * tc)
+                    dz[j] = dct * gg * gi * (1.0 - gi)
+                    dz[nh + j] = dct * cp * gf * (1.0 - gf)
+                    dz[2 * nh + j] = dct * gi * (1.0 - gg * gg)
+                    dz[3 * nh + j] = g * tc * go * (1.0 - go)
+                    dc[j] = dct * gf
                 for j in range(4 * nh):
-                    dxp[b, t, j] = 0.0
-                continue
+                    dxp[b, t, j] = dz[j]
+                _times_wt(dz, wt, rm[b], dh, False)
+                _accum_dw(dwp[c], dbp[c], hs, h0, rm, b, t, dz)
             for j in range(nh):
-                g = dh[j]
-                if seq:
-                    g += dy[b, t, j]
-                if t == tl:
-                    g += dlast[b, j]
-                gi = gates[b, t, j]
-                gf = gates[b, t, nh + j]
-                gg = gates[b, t, 2 * nh + j]
-                go = gates[b, t, 3 * nh + j]
-                cp = cs[b, t - 1, j] if t > 0 else c0[b, j]
-                tc = ftanh(cs[b, t, j])
-                dct = dc[j] + g * go * (1.0 - tc * tc)
-                dz[j] = dct * gg * gi * (1.0 - gi)
-                dz[nh + j] = dct * cp * gf * (1.0 - gf)
-                dz[2 * nh + j] = dct * gi * (1.0 - gg * gg)
-                dz[3 * nh + j] = g * tc * go * (1.0 - go)
-                dc[j] = dct * gf
-            for j in range(4 * nh):
-                dxp[b, t, j] = dz[j]
-            _times_wt(dz, wt, rm[b], dh, False)
-        for j in range(nh):
-            dh0[b, j] = dh[j]
-            dc0[b, j] = dc[j]
+                dh0[b, j] = dh[j]
+                dc0[b, j] = dc[j]
+    _reduce(dwp, dbp, dw, dbh)
 
 
 # ---------------------------------------------------------------------------- GRU
@@ -263,42 +295,44 @@ def gru_fwd(xp, h0, w, bh, mask, rm, seq, hs, gates, hhs, y, last):
 
 
 @njit(**_OPTS)
-def gru_bwd(hs, h0, gates, hhs, wt, mask, rm, dy, seq, dlast, dhT, dxp, dhp, dh0):
-    """BPTT of :func:`gru_fwd`; writes dxp, dhp (B,T,3H) and dh0 (B,H)."""
+def gru_bwd(hs, h0, gates, hhs, wt, mask, rm, dy, seq, dlast, dhT, dxp, dh0, dwp, dbp, dw,
+            dbh):
+    """BPTT of :func:`gru_fwd`; writes dxp (B,T,3H), dh0 (B,H), dW_h (dw) and b_h (dbh)."""
     nb, nt, nh = hs.shape
-    for b in prange(nb):
-        dh = dhT[b].copy()
-        d = np.empty(3 * nh, hs.dtype)
-        tl = _last_real(mask, b)
-        for t in range(nt - 1, -1, -1):
-            if not mask[b, t]:
-                for j in range(3 * nh):
-                    dxp[b, t, j] = 0.0
-                    dhp[b, t, j] = 0.0
-                continue
+    nc = dwp.shape[0]
+    for c in prange(nc):
+        for b in range(c * nb // nc, (c + 1) * nb // nc):
+            dh = dhT[b].copy()
+            d = np.empty(3 * nh, hs.dtype)
+            tl = _last_real(mask, b)
+            for t in range(nt - 1, -1, -1):
+                if not mask[b, t]:
+                    for j in range(3 * nh):
+                        dxp[b, t, j] = 0.0
+                    continue
+                for j in range(nh):
+                    g = dh[j]
+                    if seq:
+                        g += dy[b, t, j]
+                    if t == tl:
+                        g += dlast[b, j]
+                    z = gates[b, t, j]
+                    r = gates[b, t, nh + j]
+                    n = gates[b, t, 2 * nh + j]
+                    hp = hs[b, t - 1, j] if t > 0 else h0[b, j]
+                    dn = g * (1.0 - z) * (1.0 - n * n)
+                    d[j] = g * (hp - n) * z * (1.0 - z)
+                    d[nh + j] = dn * hhs[b, t, j] * r * (1.0 - r)
+                    d[2 * nh + j] = dn * r
+                    dxp[b, t, j] = d[j]
+                    dxp[b, t, nh + j] = d[nh + j]
+                    dxp[b, t, 2 * nh + j] = dn
+                    dh[j] = g * z
+                _times_wt(d, wt, rm[b], dh, True)
+                _accum_dw(dwp[c], dbp[c], hs, h0, rm, b, t, d)
             for j in range(nh):
-                g = dh[j]
-                if seq:
-                    g += dy[b, t, j]
-                if t == tl:
-                    g += dlast[b, j]
-                z = gates[b, t, j]
-                r = gates[b, t, nh + j]
-                n = gates[b, t, 2 * nh + j]
-                hp = hs[b, t - 1, j] if t > 0 else h0[b, j]
-                dn = g * (1.0 - z) * (1.0 - n * n)
-                d[j] = g * (hp - n) * z * (1.0 - z)
-                d[nh + j] = dn * hhs[b, t, j] * r * (1.0 - r)
-                d[2 * nh + j] = dn * r
-                dxp[b, t, j] = d[j]
-                dxp[b, t, nh + j] = d[nh + j]
-                dxp[b, t, 2 * nh + j] = dn
-                dh[j] = g * z
-            for j in range(3 * nh):
-                dhp[b, t, j] = d[j]
-            _times_wt(d, wt, rm[b], dh, True)
-        for j in range(nh):
-            dh0[b, j] = dh[j]
+                dh0[b, j] = dh[j]
+    _reduce(dwp, dbp, dw, dbh)
 
 
 # ---------------------------------------------------------------------------- torch glue
@@ -335,32 +369,38 @@ def forward(kind, xp, w, bh, h0, c0, mask, rm, relu, seq):
 
 
 def backward(kind, saved, w, h0, c0, mask, rm, relu, dy, seq, dh_t, dc_t):
-    """Run the backward kernel; returns ``(dxp, dhp, dh0, dc0)`` as torch tensors."""
+    """Run the backward kernel; returns ``(dxp, dW_h, db_h, dh0, dc0)`` as torch tensors."""
+    import numba
     import torch
 
     hs = saved[0]
     nb, nt, nh = hs.shape
+    ng = w.shape[1]
     kw = {"dtype": hs.dtype}
-    dxp = torch.empty((nb, nt, w.shape[1]), **kw)
+    dxp = torch.empty((nb, nt, ng), **kw)
     dh0 = torch.empty((nb, nh), **kw)
+    dw = torch.empty((nh, ng), **kw)
+    dbh = torch.empty((ng,), **kw)
     dt = hs.numpy().dtype
+    nc = max(1, min(nb, numba.get_num_threads()))
+    scratch = (np.zeros((nc, nh, ng), dt), np.zeros((nc, ng), dt), _np(dw), _np(dbh))
     wt = np.ascontiguousarray(_np(w).T)
     if seq:  # gradient of every output; none for the "last output"
         dseq, dlast = _np(dy), np.zeros((nb, nh), dt)
     else:
         dseq, dlast = np.zeros((1, 1, 1), dt), _np(dy)
+    common = (_np(mask), _np(rm))
     if kind == "simple":
-        simple_bwd(_np(hs), wt, _np(mask), _np(rm), relu, dseq, seq, dlast, _np(dh_t),
-                   _np(dxp), _np(dh0))
-        return dxp, dxp, dh0, None
+        simple_bwd(_np(hs), _np(h0), wt, *common, relu, dseq, seq, dlast, _np(dh_t),
+                   _np(dxp), _np(dh0), *scratch)
+        return dxp, dw, dbh, dh0, None
     if kind == "lstm":
         _, cs, gates = saved
         dc0 = torch.empty((nb, nh), **kw)
-        lstm_bwd(_np(cs), _np(c0), _np(gates), wt, _np(mask), _np(rm), dseq, seq, dlast,
-                 _np(dh_t), _np(dc_t), _np(dxp), _np(dh0), _np(dc0))
-        return dxp, dxp, dh0, dc0
+        lstm_bwd(_np(hs), _np(h0), _np(cs), _np(c0), _np(gates), wt, *common, dseq, seq,
+                 dlast, _np(dh_t), _np(dc_t), _np(dxp), _np(dh0), _np(dc0), *scratch)
+        return dxp, dw, dbh, dh0, dc0
     _, gates, hhs = saved
-    dhp = torch.empty_like(dxp)
-    gru_bwd(_np(hs), _np(h0), _np(gates), _np(hhs), wt, _np(mask), _np(rm), dseq, seq,
-            dlast, _np(dh_t), _np(dxp), _np(dhp), _np(dh0))
-    return dxp, dhp, dh0, None
+    gru_bwd(_np(hs), _np(h0), _np(gates), _np(hhs), wt, *common, dseq, seq, dlast, _np(dh_t),
+            _np(dxp), _np(dh0), *scratch)
+    return dxp, dw, dbh, dh0, None
