@@ -224,6 +224,11 @@ def _run_keras(w: Workload) -> dict:
 
 def run_one(w: Workload, backend: str) -> dict:
     """Run in this process (called in the child)."""
+    load0 = os.getloadavg()[0]
+    if os.environ.get("RNNKIT_BENCH_THREADS") and not backend.endswith(("jax", "-tf")):
+        import torch
+
+        torch.set_num_threads(int(os.environ["RNNKIT_BENCH_THREADS"]))
     if backend == "jax-scan":
         r = _run_jax(w)
     elif backend.startswith("keras-"):
@@ -231,6 +236,7 @@ def run_one(w: Workload, backend: str) -> dict:
     else:
         r = _run_torch(w, backend)
     r["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    r["loadavg_1min"] = [round(load0, 2), round(os.getloadavg()[0], 2)]
     return r
 
 
@@ -242,9 +248,24 @@ def installed(backend: str) -> bool:
     return all(importlib.util.find_spec(m) is not None for m in need)
 
 
-def run_subprocess(w: Workload, backend: str, timeout: float = 3600) -> dict:
+def thread_env(n: int) -> dict[str, str]:
+    """Environment limiting every library of a child process to ``n`` threads."""
+    s = str(n)
+    env = {k: s for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                          "NUMBA_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "RNNKIT_BENCH_THREADS")}
+    env["TF_NUM_INTEROP_THREADS"] = "1"
+    if n == 1:
+        env["XLA_FLAGS"] = ("--xla_cpu_multi_thread_eigen=false "
+                            "intra_op_parallelism_threads=1")
+    return env
+
+
+def run_subprocess(w: Workload, backend: str, threads: int | None = None,
+                   timeout: float = 3600) -> dict:
     """Run one (workload, backend) in a fresh interpreter; returns its result dict."""
     env = dict(os.environ)
+    if threads:
+        env.update(thread_env(threads))
     if backend.startswith("keras-"):
         env["KERAS_BACKEND"] = {"keras-jax": "jax", "keras-tf": "tensorflow"}[backend]
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -257,7 +278,8 @@ def run_subprocess(w: Workload, backend: str, timeout: float = 3600) -> dict:
     return json.loads(p.stdout.strip().splitlines()[-1])
 
 
-def run_workloads(workloads: list[Workload], backends: list[str]) -> list[dict]:
+def run_workloads(workloads: list[Workload], backends: list[str],
+                  threads: int | None = None) -> list[dict]:
     rows = []
     for w in workloads:
         results = {}
@@ -267,9 +289,10 @@ def run_workloads(workloads: list[Workload], backends: list[str]) -> list[dict]:
             if b == "jax-scan" and w.recurrent_dropout:
                 continue
             print(f"# {w.label}: {b} ...", file=sys.stderr, flush=True)
-            results[b] = run_subprocess(w, b)
+            results[b] = run_subprocess(w, b, threads)
         for b, r in results.items():
-            row = {"workload": w.label, "backend": b, **asdict(w), **r}
+            row = {"workload": w.label, "backend": b, "threads": threads or "default",
+                   **asdict(w), **r}
             if "error" not in r:
                 row["train_samples_per_s"] = w.samples / r["train_s"]
                 row["infer_samples_per_s"] = w.infer_samples / r["infer_s"]
@@ -312,6 +335,8 @@ def main(workloads: list[Workload], argv: list[str] | None = None,
     ap.add_argument("--samples", type=int, help="training samples per epoch (override)")
     ap.add_argument("--infer-samples", type=int, help="inference samples (override)")
     ap.add_argument("--only", help="run only workloads whose label contains this text")
+    ap.add_argument("--threads", type=int,
+                    help="threads per library in every child (default: libraries' own)")
     a = ap.parse_args(argv)
     for w in workloads:
         if a.samples:
@@ -320,7 +345,7 @@ def main(workloads: list[Workload], argv: list[str] | None = None,
             w.infer_samples = a.infer_samples
     if a.only:
         workloads = [w for w in workloads if a.only in w.label]
-    rows = run_workloads(workloads, a.backends.split(","))
+    rows = run_workloads(workloads, a.backends.split(","), a.threads)
     if a.json:
         print(json.dumps(rows, indent=1))
     else:

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from _common import Workload, main
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from _common import Workload, main  # noqa: E402
 
 WORKLOADS = [Workload("W2", cell, u) for cell in ("lstm", "gru") for u in (8, 32)]
 

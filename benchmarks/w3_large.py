@@ -4,7 +4,12 @@ recurrent_dropout=0.2 (torch.nn and the JAX scan have none: they run without it)
 
 from __future__ import annotations
 
-from _common import Workload, main
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from _common import Workload, main  # noqa: E402
 
 WORKLOADS = [
     Workload("W3", cell, u, vocab=20000, emb=128, time=80, batch=32, samples=25000,
