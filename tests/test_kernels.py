@@ -237,3 +237,10 @@ def test_embedding_not_folded_with_input_dropout():
     m.eval()
     m(torch.randint(0, 9, (2, 5)))
     assert m[1].embedding_folded
+
+
+def test_double_backward_raises():
+    layer = GRU(3, backend="numba")
+    x = torch.randn(2, 4, 2, requires_grad=True)
+    with pytest.raises(RuntimeError, match="double backward"):
+        torch.autograd.grad(layer(x).sum(), x, create_graph=True)

@@ -41,6 +41,9 @@ class Gather(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, d: Tensor):
+        if torch.is_grad_enabled():
+            raise RuntimeError("the fused RNN kernels do not support double backward "
+                               "(create_graph=True); use backend='reference'")
         (ids,) = ctx.saved_tensors
         dtable = torch.zeros(ctx.shape, dtype=d.dtype)
         _scatter_add(dtable.numpy(), ids.reshape(-1).numpy(),

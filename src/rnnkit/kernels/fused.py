@@ -9,7 +9,7 @@ A backend call computes, like :meth:`rnnkit.recurrent.RNN.run_reference`::
 
 ``Recurrence`` is a :class:`torch.autograd.Function`; its backward is BPTT in compiled code
 (``impl.backward``), which returns ``dxp``, ``dW_h``, ``db_h`` (of the recurrent bias, GRU
-only) and ``ds_0``.
+only) and ``ds_0``. The backward is not itself differentiable (double backward raises).
 """
 
 from __future__ import annotations
@@ -46,6 +46,9 @@ class Recurrence(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dy: Tensor | None, dh_t: Tensor | None, dc_t: Tensor | None):
+        if torch.is_grad_enabled():
+            raise RuntimeError("the fused RNN kernels do not support double backward "
+                               "(create_graph=True); use backend='reference'")
         w, h0, c0, mask, rm, *saved = ctx.saved_tensors
         b, h = h0.shape
         dy = torch.zeros((b, h) if not ctx.seq else (b, mask.shape[1], h), dtype=w.dtype) \
