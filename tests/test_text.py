@@ -374,7 +374,7 @@ def test_long_text_shortcut_gives_the_full_tokenization_result(texts, maxlen, tr
 def test_long_text_shortcut_cuts_at_whitespace(truncating: str) -> None:
     long_word = "good" * 30  # longer than the cut margin: a cut inside it would split it
     enc = TextEncoder(maxlen=2, truncating=truncating, add_start=False)
-    enc.fit([long_word + " film a.ς"], 10)
+    enc.fit([long_word + " film a.ς br"], 10)
     if truncating == "pre":
         text = "film " * 100 + long_word + " film"
         # "A.Σ" lowercases to "a.ς" only when the "A." before the sigma is seen
@@ -382,8 +382,11 @@ def test_long_text_shortcut_cuts_at_whitespace(truncating: str) -> None:
     else:
         text = "film " + long_word + " film" * 100
         text2 = "A.Σ " + "film " * 100
-    assert torch.equal(enc.encode([text, text2]),
-                       enc.pad(enc.encode_ids([text, text2])))
+    # a cut at the space inside "<br />" must not leave a token "br" behind
+    text3 = ("film <br />" + "z" * 100 + " film" * 50 if truncating == "post"
+             else " film" * 50 + "z" * 100 + "<br /> film")
+    texts = [text, text2, text3]
+    assert torch.equal(enc.encode(texts), enc.pad(enc.encode_ids(texts)))
     assert long_word in enc.decode(enc.encode(text)[0])
 
 

@@ -694,23 +694,27 @@ class TextEncoder:
 
     def _kept_tokens(self, text: str) -> list[str]:
         """The tokens of ``text`` that survive truncation to ``maxlen``, tokenizing only the
-        kept end of a long text (BasicTokenizer only: its tokens depend on nothing across
-        whitespace, so cutting the text at a whitespace character gives exactly the
-        tokens of that side; falls back to the whole text when the piece is too short)."""
+        kept end of a long text.
+
+        BasicTokenizer only. The piece is cut at a whitespace character, so lowercasing
+        (Greek final sigma looks at neighbours) and apostrophe joining see the same context
+        as in the whole text; the one token next to the cut may still differ (a ``<br />``
+        cut at its inner space leaves ``br``), so the piece must yield ``maxlen + 1`` tokens
+        and the one at the cut is dropped; otherwise the whole text is tokenized."""
         m = self.maxlen
         assert m is not None
-        span = 8 * (m + 1) + 64
+        span = 8 * (m + 2) + 64
         tok = self.tokenizer.tokenize
         if len(text) > 2 * span:
             if self.truncating == "pre":
                 cut = _WS_RE.search(text, len(text) - span)
                 toks = tok(text[cut.start():]) if cut else []
-                if len(toks) >= m:
+                if len(toks) > m:
                     return toks[-m:]
             else:
                 cut = _WS_BACK_RE.search(text[:span])
                 toks = tok(text[:cut.start()]) if cut else []
-                if len(toks) >= m:
+                if len(toks) > m:
                     return toks[:m]
         return tok(text)
 
