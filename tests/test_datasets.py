@@ -101,20 +101,42 @@ def test_tar_reader_agrees_with_tarfile(tmp_path: Path, fmt: int) -> None:
     p = make_tarball(tmp_path / "a.tar.gz", members, fmt)
     import gzip
 
-    got = list(D._tar_members(gzip.decompress(p.read_bytes())))
+    raw = gzip.decompress(p.read_bytes())
     with tarfile.open(p) as tf:
         want = [(m.name, tf.extractfile(m).read()) for m in tf if m.isfile()]
-    assert got == want
+    assert list(D._tar_members(raw)) == want
+    # streamed in odd-sized chunks, and through the gzip streamer with tiny reads
+    assert list(D._tar_members(raw[i:i + 777] for i in range(0, len(raw), 777))) == want
+    assert list(D._tar_members(D._gunzip_chunks(p, chunk=100))) == want
+    assert list(D._tarfile_members(p)) == want
 
 
 def test_tar_reader_rejects_corruption_and_falls_back(tmp_path: Path) -> None:
     import gzip
 
     buf = bytearray(gzip.decompress(make_tarball(tmp_path / "a.tar.gz").read_bytes()))
-    with pytest.raises(ValueError, match="checksum"):
+    with pytest.raises(D._TarFormatError, match="checksum"):
         list(D._tar_members(bytes(buf[:100]) + b"X" + bytes(buf[101:])))
-    with pytest.raises(ValueError):
+    with pytest.raises(D._TarFormatError):
         list(D._tar_members(bytes(buf[:700])))
+    # a layout the fast reader refuses is read by tarfile instead, with the same result
+    good = D.read_imdb_tarball(tmp_path / "a.tar.gz")
+
+    def refuse(source):
+        raise D._TarFormatError("pretend")
+        yield
+
+    import unittest.mock
+
+    with unittest.mock.patch.object(D, "_tar_members", refuse):
+        again = D.read_imdb_tarball(tmp_path / "a.tar.gz")
+    assert again["train"]["texts"] == good["train"]["texts"]
+    assert again["test"]["labels"].tolist() == good["test"]["labels"].tolist()
+    # a truncated download
+    whole = (tmp_path / "a.tar.gz").read_bytes()
+    (tmp_path / "cut.tar.gz").write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(UserError, match="cannot read"):
+        D.read_imdb_tarball(tmp_path / "cut.tar.gz")
     with pytest.raises(UserError, match="cannot read"):
         (tmp_path / "junk.tar.gz").write_bytes(gzip.compress(b"X" * 5000))
         D.read_imdb_tarball(tmp_path / "junk.tar.gz")
