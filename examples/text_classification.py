@@ -36,7 +36,7 @@ def run(data, title: str) -> None:
     torch.manual_seed(0)
     clf = TextClassifier.create(spec, train.texts, names)
     enc = clf.encoder
-    clf.fit(enc.encode(train.texts), encode_labels(train.labels, names),
+    clf.fit(clf.train_ids, encode_labels(train.labels, names),
             validation_data=(enc.encode(val.texts), encode_labels(val.labels, names)),
             optimizer="adam", lr=1e-2, batch_size=16, epochs=10, patience=3, verbose=0)
     report = evaluate_texts(clf, test)

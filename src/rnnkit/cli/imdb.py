@@ -93,7 +93,7 @@ def train(args: argparse.Namespace) -> int:
     clf = TextClassifier.create(spec, tr_texts, LABELS, padding=args.padding,
                                 truncating=args.truncating, task="imdb")
     enc = clf.encoder
-    x_tr, x_va, x_te = enc.encode(tr_texts), enc.encode(va_texts), enc.encode(test_texts)
+    x_tr, x_va, x_te = clf.train_ids, enc.encode(va_texts), enc.encode(test_texts)
     say(f"IMDB: {len(tr_texts)} train / {len(va_texts)} validation / {len(test_texts)} test "
         f"reviews, loaded and encoded in {time.perf_counter() - t0:.1f} s")
     say("review length " + format_length_stats(length_stats(enc.lengths(tr_texts))) +

@@ -100,7 +100,7 @@ def train(args: argparse.Namespace) -> int:
     clf = TextClassifier.create(spec, tr.texts, names, tokenizer=tokenizer,
                                 padding=args.padding, truncating=args.truncating, task="text")
     enc = clf.encoder
-    history = clf.fit(enc.encode(tr.texts), encode_labels(tr.labels, names),
+    history = clf.fit(clf.train_ids, encode_labels(tr.labels, names),
                       validation_data=(enc.encode(va.texts), encode_labels(va.labels, names)),
                       optimizer=args.optimizer, lr=args.lr, batch_size=args.batch_size,
                       epochs=args.epochs, patience=args.patience, seed=args.seed, out=out,

@@ -101,16 +101,22 @@ class TextClassifier:
                  spec: ClassifierSpec, task: str = "text"):
         self.model, self.encoder, self.labels, self.spec, self.task = (
             model, encoder, list(labels), spec, task)
+        self.train_ids: torch.Tensor | None = None  # set by create()
 
     # -- construction ----------------------------------------------------------------------
     @classmethod
     def create(cls, spec: ClassifierSpec, train_texts: list[str], labels: list[str],
                tokenizer: str | Any = "basic", padding: str = "pre", truncating: str = "pre",
                task: str = "text") -> TextClassifier:
-        """Fit the text encoder on ``train_texts`` and build an untrained model."""
+        """Fit the text encoder on ``train_texts`` and build an untrained model.
+
+        The encoded training texts are kept in ``train_ids`` (tokenized once)."""
         encoder = TextEncoder(tokenizer, maxlen=spec.maxlen, padding=padding,
-                              truncating=truncating).fit(train_texts, num_words=spec.num_words)
-        return cls(build_model(spec, len(labels)), encoder, labels, spec, task)
+                              truncating=truncating)
+        train_ids = encoder.fit_encode(train_texts, num_words=spec.num_words)
+        clf = cls(build_model(spec, len(labels)), encoder, labels, spec, task)
+        clf.train_ids = train_ids
+        return clf
 
     @property
     def binary(self) -> bool:
