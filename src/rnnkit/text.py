@@ -37,7 +37,6 @@ import json
 import math
 import os
 import re
-import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import chain, repeat
@@ -48,6 +47,7 @@ import numpy as np
 import torch
 
 from .errors import UserError
+from .io import atomic_write_text
 
 __all__ = [
     "PAD", "START", "OOV", "INDEX_FROM",
@@ -69,25 +69,6 @@ _R = TypeVar("_R")
 TEXT_JSON = "text.json"
 _FORMAT = "rnnkit.text"
 _FORMAT_VERSION = 1
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` (UTF-8) to ``path`` atomically: temp file in the same dir, then replace."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 @contextlib.contextmanager

@@ -26,12 +26,12 @@ import hashlib
 import io
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from .errors import UserError
+from .io import atomic_write_bytes
 from .text import Tokenizer, register_tokenizer
 
 __all__ = ["SentencePieceTokenizer", "require_sentencepiece"]
@@ -54,22 +54,6 @@ def require_sentencepiece() -> Any:
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 @register_tokenizer("sentencepiece")
@@ -172,7 +156,7 @@ class SentencePieceTokenizer(Tokenizer):
             raise ValueError("cannot save an untrained sentencepiece tokenizer")
         model_dir = Path(model_dir)
         model_dir.mkdir(parents=True, exist_ok=True)
-        _atomic_write_bytes(model_dir / MODEL_FILE, self._proto)
+        atomic_write_bytes(model_dir / MODEL_FILE, self._proto)
 
     def get_config(self) -> dict[str, Any]:
         cfg = {**super().get_config(), "vocab_size": self.vocab_size,

@@ -16,7 +16,7 @@ everything to one directory (``weights.safetensors``, ``config.json``, ``text.js
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,12 +31,13 @@ from ..layers import Dense, Embedding, OneHot, Sequential
 from ..recurrent import GRU, LSTM, Bidirectional, SimpleRNN
 from ..text import TextEncoder
 from ..train import evaluate, fit, predict
+from .spec import Spec
 
 RNN_LAYERS = {"simple": SimpleRNN, "lstm": LSTM, "gru": GRU}
 
 
 @dataclass
-class ClassifierSpec:
+class ClassifierSpec(Spec):
     """Shape of a recurrent text classifier (defaults: the seed's IMDB model)."""
 
     cell: str = "simple"
@@ -52,29 +53,11 @@ class ClassifierSpec:
     maxlen: int = 100
 
     def __post_init__(self) -> None:
-        if self.cell not in RNN_LAYERS:
-            raise UserError(f"cell must be one of {sorted(RNN_LAYERS)}, got {self.cell!r}")
-        if self.encoding not in ("onehot", "embedding"):
-            raise UserError(f"encoding must be 'onehot' or 'embedding', got {self.encoding!r}")
-        for name in ("num_words", "embed_dim", "units", "layers", "maxlen"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or v <= 0:
-                raise UserError(f"{name.replace('_', '-')} must be a positive integer, got {v!r}")
-        if self.num_words < 4:
-            raise UserError(f"num-words must be at least 4 (3 ids are reserved), "
-                            f"got {self.num_words}")
-        for name in ("dropout", "recurrent_dropout"):
-            v = getattr(self, name)
-            if not 0.0 <= v < 1.0:
-                raise UserError(f"{name.replace('_', '-')} must be in [0, 1), got {v}")
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ClassifierSpec:
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        self.check_choice("cell", RNN_LAYERS)
+        self.check_choice("encoding", ("onehot", "embedding"))
+        self.check_positive_ints("num_words", "embed_dim", "units", "layers", "maxlen")
+        self.check_num_words()
+        self.check_rates("dropout", "recurrent_dropout")
 
 
 def build_model(spec: ClassifierSpec, num_classes: int = 2) -> Sequential:

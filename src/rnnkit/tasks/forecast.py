@@ -36,7 +36,7 @@ import csv
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -50,6 +50,7 @@ from ..errors import UserError
 from ..layers import Dense
 from ..metrics import mae, mase, rmse
 from ..recurrent import GRU, LSTM, SimpleRNN, lengths_to_mask
+from .spec import Spec
 
 __all__ = [
     "Series", "read_series_csv", "Scaler", "make_windows", "detect_season", "ForecastSpec",
@@ -242,7 +243,7 @@ def seasonal_naive_forecast(history: np.ndarray, horizon: int, season: int) -> n
 # --------------------------------------------------------------------------- model
 
 @dataclass
-class ForecastSpec:
+class ForecastSpec(Spec):
     """Shape of a forecaster."""
 
     cell: str = "lstm"
@@ -255,22 +256,9 @@ class ForecastSpec:
     relative: bool = True
 
     def __post_init__(self) -> None:
-        if self.cell not in RNN_LAYERS:
-            raise UserError(f"cell must be one of {sorted(RNN_LAYERS)}, got {self.cell!r}")
-        for name in ("units", "layers", "lookback", "horizon", "stride"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
-                raise UserError(f"{name} must be a positive integer, got {v!r}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise UserError(f"dropout must be in [0, 1), got {self.dropout}")
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ForecastSpec:
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        self.check_choice("cell", RNN_LAYERS)
+        self.check_positive_ints("units", "layers", "lookback", "horizon", "stride")
+        self.check_rates("dropout")
 
 
 @io.register_model("ForecastModel")

@@ -28,7 +28,7 @@ import re
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,10 +38,12 @@ from torch import Tensor, nn
 
 from .. import io
 from ..errors import UserError
+from ..io import atomic_write_text
 from ..layers import Dense, Embedding
 from ..metrics import entity_scores
 from ..recurrent import GRU, LSTM, Bidirectional, SimpleRNN
-from ..text import OOV, Vocabulary, atomic_write_text
+from ..text import OOV, Vocabulary
+from .spec import Spec
 
 __all__ = [
     "Sentence", "CONLLU_COLUMNS", "read_conllu", "read_conll", "read_tagged", "tokenize_sentence",
@@ -215,7 +217,7 @@ def tokenize_sentence(text: str) -> list[str]:
 # --------------------------------------------------------------------------- model
 
 @dataclass
-class TaggerSpec:
+class TaggerSpec(Spec):
     """Shape of a recurrent tagger."""
 
     cell: str = "lstm"
@@ -231,27 +233,10 @@ class TaggerSpec:
     maxlen: int = 200
 
     def __post_init__(self) -> None:
-        if self.cell not in RNN_LAYERS:
-            raise UserError(f"cell must be one of {sorted(RNN_LAYERS)}, got {self.cell!r}")
-        for name in ("embed_dim", "units", "layers", "maxlen", "min_count"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
-                raise UserError(f"{name.replace('_', '-')} must be a positive integer, got {v!r}")
-        if self.num_words is not None and self.num_words < 4:
-            raise UserError(f"num-words must be at least 4 (3 ids are reserved), "
-                            f"got {self.num_words}")
-        for name in ("dropout", "recurrent_dropout"):
-            v = getattr(self, name)
-            if not 0.0 <= v < 1.0:
-                raise UserError(f"{name.replace('_', '-')} must be in [0, 1), got {v}")
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TaggerSpec:
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        self.check_choice("cell", RNN_LAYERS)
+        self.check_positive_ints("embed_dim", "units", "layers", "maxlen", "min_count")
+        self.check_num_words()
+        self.check_rates("dropout", "recurrent_dropout")
 
 
 @io.register_model("SequenceTagger")
