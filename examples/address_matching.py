@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import time
 
+import numba
 import numpy as np
 import torch
 
@@ -33,6 +34,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     torch.set_num_threads(1)
+    numba.set_num_threads(1)  # the numba recurrent kernels, likewise
 
     rng = np.random.default_rng(args.seed)
     train_refs = generate_addresses(500, rng)
@@ -41,7 +43,7 @@ def main() -> None:
     pairs, labels = address_pairs(train_refs, args.pairs, rng)
     t0 = time.time()
     m, hist = train_matcher(pairs, labels, loss=args.loss, units=32, out_dim=32,
-                            epochs=args.epochs, lr=5e-3, seed=args.seed, log=print)
+                            epochs=args.epochs, lr=5e-3, seed=args.seed, verbose=2)
     print(f"trained on {len(pairs)} pairs in {time.time() - t0:.0f}s")
     res = evaluate_addresses(m, test_refs, 1000, np.random.default_rng(args.seed + 2))
     print(f"held-out top-1 match accuracy {res['accuracy']:.3f} on {res['n_queries']} typo'd "

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import time
 
+import numba
 import torch
 
 from rnnkit.tasks.generate import caption_accuracy, load_digit_names, train_captioner
@@ -24,11 +25,12 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     torch.set_num_threads(1)
+    numba.set_num_threads(1)  # the numba recurrent kernels, likewise
 
     x, names, _ = load_digit_names()
     t0 = time.time()
     cap, hist = train_captioner(x[:1400], names[:1400], units=args.units, epochs=args.epochs,
-                                seed=args.seed, log=print)
+                                seed=args.seed, verbose=2)
     print(f"trained in {time.time() - t0:.0f}s; loss {hist['loss'][0]:.3f} -> "
           f"{hist['loss'][-1]:.4f}")
     res = caption_accuracy(cap, x[1400:], names[1400:], names[:1400])

@@ -15,6 +15,7 @@ import argparse
 import time
 from pathlib import Path
 
+import numba
 import torch
 
 from rnnkit.datasets import resolve_data_dir
@@ -32,6 +33,7 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="save the model here")
     args = ap.parse_args()
     torch.set_num_threads(1)
+    numba.set_num_threads(1)  # the numba recurrent kernels, likewise
 
     d = resolve_data_dir(args.data_dir)
     path = Path(d) / "tinyshakespeare.txt" if d else None
@@ -43,7 +45,7 @@ def main() -> None:
     lm, hist = train_lm(train, level="char", units=args.units, embed_dim=32, seq_len=64,
                         batch_size=32, epochs=args.epochs,
                         batches_per_epoch=args.batches_per_epoch, lr=4e-3, seed=args.seed,
-                        log=print)
+                        verbose=2)
     print(f"trained in {time.time() - t0:.0f}s")
     print(f"held-out perplexity {lm.perplexity(held):.2f} per character (unigram baseline "
           f"{unigram_perplexity(train, held, 'char', lm.vocab):.2f})")

@@ -15,6 +15,7 @@ import random
 import time
 from pathlib import Path
 
+import numba
 import torch
 
 from rnnkit.tasks.seq2seq import evaluate_translator, read_pairs, train_translator
@@ -33,6 +34,7 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="save the model here")
     args = ap.parse_args()
     torch.set_num_threads(1)  # tiny model: one thread is fastest
+    numba.set_num_threads(1)  # the numba recurrent kernels, likewise
 
     pairs = read_pairs(args.file, args.max_pairs)
     random.Random(args.seed).shuffle(pairs)
@@ -42,7 +44,7 @@ def main() -> None:
     tr, hist = train_translator(train, attention=None if args.attention == "none"
                                 else args.attention, units=args.units, embed_dim=32,
                                 epochs=args.epochs, batch_size=16, lr=5e-3, seed=args.seed,
-                                log=print)
+                                verbose=2)
     print(f"trained on {len(train)} pairs in {time.time() - t0:.0f}s; "
           f"loss {hist['loss'][0]:.3f} -> {hist['loss'][-1]:.3f}")
     greedy = evaluate_translator(tr, test)

@@ -7,6 +7,7 @@ import json
 import re
 from pathlib import Path
 
+import numba
 import numpy as np
 import pytest
 import torch
@@ -19,10 +20,12 @@ FIX = Path(__file__).parent / "fixtures"
 
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread():
-    old = torch.get_num_threads()
+    old, old_nb = torch.get_num_threads(), numba.get_num_threads()
     torch.set_num_threads(1)
+    numba.set_num_threads(1)  # the auto backend's numba kernels: no thread contention either
     yield
     torch.set_num_threads(old)
+    numba.set_num_threads(old_nb)
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:
@@ -114,3 +117,9 @@ def test_wrong_model_kind_and_missing_files(tmp_path, capsys):
     assert code == 2 and "not found" in err
     code, _, err = run(capsys, "generate", d, "--top-k", "0")
     assert code == 2 and "--top-k" in err
+
+
+def test_patience_needs_validation(tmp_path, capsys):
+    code, _, err = run(capsys, "train", "seq2seq", "--file", FIX / "pairs_en_fr.tsv", "--out",
+                       tmp_path / "m", "--validation-split", "0", "--patience", "2")
+    assert code == 2 and "--patience needs a validation split" in err

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numba
 import numpy as np
 import pytest
 import torch
@@ -33,10 +34,12 @@ FIXTURE = Path(__file__).parent / "fixtures" / "small_text.txt"
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread():
     """Tiny models: one intra-op thread is much faster on a shared 2-core machine."""
-    old = torch.get_num_threads()
+    old, old_nb = torch.get_num_threads(), numba.get_num_threads()
     torch.set_num_threads(1)
+    numba.set_num_threads(1)  # the auto backend's numba kernels: no thread contention either
     yield
     torch.set_num_threads(old)
+    numba.set_num_threads(old_nb)
 
 
 def test_read_text_errors(tmp_path):
@@ -157,3 +160,17 @@ def test_digit_names_learned_from_images(tmp_path):
     assert Captioner.load(tmp_path / "cap").generate(x[1400:1410]) == cap.generate(x[1400:1410])
     x_in, y_out = cap.targets(["one"])
     assert x_in[0].tolist() == [START, *y_out[0, :3].tolist()] and int(y_out[0, 3]) == END
+
+
+def test_lm_early_stopping_keeps_best_epoch():
+    text = read_text(FIXTURE)
+    # held-out text reversed: after an epoch or two, learning English makes it less likely
+    held = text[1500:2000][::-1]
+    lm, hist = train_lm(text[:1500], val_text=held, units=16, embed_dim=8, seq_len=16,
+                        batch_size=16, epochs=8, lr=3e-2, seed=0, patience=1)
+    val = hist["val_loss"]
+    assert len(val) < 8 and val[-1] > min(val)  # stopped early, after a worse epoch
+    # the restored weights are those of the epoch with the lowest validation loss
+    assert math.log(lm.perplexity(held)) == pytest.approx(min(val), rel=1e-5)
+    with pytest.raises(UserError, match="needs validation"):
+        train_lm(text[:500], seq_len=16, epochs=1, patience=2)

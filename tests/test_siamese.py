@@ -3,6 +3,7 @@ learning to match one-typo addresses."""
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 import pytest
 import torch
@@ -28,10 +29,12 @@ from rnnkit.text import Vocabulary
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread():
     """Tiny models: one intra-op thread is much faster on a shared 2-core machine."""
-    old = torch.get_num_threads()
+    old, old_nb = torch.get_num_threads(), numba.get_num_threads()
     torch.set_num_threads(1)
+    numba.set_num_threads(1)  # the auto backend's numba kernels: no thread contention either
     yield
     torch.set_num_threads(old)
+    numba.set_num_threads(old_nb)
 
 
 def test_margin_loss_is_torch_cosine_embedding_loss():

@@ -4,8 +4,10 @@
     rnnkit generate DIR --prompt "ROMEO:" --length 200 [--temperature 0.8 --top-k 10 --seed 1]
     rnnkit evaluate DIR --file held_out.txt    # perplexity
 
-The last ``--validation-fraction`` of the text is held out; its perplexity is reported next
-to the add-one unigram baseline and saved in ``metrics.json``.
+The last ``--validation-fraction`` (alias ``--validation-split``) of the text is held out:
+its log perplexity is the per-epoch ``val_loss`` (``--patience N`` stops early and keeps the
+best epoch), and its perplexity is reported next to the add-one unigram baseline and saved in
+``metrics.json``.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pathlib import Path
 from ..errors import UserError
 from ..io import atomic_write_json
 from .common import check_positive, print_json
-from .seq2seq import add_seq_training_flags, logger
+from .seq2seq import add_seq_training_flags, verbosity
 
 
 def register(sub: argparse._SubParsersAction, train_sub: argparse._SubParsersAction) -> None:
@@ -26,7 +28,7 @@ def register(sub: argparse._SubParsersAction, train_sub: argparse._SubParsersAct
     d = p.add_argument_group("data")
     d.add_argument("--file", required=True, help="a UTF-8 text file")
     d.add_argument("--max-chars", type=int, default=None, help="use only the start of the file")
-    d.add_argument("--validation-fraction", type=float, default=0.1,
+    d.add_argument("--validation-fraction", "--validation-split", type=float, default=0.1,
                    help="hold out this final part of the text")
     d.add_argument("--level", choices=["char", "word"], default="char")
     d.add_argument("--num-words", type=int, default=None, help="cap the vocabulary")
@@ -64,12 +66,15 @@ def train(args: argparse.Namespace) -> int:
     text = read_text(args.file, args.max_chars)
     cut = int(len(text) * (1 - args.validation_fraction))
     train_text, val_text = text[:cut], text[cut:]
+    if args.patience is not None and not val_text:
+        raise UserError("--patience needs held-out text (--validation-fraction > 0)")
     lm, hist = train_lm(train_text, level=args.level, val_text=val_text or None,
                         num_words=args.num_words, embed_dim=args.embed_dim, units=args.units,
                         cell=args.cell, seq_len=args.seq_len, batch_size=args.batch_size,
                         epochs=args.epochs, batches_per_epoch=args.batches_per_epoch,
                         lr=args.lr, clip_norm=args.clip_norm, seed=args.seed,
-                        backend=args.backend, log=logger(args))
+                        backend=args.backend, patience=args.patience,
+                        verbose=verbosity(args))
     res = {"task": "lm", "model_dir": args.out, "level": args.level,
            "vocabulary_size": len(lm.vocab), "train_tokens": None, "loss": hist["loss"][-1]}
     res["train_tokens"] = len(lm.ids(train_text))

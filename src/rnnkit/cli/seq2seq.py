@@ -5,8 +5,10 @@
     rnnkit evaluate DIR --file pairs.tsv      # BLEU
 
 The pairs file is the Tatoeba/ManyThings format ``source<TAB>target[<TAB>attribution]``. A
-seeded ``--validation-split`` of the pairs is held out; BLEU (sacrebleu) on it is reported
-next to the constant most-frequent-translation baseline and saved in ``metrics.json``.
+seeded ``--validation-split`` of the pairs is held out: its loss is logged every epoch
+(``--patience N`` stops early and keeps the best epoch), and BLEU (sacrebleu) on it is
+reported next to the constant most-frequent-translation baseline and saved in
+``metrics.json``.
 """
 
 from __future__ import annotations
@@ -30,17 +32,23 @@ def add_seq_training_flags(p: argparse.ArgumentParser, *, out: str, epochs: int,
     g.add_argument("--epochs", type=int, default=epochs)
     g.add_argument("--batch-size", type=int, default=batch_size)
     g.add_argument("--lr", type=float, default=lr, help="Adam learning rate")
+    g.add_argument("--patience", type=int, default=None,
+                   help="stop when the validation loss has not improved for this many epochs "
+                        "and keep the best epoch's weights (needs validation data)")
     g.add_argument("--clip-norm", type=float, default=5.0)
     g.add_argument("--seed", type=int, default=42)
-    g.add_argument("--backend", default="reference",
-                   help="recurrent kernel backend (reference, auto, numba, ...)")
+    g.add_argument("--backend", default="auto",
+                   help="recurrent kernel backend (auto, reference, numba, blas, torch)")
     g.add_argument("--out", default=out, help=f"model directory to write (default {out})")
-    g.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+    g.add_argument("--quiet", action="store_true", help="no progress on stderr")
     g.add_argument("--json", action="store_true", help="print one JSON object last")
 
 
-def logger(args: argparse.Namespace):
-    return None if args.quiet or args.json else (lambda msg: print(msg, flush=True))
+def verbosity(args: argparse.Namespace) -> int:
+    """``fit``'s verbose level: progress on stderr (a bar on a terminal) unless --quiet."""
+    if args.patience is not None and args.patience < 1:
+        raise UserError(f"--patience must be >= 1, got {args.patience}")
+    return 0 if args.quiet else 1
 
 
 def split(items: list, fraction: float, seed: int) -> tuple[list, list]:
@@ -92,6 +100,8 @@ def train(args: argparse.Namespace) -> int:
                    units=args.units, embed_dim=args.embed_dim, beam_width=args.beam_width)
     pairs = read_pairs(args.file, args.max_pairs)
     train_p, val_p = split(pairs, args.validation_split, args.seed)
+    if args.patience is not None and not val_p:
+        raise UserError("--patience needs a validation split (--validation-split > 0)")
     if not train_p:
         raise UserError(f"{args.file}: too few pairs to train ({len(pairs)})")
     tr, hist = train_translator(
@@ -100,7 +110,8 @@ def train(args: argparse.Namespace) -> int:
         embed_dim=args.embed_dim, units=args.units, num_words=args.num_words,
         max_source_len=args.max_source_len, max_target_len=args.max_target_len,
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, clip_norm=args.clip_norm,
-        seed=args.seed, backend=args.backend, log=logger(args))
+        seed=args.seed, backend=args.backend, patience=args.patience,
+        verbose=verbosity(args))
     res: dict[str, Any] = {"task": "seq2seq", "model_dir": args.out, "train_pairs": len(train_p),
                            "validation_pairs": len(val_p), "loss": hist["loss"][-1]}
     if val_p:

@@ -19,7 +19,7 @@ from typing import Any
 from ..errors import UserError
 from ..io import atomic_write_json
 from .common import check_positive, print_json, read_texts
-from .seq2seq import add_seq_training_flags, logger, split
+from .seq2seq import add_seq_training_flags, split, verbosity
 
 
 def register(sub: argparse._SubParsersAction, train_sub: argparse._SubParsersAction) -> None:
@@ -84,12 +84,18 @@ def train(args: argparse.Namespace) -> int:
     tr_labels = None if labels is None else [y for _, y in tr_rows]
     if labels is not None and len(set(tr_labels)) < 2:
         raise UserError(f"{args.file}: the training split has only one label")
+    val_pairs = [p for p, _ in val_rows]
+    val_labels = None if labels is None else [y for _, y in val_rows]
+    if args.patience is not None and not val_pairs:
+        raise UserError("--patience needs a validation split (--validation-split > 0)")
     m, hist = train_matcher(tr_pairs, tr_labels, loss=args.loss, margin=args.margin,
                             embed_dim=args.embed_dim, units=args.units, out_dim=args.out_dim,
                             cell=args.cell, bidirectional=args.bidirectional,
                             max_len=args.max_len, epochs=args.epochs,
                             batch_size=args.batch_size, lr=args.lr, clip_norm=args.clip_norm,
-                            seed=args.seed, backend=args.backend, log=logger(args))
+                            seed=args.seed, backend=args.backend,
+                            val_pairs=val_pairs or None, val_labels=val_labels,
+                            patience=args.patience, verbose=verbosity(args))
     res: dict[str, Any] = {"task": "siamese", "model_dir": args.out,
                            "train_pairs": len(tr_pairs), "loss": hist["loss"][-1]}
     if val_rows:

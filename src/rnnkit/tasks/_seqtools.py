@@ -6,17 +6,17 @@
   by these tasks, and the reserved end-of-sequence token ``<end>``: it is stored as the first
   word of a :class:`rnnkit.text.Vocabulary`, so its id is ``INDEX_FROM`` (3) while the shared
   convention 0 pad, 1 start, 2 unknown is unchanged.
-* :func:`fit_loop` -- the minimal training loop these tasks use: Adam on
-  ``loss_fn(batch)``, gradient clipping by global norm, per-epoch mean loss and optional
-  validation loss::
+* :func:`train` -- how these tasks call the shared trainer :func:`rnnkit.train.fit`: Keras
+  Adam on a task loss ``loss(outputs, targets)``, gradient clipping by global norm, batches
+  from :class:`Batches` (re-drawn every epoch from a seeded generator), optional validation
+  (``val_loss``) and early stopping on it with the best weights restored::
 
-      for epoch: for batch in batches(rng): theta <- Adam(theta, grad loss(batch))
+      for epoch: for (inputs, targets) in make_batches(rng): theta <- Adam(theta, grad loss)
 """
 
 from __future__ import annotations
 
 import math
-import random
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -26,23 +26,20 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ..callbacks import Callback
 from ..errors import UserError
-from ..layers import clip_gradients
-from ..text import INDEX_FROM, Vocabulary
+from ..text import INDEX_FROM, PAD, Vocabulary
+from ..train import seed_everything
+
+__all__ = ["END", "END_TOKEN", "Batches", "EpochValue", "train", "token_cross_entropy",
+           "seed_everything", "read_lines", "tokenize", "detokenize", "word_tokens",
+           "vocabulary_with_end", "check_task", "check_end_vocabulary", "minibatches"]
 
 END_TOKEN = "<end>"
 #: id of the end-of-sequence token in vocabularies built by :func:`vocabulary_with_end`
 END = INDEX_FROM
 
 _WORD_RE = re.compile(r"\w+(?:'\w+)*|[^\w\s]")
-
-
-def seed_everything(seed: int) -> np.random.Generator:
-    """Seed Python, numpy and torch; returns a numpy generator for data order."""
-    random.seed(seed)
-    np.random.seed(seed % (2**32))
-    torch.manual_seed(seed)
-    return np.random.default_rng(seed)
 
 
 def read_lines(path: str | Path, what: str = "file") -> Iterator[tuple[int, str]]:
@@ -108,44 +105,88 @@ def check_end_vocabulary(vocab: Vocabulary, where: str) -> None:
         raise UserError(f"{where}: vocabulary does not start with {END_TOKEN!r}")
 
 
-def fit_loop(model: nn.Module, batches: Callable[[np.random.Generator], Iterable[Any]],
-             loss_fn: Callable[[Any], Tensor], *, epochs: int, lr: float = 1e-3,
-             clip_norm: float | None = 5.0, seed: int = 0,
-             val_loss: Callable[[], float] | None = None,
-             log: Callable[[str], None] | None = None) -> dict[str, list[float]]:
-    """Train ``model`` with Adam; returns ``{"loss": [...], "val_loss": [...]}`` per epoch."""
+class Batches:
+    """Re-iterable ``(inputs, targets)`` batches for :func:`rnnkit.train.fit`: every iteration
+    (epoch) calls ``make(rng)`` with one generator seeded once from ``seed``, so each epoch
+    draws a new order (and any fresh random negatives) and the run is reproducible. ``steps``
+    (an estimate is fine) is only used by the progress bar."""
+
+    def __init__(self, make: Callable[[np.random.Generator], Iterable[Any]], seed: int,
+                 steps: int) -> None:
+        self.make, self.rng, self.steps = make, np.random.default_rng(seed), max(int(steps), 1)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.make(self.rng))
+
+    def __len__(self) -> int:
+        return self.steps
+
+
+class EpochValue(Callback):
+    """Adds ``logs[name] = fn()`` (model in eval mode, no gradients) at the end of each epoch;
+    list it before the callbacks that read ``name`` (History, EarlyStopping)."""
+
+    def __init__(self, name: str, fn: Callable[[], float]) -> None:
+        super().__init__()
+        self.name, self.fn = name, fn
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        assert self.model is not None and logs is not None
+        was = self.model.training
+        self.model.eval()
+        with torch.no_grad():
+            logs[self.name] = float(self.fn())
+        self.model.train(was)
+
+
+def train(model: nn.Module, batches: Batches, loss: Callable[[Any, Any], Tensor], *,
+          epochs: int, lr: float = 1e-3, clip_norm: float | None = 5.0, seed: int = 0,
+          validation_data: Iterable[Any] | None = None,
+          validation_fn: Callable[[], float] | None = None, patience: int | None = None,
+          verbose: int = 0) -> dict[str, list[float]]:
+    """Train ``model`` with :func:`rnnkit.train.fit` (Adam, ``clip_norm``); returns the
+    per-epoch history ``{"loss": [...], "val_loss": [...]}``.
+
+    Validation loss comes from ``validation_data`` (batches scored with ``loss``) or from
+    ``validation_fn()`` (e.g. a log perplexity). ``patience``: stop once ``val_loss`` has not
+    improved for that many epochs and restore the weights of the best epoch (needs
+    validation). UserError when the loss becomes NaN or infinite.
+    """
+    from ..callbacks import EarlyStopping, History, TerminateOnNaN
+    from ..train import fit
+
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
-    rng = np.random.default_rng(seed)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    history: dict[str, list[float]] = {"loss": []}
-    if val_loss is not None:
-        history["val_loss"] = []
-    for epoch in range(1, epochs + 1):
-        model.train()
-        total, n = 0.0, 0
-        for batch in batches(rng):
-            opt.zero_grad()
-            loss = loss_fn(batch)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss became {loss.item()} at epoch {epoch}")
-            loss.backward()
-            if clip_norm is not None:
-                clip_gradients(model.parameters(), max_norm=clip_norm)
-            opt.step()
-            total += float(loss.detach())
-            n += 1
-        history["loss"].append(total / max(n, 1))
-        msg = f"epoch {epoch}/{epochs} loss {history['loss'][-1]:.4f}"
-        if val_loss is not None:
-            model.eval()
-            with torch.no_grad():
-                history["val_loss"].append(float(val_loss()))
-            msg += f" val_loss {history['val_loss'][-1]:.4f}"
-        if log is not None:
-            log(msg)
-    model.eval()
-    return history
+    has_val = validation_data is not None or validation_fn is not None
+    if patience is not None:
+        if patience < 1:
+            raise ValueError(f"patience must be >= 1, got {patience}")
+        if not has_val:
+            raise UserError("early stopping (patience) needs validation data")
+    history = History()
+    cbs: list[Callback] = [TerminateOnNaN()]
+    if validation_fn is not None:
+        cbs.append(EpochValue("val_loss", validation_fn))
+    cbs.append(history)
+    if patience is not None:
+        cbs.append(EarlyStopping("val_loss", patience=patience, restore_best_weights=True,
+                                 verbose=verbose))
+    fit(model, train_data=batches, validation_data=validation_data, loss=loss, metrics=None,
+        optimizer="adam", lr=lr, epochs=epochs, clip_norm=clip_norm, seed=seed,
+        callbacks=cbs, verbose=verbose)
+    out = history.history
+    if not all(math.isfinite(v) for v in out.get("loss", [])):
+        raise UserError(f"training diverged (loss {out['loss'][-1]} in epoch "
+                        f"{len(out['loss'])}); try a lower learning rate")
+    return out
+
+
+def token_cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
+    """Mean cross-entropy over the non-padding target tokens (``targets != 0``)."""
+    if isinstance(logits, tuple):  # (logits, state) from a language model
+        logits = logits[0]
+    return nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
+                                       targets.reshape(-1), ignore_index=PAD)
 
 
 def minibatches(n: int, batch_size: int, rng: np.random.Generator | None) -> Iterator[np.ndarray]:

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,13 +43,15 @@ from ..recurrent import GRU, LSTM
 from ..text import OOV, PAD, START, Vocabulary, pad_sequences
 from ._seqtools import (
     END,
+    Batches,
     check_end_vocabulary,
     detokenize,
-    fit_loop,
     minibatches,
     read_lines,
     seed_everything,
+    token_cross_entropy,
     tokenize,
+    train,
     vocabulary_with_end,
 )
 from ._seqtools import (
@@ -97,7 +99,7 @@ class LanguageModel(nn.Module):
     """
 
     def __init__(self, vocab_size: int, embed_dim: int = 64, units: int = 128,
-                 cell: str = "lstm", backend: str = "reference"):
+                 cell: str = "lstm", backend: str = "auto"):
         super().__init__()
         self.vocab_size, self.embed_dim, self.units, self.cell = vocab_size, embed_dim, units, cell
         self.backend = backend
@@ -219,14 +221,17 @@ def train_lm(text: str, *, level: str = "char", val_text: str | None = None,
              num_words: int | None = None, embed_dim: int = 32, units: int = 128,
              cell: str = "lstm", seq_len: int = 64, batch_size: int = 32, epochs: int = 5,
              batches_per_epoch: int | None = None, lr: float = 3e-3, clip_norm: float = 5.0,
-             seed: int = 0, backend: str = "reference",
-             log: Callable[[str], None] | None = None) -> tuple[TextLM, dict[str, list[float]]]:
-    """Fit a vocabulary on ``text`` and train a language model on windows of it.
+             seed: int = 0, backend: str = "auto", patience: int | None = None,
+             verbose: int = 0) -> tuple[TextLM, dict[str, list[float]]]:
+    """Fit a vocabulary on ``text`` and train a language model on windows of it
+    (:func:`rnnkit.train.fit`, Adam).
 
     Each epoch cuts the token stream into windows of ``seq_len + 1`` tokens from a random
     offset, shuffles them, and uses at most ``batches_per_epoch`` batches (all when None).
     ``num_words`` caps the vocabulary (ids 0-2 included). ``val_text`` adds a per-epoch
-    ``val_loss`` (log perplexity).
+    ``val_loss``, the log perplexity of the whole held-out text (:meth:`TextLM.perplexity`);
+    ``patience`` stops when it has not improved for that many epochs and keeps the best
+    epoch's weights.
     """
     if seq_len < 1:
         raise ValueError(f"seq_len must be >= 1, got {seq_len}")
@@ -248,20 +253,16 @@ def train_lm(text: str, *, level: str = "char", val_text: str | None = None,
         for k, idx in enumerate(minibatches(n, batch_size, rng)):
             if batches_per_epoch is not None and k >= batches_per_epoch:
                 break
-            yield windows[torch.from_numpy(idx)]
+            win = windows[torch.from_numpy(idx)]
+            yield win[:, :-1], win[:, 1:]
 
-    def loss_fn(win: Tensor) -> Tensor:
-        logits, _ = model(win[:, :-1])
-        return nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
-                                           win[:, 1:].reshape(-1))
-
-    val = None
-    if val_text:
-        def val() -> float:
-            return math.log(lm.perplexity(val_text))
-
-    history = fit_loop(model, batches, loss_fn, epochs=epochs, lr=lr, clip_norm=clip_norm,
-                       seed=seed, val_loss=val, log=log)
+    steps = math.ceil(len(ids) // w / batch_size)
+    if batches_per_epoch is not None:
+        steps = min(steps, batches_per_epoch)
+    val = (lambda: math.log(lm.perplexity(val_text))) if val_text else None
+    history = train(model, Batches(batches, seed, steps), token_cross_entropy, epochs=epochs,
+                    lr=lr, clip_norm=clip_norm, seed=seed, validation_fn=val,
+                    patience=patience, verbose=verbose)
     return lm, history
 
 
@@ -274,7 +275,7 @@ class ConditionalGenerator(nn.Module):
     """
 
     def __init__(self, feature_dim: int, vocab_size: int, embed_dim: int = 16,
-                 units: int = 64, cell: str = "lstm", backend: str = "reference"):
+                 units: int = 64, cell: str = "lstm", backend: str = "auto"):
         super().__init__()
         self.feature_dim, self.vocab_size = feature_dim, vocab_size
         self.embed_dim, self.units, self.cell, self.backend = embed_dim, units, cell, backend
@@ -368,33 +369,44 @@ class Captioner:
 def train_captioner(features: np.ndarray, captions: Sequence[str], *, embed_dim: int = 16,
                     units: int = 64, cell: str = "lstm", epochs: int = 10,
                     batch_size: int = 32, lr: float = 1e-2, clip_norm: float = 5.0,
-                    seed: int = 0, backend: str = "reference",
-                    log: Callable[[str], None] | None = None
+                    seed: int = 0, backend: str = "auto",
+                    validation: tuple[np.ndarray, Sequence[str]] | None = None,
+                    patience: int | None = None, verbose: int = 0
                     ) -> tuple[Captioner, dict[str, list[float]]]:
-    """Train a character-level :class:`ConditionalGenerator` on (features, caption) pairs."""
-    f = torch.as_tensor(np.asarray(features, dtype=np.float32))
-    if f.dim() != 2 or f.shape[0] != len(captions):
-        raise ValueError(f"features must be (n, F) with n = {len(captions)} captions, got "
-                         f"{tuple(f.shape)}")
+    """Train a character-level :class:`ConditionalGenerator` on (features, caption) pairs
+    (:func:`rnnkit.train.fit`, Adam). ``validation=(features, captions)`` adds a per-epoch
+    ``val_loss`` (teacher-forced cross-entropy per character); ``patience`` stops when it has
+    not improved for that many epochs and keeps the best epoch's weights."""
+    f = _features(features, len(captions))
     seed_everything(seed)
     vocab = vocabulary_with_end([list(c) for c in captions])
     max_len = max(len(c) for c in captions)
     model = ConditionalGenerator(f.shape[1], len(vocab), embed_dim, units, cell, backend)
     cap = Captioner(model, vocab, max_len)
-    x, y = cap.targets(captions)
 
-    def batches(rng: np.random.Generator):
-        for idx in minibatches(len(captions), batch_size, rng):
-            yield torch.from_numpy(idx)
+    def batches(feats: Tensor, caps: Sequence[str], rng: np.random.Generator | None):
+        x, y = cap.targets(caps)
+        for idx in minibatches(len(caps), batch_size, rng):
+            t = torch.from_numpy(idx)
+            yield (feats[t], x[t]), y[t]
 
-    def loss_fn(idx: Tensor) -> Tensor:
-        logits = model(f[idx], x[idx])
-        return nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
-                                           y[idx].reshape(-1), ignore_index=PAD)
-
-    history = fit_loop(model, batches, loss_fn, epochs=epochs, lr=lr, clip_norm=clip_norm,
-                       seed=seed, log=log)
+    val = None
+    if validation is not None:
+        vf, vc = validation
+        val = list(batches(_features(vf, len(vc)), vc, None))
+    history = train(model, Batches(lambda rng: batches(f, captions, rng), seed,
+                                   math.ceil(len(captions) / batch_size)),
+                    token_cross_entropy, epochs=epochs, lr=lr, clip_norm=clip_norm, seed=seed,
+                    validation_data=val, patience=patience, verbose=verbose)
     return cap, history
+
+
+def _features(features: np.ndarray | Tensor, n: int) -> Tensor:
+    f = torch.as_tensor(np.asarray(features, dtype=np.float32))
+    if f.dim() != 2 or f.shape[0] != n:
+        raise ValueError(f"features must be (n, F) with n = {n} captions, got "
+                         f"{tuple(f.shape)}")
+    return f
 
 
 def load_digit_names() -> tuple[np.ndarray, list[str], np.ndarray]:

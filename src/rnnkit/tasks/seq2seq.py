@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,13 +44,15 @@ from ..recurrent import GRU, LSTM
 from ..text import PAD, START, Vocabulary, pad_sequences
 from ._seqtools import (
     END,
+    Batches,
     check_end_vocabulary,
     detokenize,
-    fit_loop,
     minibatches,
     read_lines,
     seed_everything,
+    token_cross_entropy,
     tokenize,
+    train,
     vocabulary_with_end,
 )
 from ._seqtools import (
@@ -159,7 +161,7 @@ class Seq2Seq(nn.Module):
 
     def __init__(self, src_vocab_size: int, tgt_vocab_size: int, embed_dim: int = 64,
                  units: int = 128, cell: str = "lstm", attention: str | None = None,
-                 backend: str = "reference"):
+                 backend: str = "auto"):
         super().__init__()
         if cell not in ("lstm", "gru"):
             raise ValueError(f"cell must be 'lstm' or 'gru', got {cell!r}")
@@ -338,9 +340,7 @@ class Translator:
         return self.loss_ids(self.source_ids(src_texts), *self.target_ids(tgt_texts))
 
     def loss_ids(self, src: Tensor, tgt_in: Tensor, tgt_out: Tensor) -> Tensor:
-        logits = self.model(src, tgt_in)
-        return nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
-                                           tgt_out.reshape(-1), ignore_index=PAD)
+        return token_cross_entropy(self.model(src, tgt_in), tgt_out)
 
     def _words(self, ids: list[int]) -> str:
         return detokenize(self.tgt_vocab.decode(ids, skip_special=False), self.level)
@@ -401,12 +401,15 @@ def train_translator(pairs: Sequence[tuple[str, str]], *, val_pairs: Sequence[tu
                      num_words: int | None = None, max_source_len: int | None = None,
                      max_target_len: int | None = None, epochs: int = 20,
                      batch_size: int = 32, lr: float = 3e-3, clip_norm: float = 5.0,
-                     seed: int = 0, backend: str = "reference",
-                     log: Callable[[str], None] | None = None
-                     ) -> tuple[Translator, dict[str, list[float]]]:
-    """Fit vocabularies on ``pairs`` and train a :class:`Seq2Seq` with teacher forcing.
+                     seed: int = 0, backend: str = "auto", patience: int | None = None,
+                     verbose: int = 0) -> tuple[Translator, dict[str, list[float]]]:
+    """Fit vocabularies on ``pairs`` and train a :class:`Seq2Seq` with teacher forcing
+    (:func:`rnnkit.train.fit`, Adam).
 
     ``max_*_len`` default to the longest tokenized sentence of ``pairs`` (capped at 50).
+    ``val_pairs`` adds a per-epoch ``val_loss`` (teacher-forced cross-entropy per target
+    token, averaged over validation batches of ``batch_size`` sentences); ``patience`` stops
+    when it has not improved for that many epochs and keeps the best epoch's weights.
     Returns ``(translator, history)`` with per-epoch ``loss`` (and ``val_loss``).
     """
     if not pairs:
@@ -422,26 +425,21 @@ def train_translator(pairs: Sequence[tuple[str, str]], *, val_pairs: Sequence[tu
         max_target_len = min(max(len(t) for t in tgt_tok), 50)
     model = Seq2Seq(len(src_vocab), len(tgt_vocab), embed_dim, units, cell, attention, backend)
     tr = Translator(model, src_vocab, tgt_vocab, level, max_source_len, max_target_len)
-    src = tr.source_ids([s for s, _ in pairs])
-    tgt_in, tgt_out = tr.target_ids([t for _, t in pairs])
 
-    def batches(rng: np.random.Generator):
-        for idx in minibatches(len(pairs), batch_size, rng):
-            yield torch.from_numpy(idx)
+    def tensors(ps: Sequence[tuple[str, str]]) -> tuple[Tensor, Tensor, Tensor]:
+        return (tr.source_ids([s for s, _ in ps]), *tr.target_ids([t for _, t in ps]))
 
-    def loss_fn(idx: Tensor) -> Tensor:
-        return tr.loss_ids(*_trim(src[idx], tgt_in[idx], tgt_out[idx]))
+    def batches(data: tuple[Tensor, Tensor, Tensor], rng: np.random.Generator | None):
+        for idx in minibatches(len(data[0]), batch_size, rng):
+            src, tgt_in, tgt_out = _trim(*(d[torch.from_numpy(idx)] for d in data))
+            yield (src, tgt_in), tgt_out
 
-    val = None
-    if val_pairs:
-        vs = tr.source_ids([s for s, _ in val_pairs])
-        vi, vo = tr.target_ids([t for _, t in val_pairs])
-
-        def val() -> float:
-            return float(tr.loss_ids(vs, vi, vo))
-
-    history = fit_loop(model, batches, loss_fn, epochs=epochs, lr=lr, clip_norm=clip_norm,
-                       seed=seed, val_loss=val, log=log)
+    data = tensors(pairs)
+    val = list(batches(tensors(val_pairs), None)) if val_pairs else None
+    history = train(model, Batches(lambda rng: batches(data, rng), seed,
+                                   math.ceil(len(pairs) / batch_size)),
+                    token_cross_entropy, epochs=epochs, lr=lr, clip_norm=clip_norm, seed=seed,
+                    validation_data=val, patience=patience, verbose=verbose)
     return tr, history
 
 

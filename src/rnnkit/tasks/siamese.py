@@ -23,6 +23,7 @@ with exactly one character replaced by a different random lowercase letter or di
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,8 +38,8 @@ from ..io import load_model, register_model, save_model
 from ..layers import Dense, Embedding
 from ..recurrent import GRU, LSTM, Bidirectional
 from ..text import PAD, Vocabulary, pad_sequences
+from ._seqtools import Batches, minibatches, read_lines, seed_everything, train
 from ._seqtools import check_task as _check_task
-from ._seqtools import fit_loop, minibatches, read_lines, seed_everything
 
 __all__ = ["SiameseEncoder", "Matcher", "margin_loss", "contrastive_loss", "read_pairs",
            "read_references", "train_matcher", "generate_addresses", "make_typo",
@@ -82,7 +83,7 @@ class SiameseEncoder(nn.Module):
 
     def __init__(self, vocab_size: int, embed_dim: int = 16, units: int = 32,
                  out_dim: int = 32, cell: str = "lstm", bidirectional: bool = True,
-                 backend: str = "reference"):
+                 backend: str = "auto"):
         super().__init__()
         if cell not in ("lstm", "gru"):
             raise ValueError(f"cell must be 'lstm' or 'gru', got {cell!r}")
@@ -288,46 +289,70 @@ def train_matcher(pairs: Sequence[tuple[str, str]], labels: Sequence[int] | None
                   units: int = 32, out_dim: int = 32, cell: str = "lstm",
                   bidirectional: bool = True, max_len: int = 40, epochs: int = 10,
                   batch_size: int = 64, lr: float = 3e-3, clip_norm: float = 5.0,
-                  seed: int = 0, backend: str = "reference",
-                  log: Callable[[str], None] | None = None
-                  ) -> tuple[Matcher, dict[str, list[float]]]:
+                  seed: int = 0, backend: str = "auto",
+                  val_pairs: Sequence[tuple[str, str]] | None = None,
+                  val_labels: Sequence[int] | None = None, patience: int | None = None,
+                  verbose: int = 0) -> tuple[Matcher, dict[str, list[float]]]:
     """Train the twin encoder on labelled pairs (or similar-only pairs plus fresh random
-    negatives each epoch when ``labels`` is None)."""
+    negatives each epoch when ``labels`` is None) with :func:`rnnkit.train.fit` (Adam).
+
+    ``val_pairs`` (labelled like ``pairs``) adds a per-epoch ``val_loss`` (unlabelled
+    validation pairs get one fixed random negative each); ``patience`` stops when it has not
+    improved for that many epochs and keeps the best epoch's weights."""
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {sorted(LOSSES)}, got {loss!r}")
     if not pairs:
         raise ValueError("no training pairs")
     if labels is not None and len(labels) != len(pairs):
         raise ValueError(f"{len(labels)} labels for {len(pairs)} pairs")
+    if val_pairs and (val_labels is None) != (labels is None):
+        raise ValueError("val_labels must be given exactly when labels are")
     seed_everything(seed)
     vocab = Vocabulary.fit([list((a + b).lower()) for a, b in pairs])
     model = SiameseEncoder(len(vocab), embed_dim, units, out_dim, cell, bidirectional, backend)
     m = Matcher(model, vocab, max_len)
-    a_ids, b_ids = m.ids([a for a, _ in pairs]), m.ids([b for _, b in pairs])
-    n = len(pairs)
     fn = LOSSES[loss]
 
-    def batches(rng: np.random.Generator):
-        if labels is not None:
+    def batches(ps: Sequence[tuple[str, str]], ys: Sequence[int] | None,
+                rng: np.random.Generator | None):
+        a_ids, b_ids = m.ids([a for a, _ in ps]), m.ids([b for _, b in ps])
+        n = len(ps)
+        if ys is not None:
+            y_all = torch.as_tensor(list(ys))
             for idx in minibatches(n, batch_size, rng):
                 t = torch.from_numpy(idx)
-                yield a_ids[t], b_ids[t], torch.as_tensor([labels[i] for i in idx])
+                yield (_trim(a_ids[t]), _trim(b_ids[t])), y_all[t]
             return
-        shift = torch.from_numpy((np.arange(n) + rng.integers(1, max(n, 2), n)) % n)
+        r = rng if rng is not None else np.random.default_rng(0)
+        shift = torch.from_numpy((np.arange(n) + r.integers(1, max(n, 2), n)) % n)
         for idx in minibatches(n, max(batch_size // 2, 1), rng):
             t = torch.from_numpy(idx)
             a = torch.cat([a_ids[t], a_ids[t]])
             b = torch.cat([b_ids[t], b_ids[shift[t]]])
             y = torch.cat([torch.ones(len(t)), torch.zeros(len(t))])
-            yield a, b, y
+            yield (_trim(a), _trim(b)), y
 
-    def loss_fn(batch: tuple[Tensor, Tensor, Tensor]) -> Tensor:
-        a, b, y = batch
-        return fn(model.similarity(_trim(a), _trim(b)), y, margin)
+    def loss_fn(s: Tensor, y: Tensor) -> Tensor:
+        return fn(s, y, margin)
 
-    history = fit_loop(model, batches, loss_fn, epochs=epochs, lr=lr, clip_norm=clip_norm,
-                       seed=seed, log=log)
+    val = list(batches(val_pairs, val_labels, None)) if val_pairs else None
+    history = train(_PairSimilarity(model),
+                    Batches(lambda rng: batches(pairs, labels, rng), seed,
+                            math.ceil(len(pairs) / batch_size)),
+                    loss_fn, epochs=epochs, lr=lr, clip_norm=clip_norm, seed=seed,
+                    validation_data=val, patience=patience, verbose=verbose)
     return m, history
+
+
+class _PairSimilarity(nn.Module):
+    """``(a, b) -> cos(f(a), f(b))`` with the shared encoder ``f`` (what ``fit`` trains)."""
+
+    def __init__(self, encoder: SiameseEncoder) -> None:
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, a: Tensor, b: Tensor) -> Tensor:
+        return self.encoder.similarity(a, b)
 
 
 def _trim(ids: Tensor) -> Tensor:
