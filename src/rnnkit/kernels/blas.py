@@ -18,9 +18,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .numba_cpu import _FM, fsigmoid, ftanh
-
-_OPTS = {"cache": True, "parallel": True, "nogil": True, "fastmath": _FM}
+from .numba_cpu import _FM, _OPTS, fsigmoid, ftanh
 
 
 @njit(inline="always")
@@ -38,6 +36,88 @@ def _prev_times_mask(h, rm, hr):
             hr[b, k] = h[b, k] * rm[b, k]
 
 
+# ------------------------------------------------------------------------------ rows
+# One sequence, one step. Each loop writes one array (few alias checks), so LLVM vectorises
+# it. ``z`` is the pre-activation (XP[b,t] + P[b]); state rows are updated in place.
+@njit(inline="always", fastmath=_FM)
+def _simple_row(z, h, relu):
+    for j in range(h.shape[0]):
+        h[j] = max(z[j], 0.0) if relu else ftanh(z[j])
+
+
+@njit(inline="always", fastmath=_FM)
+def _lstm_row(z, c, h, g):
+    """g <- [sigmoid(i), sigmoid(f), tanh(g), sigmoid(o)]; c <- f c + i g; h <- o tanh(c)."""
+    nh = h.shape[0]
+    for j in range(2 * nh):
+        g[j] = fsigmoid(z[j])
+    for j in range(2 * nh, 3 * nh):
+        g[j] = ftanh(z[j])
+    for j in range(3 * nh, 4 * nh):
+        g[j] = fsigmoid(z[j])
+    for j in range(nh):
+        c[j] = g[nh + j] * c[j] + g[j] * g[2 * nh + j]
+    for j in range(nh):
+        h[j] = g[3 * nh + j] * ftanh(c[j])
+
+
+@njit(inline="always", fastmath=_FM)
+def _gru_row(x, p, h, g, hh):
+    """``p`` includes b_h. g <- [z, r, n]; hh <- recurrent candidate part; h updated."""
+    nh = h.shape[0]
+    for j in range(2 * nh):
+        g[j] = fsigmoid(x[j] + p[j])
+    for j in range(nh):
+        hh[j] = p[2 * nh + j]
+    for j in range(nh):
+        g[2 * nh + j] = ftanh(x[2 * nh + j] + g[nh + j] * hh[j])
+    for j in range(nh):
+        h[j] = g[j] * h[j] + (1.0 - g[j]) * g[2 * nh + j]
+
+
+@njit(inline="always", fastmath=_FM)
+def _simple_row_bwd(gh, h, dz, relu):
+    for j in range(h.shape[0]):
+        hv = h[j]
+        dz[j] = gh[j] * ((1.0 if hv > 0.0 else 0.0) if relu else 1.0 - hv * hv)
+
+
+@njit(inline="always", fastmath=_FM)
+def _lstm_row_bwd(gh, g, c, cp, dc, dz, tc):
+    """dz <- d(pre-activations); dc <- dc_{t-1}; tc is scratch (nh)."""
+    nh = gh.shape[0]
+    for j in range(nh):
+        tc[j] = ftanh(c[j])
+    for j in range(nh):
+        go = g[3 * nh + j]
+        dz[3 * nh + j] = gh[j] * tc[j] * go * (1.0 - go)
+    for j in range(nh):
+        dc[j] += gh[j] * g[3 * nh + j] * (1.0 - tc[j] * tc[j])
+    for j in range(nh):
+        gi, gf, gg = g[j], g[nh + j], g[2 * nh + j]
+        dz[j] = dc[j] * gg * gi * (1.0 - gi)
+        dz[nh + j] = dc[j] * cp[j] * gf * (1.0 - gf)
+        dz[2 * nh + j] = dc[j] * gi * (1.0 - gg * gg)
+    for j in range(nh):
+        dc[j] *= g[nh + j]
+
+
+@njit(inline="always", fastmath=_FM)
+def _gru_row_bwd(gh, g, hh, hp, dz, dxn, dh):
+    """``dz`` gets dhp (z, r, and ``dn_pre * r``), ``dxn`` the candidate block of dxp."""
+    nh = gh.shape[0]
+    for j in range(nh):
+        n = g[2 * nh + j]
+        dxn[j] = gh[j] * (1.0 - g[j]) * (1.0 - n * n)
+    for j in range(nh):
+        z, r = g[j], g[nh + j]
+        dz[j] = gh[j] * (hp[j] - g[2 * nh + j]) * z * (1.0 - z)
+        dz[nh + j] = dxn[j] * hh[j] * r * (1.0 - r)
+        dz[2 * nh + j] = dxn[j] * r
+    for j in range(nh):
+        dh[j] = gh[j] * g[j]
+
+
 # ------------------------------------------------------------------------------ forward
 @njit(**_OPTS)
 def rnn_fwd(kind, xp, h0, c0, w, bh, mask, rm, relu, seq, hs, cs, gates, hhs, y, last):
@@ -52,44 +132,27 @@ def rnn_fwd(kind, xp, h0, c0, w, bh, mask, rm, relu, seq, hs, cs, gates, hhs, y,
         _prev_times_mask(h, rm, hr)
         np.dot(hr, w, p)
         for b in prange(nb):
-            if not mask[b, t]:
-                for j in range(nh):
-                    hs[b, t, j] = h[b, j]
-                    if kind == 1:
-                        cs[b, t, j] = c[b, j]
-                    if seq:
-                        y[b, t, j] = 0.0
-                continue
-            for j in range(nh):
-                if kind == 0:
-                    a = xp[b, t, j] + p[b, j]
-                    h[b, j] = max(a, 0.0) if relu else ftanh(a)
-                elif kind == 1:
-                    gi = fsigmoid(xp[b, t, j] + p[b, j])
-                    gf = fsigmoid(xp[b, t, nh + j] + p[b, nh + j])
-                    gg = ftanh(xp[b, t, 2 * nh + j] + p[b, 2 * nh + j])
-                    go = fsigmoid(xp[b, t, 3 * nh + j] + p[b, 3 * nh + j])
-                    c[b, j] = gf * c[b, j] + gi * gg
-                    h[b, j] = go * ftanh(c[b, j])
-                    cs[b, t, j] = c[b, j]
-                    gates[b, t, j] = gi
-                    gates[b, t, nh + j] = gf
-                    gates[b, t, 2 * nh + j] = gg
-                    gates[b, t, 3 * nh + j] = go
+            real = mask[b, t] != 0
+            if real:
+                pb = p[b]
+                if kind == 2:
+                    pb += bh
+                    _gru_row(xp[b, t], pb, h[b], gates[b, t], hhs[b, t])
                 else:
-                    hh = p[b, 2 * nh + j] + bh[2 * nh + j]
-                    z = fsigmoid(xp[b, t, j] + p[b, j] + bh[j])
-                    r = fsigmoid(xp[b, t, nh + j] + p[b, nh + j] + bh[nh + j])
-                    n = ftanh(xp[b, t, 2 * nh + j] + r * hh)
-                    h[b, j] = z * h[b, j] + (1.0 - z) * n
-                    gates[b, t, j] = z
-                    gates[b, t, nh + j] = r
-                    gates[b, t, 2 * nh + j] = n
-                    hhs[b, t, j] = hh
-                hs[b, t, j] = h[b, j]
-                last[b, j] = h[b, j]
-                if seq:
-                    y[b, t, j] = h[b, j]
+                    pb += xp[b, t]
+                    if kind == 0:
+                        _simple_row(pb, h[b], relu)
+                    else:
+                        _lstm_row(pb, c[b], h[b], gates[b, t])
+                last[b] = h[b]
+            hs[b, t] = h[b]
+            if kind == 1:
+                cs[b, t] = c[b]
+            if seq:
+                if real:
+                    y[b, t] = h[b]
+                else:
+                    y[b, t] = 0.0
 
 
 # ------------------------------------------------------------------------------ backward
@@ -101,59 +164,37 @@ def rnn_bwd(kind, hs, h0, cs, c0, gates, hhs, wt, mask, rm, relu, dy, seq, dlast
     nb, nt, nh = hs.shape
     ng = wt.shape[0]
     dz = np.zeros((nb, ng), hs.dtype)
+    gh = np.empty((nb, nh), hs.dtype)
     q = np.empty((nb, nh), hs.dtype)
+    tc = np.empty((nb, nh), hs.dtype)
     tl = np.empty(nb, np.int64)
     for b in range(nb):
         tl[b] = _last_real(mask, b)
     for t in range(nt - 1, -1, -1):
         for b in prange(nb):
             if not mask[b, t]:
-                for j in range(ng):
-                    dz[b, j] = 0.0
-                    dxp[b, t, j] = 0.0
-                    dhp[b, t, j] = 0.0
+                dz[b] = 0.0
+                dxp[b, t] = 0.0
+                dhp[b, t] = 0.0
                 continue
-            for j in range(nh):
-                g = dh[b, j]
-                if seq:
-                    g += dy[b, t, j]
-                if t == tl[b]:
-                    g += dlast[b, j]
-                if kind == 0:
-                    hv = hs[b, t, j]
-                    d = (1.0 if hv > 0.0 else 0.0) if relu else 1.0 - hv * hv
-                    dz[b, j] = g * d
-                    dxp[b, t, j] = g * d
-                elif kind == 1:
-                    gi = gates[b, t, j]
-                    gf = gates[b, t, nh + j]
-                    gg = gates[b, t, 2 * nh + j]
-                    go = gates[b, t, 3 * nh + j]
-                    cp = cs[b, t - 1, j] if t > 0 else c0[b, j]
-                    tc = ftanh(cs[b, t, j])
-                    dct = dc[b, j] + g * go * (1.0 - tc * tc)
-                    dz[b, j] = dct * gg * gi * (1.0 - gi)
-                    dz[b, nh + j] = dct * cp * gf * (1.0 - gf)
-                    dz[b, 2 * nh + j] = dct * gi * (1.0 - gg * gg)
-                    dz[b, 3 * nh + j] = g * tc * go * (1.0 - go)
-                    dc[b, j] = dct * gf
-                    for q4 in range(4):
-                        dxp[b, t, q4 * nh + j] = dz[b, q4 * nh + j]
-                else:
-                    z = gates[b, t, j]
-                    r = gates[b, t, nh + j]
-                    n = gates[b, t, 2 * nh + j]
-                    hp = hs[b, t - 1, j] if t > 0 else h0[b, j]
-                    dn = g * (1.0 - z) * (1.0 - n * n)
-                    dz[b, j] = g * (hp - n) * z * (1.0 - z)
-                    dz[b, nh + j] = dn * hhs[b, t, j] * r * (1.0 - r)
-                    dz[b, 2 * nh + j] = dn * r
-                    dxp[b, t, j] = dz[b, j]
-                    dxp[b, t, nh + j] = dz[b, nh + j]
-                    dxp[b, t, 2 * nh + j] = dn
-                    dh[b, j] = g * z
-            for j in range(ng):
-                dhp[b, t, j] = dz[b, j]
+            gh[b] = dh[b]
+            if seq:
+                gh[b] += dy[b, t]
+            if t == tl[b]:
+                gh[b] += dlast[b]
+            if kind == 0:
+                _simple_row_bwd(gh[b], hs[b, t], dz[b], relu)
+                dxp[b, t] = dz[b]
+            elif kind == 1:
+                cp = cs[b, t - 1] if t > 0 else c0[b]
+                _lstm_row_bwd(gh[b], gates[b, t], cs[b, t], cp, dc[b], dz[b], tc[b])
+                dxp[b, t] = dz[b]
+            else:
+                hp = hs[b, t - 1] if t > 0 else h0[b]
+                _gru_row_bwd(gh[b], gates[b, t], hhs[b, t], hp, dz[b], dxp[b, t, 2 * nh:],
+                             dh[b])
+                dxp[b, t, : 2 * nh] = dz[b, : 2 * nh]
+            dhp[b, t] = dz[b]
         np.dot(dz, wt, q)
         for b in prange(nb):
             if mask[b, t]:

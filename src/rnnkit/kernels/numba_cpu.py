@@ -24,35 +24,67 @@ the post-activation gates (LSTM ``i, f, g, o``; GRU ``z, r, n`` and ``hh``).
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, types
+from numba.extending import overload
 
 # fused multiply-add and reassociated sums (vectorised dot products); no finite-math flags
 _FM = {"contract", "reassoc", "nsz"}
-_OPTS = {"cache": True, "parallel": True, "fastmath": _FM, "nogil": True}
+# error_model="numpy": no Python ZeroDivisionError branch, so divisions vectorise
+_OPTS = {"cache": True, "parallel": True, "fastmath": _FM, "nogil": True,
+         "error_model": "numpy"}
 
 
-@njit(inline="always", fastmath=_FM)
+_TANH_P = (-2.76076847742355e-16, 2.00018790482477e-13, -8.60467152213735e-11,
+           5.12229709037114e-08, 1.48572235717979e-05, 6.37261928875436e-04,
+           4.89352455891786e-03)
+_TANH_Q = (1.19825839466702e-06, 1.18534705686654e-04, 2.26843463243900e-03,
+           4.89352518554385e-03)
+
+
 def ftanh(x):
-    """tanh as a rational function (the float32 approximation of Eigen/XLA; max abs error
-    3e-7 in float32 and float64): branch- and call-free, so loops over units vectorize."""
-    x = min(max(x, -7.90531110763549805), 7.90531110763549805)
-    x2 = x * x
-    p = x2 * -2.76076847742355e-16 + 2.00018790482477e-13
-    p = x2 * p + -8.60467152213735e-11
-    p = x2 * p + 5.12229709037114e-08
-    p = x2 * p + 1.48572235717979e-05
-    p = x2 * p + 6.37261928875436e-04
-    p = x2 * p + 4.89352455891786e-03
-    q = x2 * 1.19825839466702e-06 + 1.18534705686654e-04
-    q = x2 * q + 2.26843463243900e-03
-    q = x2 * q + 4.89352518554385e-03
-    return x * p / q
+    """tanh as a rational function ``x P(x^2) / Q(x^2)`` on ``|x| <= 7.905`` (the float32
+    approximation of Eigen/XLA; max abs error 3e-7): branch- and call-free, so loops over
+    units vectorise. Constants in the argument's precision (float32 math for float32)."""
+    return np.tanh(x)
 
 
-@njit(inline="always", fastmath=_FM)
+@overload(ftanh, inline="always", fastmath=_FM)
+def _ftanh_impl(x):
+    ty = np.float32 if x == types.float32 else np.float64
+    p0, p1, p2, p3, p4, p5, p6 = (ty(v) for v in _TANH_P)
+    q0, q1, q2, q3 = (ty(v) for v in _TANH_Q)
+    lim = ty(7.90531110763549805)
+
+    def impl(x):
+        x = min(max(x, -lim), lim)
+        x2 = x * x
+        p = x2 * p0 + p1
+        p = x2 * p + p2
+        p = x2 * p + p3
+        p = x2 * p + p4
+        p = x2 * p + p5
+        p = x2 * p + p6
+        q = x2 * q0 + q1
+        q = x2 * q + q2
+        q = x2 * q + q3
+        return x * p / q
+
+    return impl
+
+
 def fsigmoid(x):
-    """``sigmoid(x) = (1 + tanh(x/2)) / 2``."""
-    return 0.5 + 0.5 * ftanh(0.5 * x)
+    """``sigmoid(x) = (1 + tanh(x/2)) / 2`` with :func:`ftanh`."""
+    return 0.5 + 0.5 * np.tanh(0.5 * x)
+
+
+@overload(fsigmoid, inline="always", fastmath=_FM)
+def _fsigmoid_impl(x):
+    half = np.float32(0.5) if x == types.float32 else 0.5
+
+    def impl(x):
+        return half + half * ftanh(half * x)
+
+    return impl
 
 
 @njit(inline="always")
