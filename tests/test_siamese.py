@@ -10,9 +10,11 @@ import torch
 
 from rnnkit.errors import UserError
 from rnnkit.tasks.siamese import (
+    TEMPERATURE,
     Matcher,
     SiameseEncoder,
     address_pairs,
+    address_triplets,
     contrastive_loss,
     evaluate_addresses,
     generate_addresses,
@@ -21,7 +23,9 @@ from rnnkit.tasks.siamese import (
     pair_auc,
     read_pairs,
     read_references,
+    softmax_loss,
     train_matcher,
+    triplet_loss,
 )
 from rnnkit.text import Vocabulary
 
@@ -139,3 +143,31 @@ def test_unlabelled_pairs_get_random_negatives():
     m, hist = train_matcher(pairs, None, units=8, out_dim=8, epochs=2, batch_size=16)
     assert len(hist["loss"]) == 2 and np.isfinite(hist["loss"]).all()
     assert isinstance(m.vocab, Vocabulary)
+
+
+def test_in_batch_losses_against_explicit_formulas():
+    torch.manual_seed(0)
+    s = torch.rand(4, 6) * 2 - 1
+    hinge = [max(0.0, 0.3 - float(s[i, i]) + max(float(s[i, j]) for j in range(6) if j != i))
+             for i in range(4)]
+    assert float(triplet_loss(s, 0.3)) == pytest.approx(np.mean(hinge), rel=1e-6)
+    z = s.double().numpy() / TEMPERATURE
+    nll = [np.log(np.exp(z[i]).sum()) - z[i, i] for i in range(4)]
+    assert float(softmax_loss(s)) == pytest.approx(np.mean(nll), rel=1e-5)
+
+
+def test_meanmax_pooling_masks_padding_and_in_batch_training():
+    torch.manual_seed(0)
+    enc = SiameseEncoder(10, 4, 5, 3, cell="gru", pooling="meanmax").eval()
+    a = torch.tensor([[3, 4, 5, 0, 0]])
+    with torch.no_grad():
+        torch.testing.assert_close(enc(a[:, :3]), enc(a))
+    rng = np.random.default_rng(4)
+    refs = generate_addresses(60, rng)
+    pairs, labels = address_triplets(refs, 60, rng)
+    assert labels == [1, 0] * 60 and all(pairs[i][0] == pairs[i + 1][0] for i in range(0, 120, 2))
+    m, hist = train_matcher(pairs, labels, loss="triplet", margin=0.2, cell="gru", units=8,
+                            out_dim=8, epochs=2, batch_size=16, val_pairs=pairs[:20],
+                            val_labels=labels[:20], patience=1)
+    assert np.isfinite(hist["loss"]).all() and len(hist["val_loss"]) == len(hist["loss"])
+    assert m.model.pooling == "meanmax"

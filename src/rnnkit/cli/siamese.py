@@ -36,7 +36,9 @@ def register(sub: argparse._SubParsersAction, train_sub: argparse._SubParsersAct
     m.add_argument("--units", type=int, default=32)
     m.add_argument("--embed-dim", type=int, default=16)
     m.add_argument("--out-dim", type=int, default=32)
-    m.add_argument("--loss", choices=["margin", "contrastive"], default="margin")
+    m.add_argument("--pooling", choices=["meanmax", "last"], default="meanmax")
+    m.add_argument("--loss", choices=["margin", "contrastive", "triplet", "softmax"],
+                   default="margin", help="triplet/softmax: rank against in-batch negatives")
     m.add_argument("--margin", type=float, default=0.0)
     add_seq_training_flags(p, out="models/siamese", epochs=10, lr=5e-3, batch_size=64)
     p.set_defaults(func=train)
@@ -91,7 +93,7 @@ def train(args: argparse.Namespace) -> int:
     m, hist = train_matcher(tr_pairs, tr_labels, loss=args.loss, margin=args.margin,
                             embed_dim=args.embed_dim, units=args.units, out_dim=args.out_dim,
                             cell=args.cell, bidirectional=args.bidirectional,
-                            max_len=args.max_len, epochs=args.epochs,
+                            pooling=args.pooling, max_len=args.max_len, epochs=args.epochs,
                             batch_size=args.batch_size, lr=args.lr, clip_norm=args.clip_norm,
                             seed=args.seed, backend=args.backend,
                             val_pairs=val_pairs or None, val_labels=val_labels,

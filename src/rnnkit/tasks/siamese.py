@@ -2,13 +2,23 @@
 
 For two strings ``a`` and ``b`` (characters -> ids, padding masked)::
 
-    u = f(a), v = f(b)      f = Embedding -> Bidirectional(LSTM) -> Dense   (ONE set of weights)
+    u = f(a), v = f(b)      f = Embedding -> Bidirectional(LSTM) -> pool -> Dense  (ONE set)
     s(a, b) = cos(u, v) = u . v / (|u| |v|)                              in [-1, 1]
 
 Losses on pairs with label ``y`` (1 = same entity, 0 = different), margin ``m``::
 
     "margin"      L = y (1 - s) + (1 - y) max(0, s - m)        (= torch CosineEmbeddingLoss)
     "contrastive" L = y (1 - s)^2 + (1 - y) max(0, s - m)^2
+
+In-batch losses on similar pairs ``(a_i, b_i)``, ``i = 1..P`` of a batch, with
+``S_ij = s(a_i, c_j)`` over the candidates ``c = (b_1..b_P, hard negatives of the batch)``::
+
+    "triplet"     L = mean_i max(0, m - S_ii + max_{j != i} S_ij)     (hardest in-batch negative)
+    "softmax"     L = mean_i -log softmax_j(S_ij / tau)_i              (tau = 0.05)
+
+A labelled dissimilar pair ``(a, c)`` whose ``a`` also has a similar pair makes ``c`` a hard
+negative candidate in that pair's batch. Pooling of the recurrent outputs ``o_t`` (real steps
+only): ``"last"`` the final state, ``"meanmax"`` ``[mean_t o_t ; max_t o_t]``.
 
 Matching: the ``top_k`` references with the largest ``s(query, reference)``.
 
@@ -43,7 +53,8 @@ from ._seqtools import check_task as _check_task
 
 __all__ = ["SiameseEncoder", "Matcher", "margin_loss", "contrastive_loss", "read_pairs",
            "read_references", "train_matcher", "generate_addresses", "make_typo",
-           "address_pairs", "match_accuracy", "char_ngram_baseline", "pair_auc", "TASK"]
+           "address_pairs", "address_triplets", "triplet_loss", "softmax_loss",
+           "match_accuracy", "char_ngram_baseline", "pair_auc", "TASK"]
 
 TASK = "siamese"
 STREET_NAMES = ("abbey", "baker", "canal", "donner", "elm", "fifth", "grandvia", "hollywood",
@@ -69,6 +80,25 @@ def contrastive_loss(s: Tensor, y: Tensor, margin: float = 0.0) -> Tensor:
 
 LOSSES: dict[str, Callable[[Tensor, Tensor, float], Tensor]] = {
     "margin": margin_loss, "contrastive": contrastive_loss}
+TEMPERATURE = 0.05
+
+
+def triplet_loss(sims: Tensor, margin: float = 0.2) -> Tensor:
+    """``sims`` ``(P, C)``, ``C >= P``, positives on the diagonal: mean over rows of
+    ``max(0, margin - S_ii + max_{j != i} S_ij)``."""
+    p = sims.shape[0]
+    pos = sims.diagonal()
+    neg = sims.masked_fill(torch.eye(p, sims.shape[1], dtype=torch.bool), float("-inf"))
+    return torch.clamp(margin - pos + neg.max(dim=1).values, min=0).mean()
+
+
+def softmax_loss(sims: Tensor, margin: float = 0.0) -> Tensor:
+    """Mean over rows of ``-log softmax_j(S_ij / tau)_i`` (``margin`` unused)."""
+    return nn.functional.cross_entropy(sims / TEMPERATURE, torch.arange(sims.shape[0]))
+
+
+IN_BATCH_LOSSES: dict[str, Callable[[Tensor, float], Tensor]] = {
+    "triplet": triplet_loss, "softmax": softmax_loss}
 
 
 # --------------------------------------------------------------------------- model
@@ -83,25 +113,38 @@ class SiameseEncoder(nn.Module):
 
     def __init__(self, vocab_size: int, embed_dim: int = 16, units: int = 32,
                  out_dim: int = 32, cell: str = "lstm", bidirectional: bool = True,
-                 backend: str = "auto"):
+                 backend: str = "auto", pooling: str = "last"):
         super().__init__()
         if cell not in ("lstm", "gru"):
             raise ValueError(f"cell must be 'lstm' or 'gru', got {cell!r}")
+        if pooling not in ("last", "meanmax"):
+            raise ValueError(f"pooling must be 'last' or 'meanmax', got {pooling!r}")
+        self.pooling = pooling
         self.vocab_size, self.embed_dim, self.units, self.out_dim = (vocab_size, embed_dim,
                                                                      units, out_dim)
         self.cell, self.bidirectional, self.backend = cell, bidirectional, backend
         self.embed = Embedding(vocab_size, embed_dim, mask_zero=True)
-        layer = (LSTM if cell == "lstm" else GRU)(units, input_size=embed_dim, backend=backend)
+        layer = (LSTM if cell == "lstm" else GRU)(units, input_size=embed_dim, backend=backend,
+                                                  return_sequences=pooling == "meanmax")
         self.rnn: nn.Module = Bidirectional(layer) if bidirectional else layer
-        self.proj = Dense(out_dim, input_size=units * (2 if bidirectional else 1))
+        width = units * (2 if bidirectional else 1) * (2 if pooling == "meanmax" else 1)
+        self.proj = Dense(out_dim, input_size=width)
 
     def get_config(self) -> dict:
         return {"vocab_size": self.vocab_size, "embed_dim": self.embed_dim,
                 "units": self.units, "out_dim": self.out_dim, "cell": self.cell,
-                "bidirectional": self.bidirectional, "backend": self.backend}
+                "bidirectional": self.bidirectional, "backend": self.backend,
+                "pooling": self.pooling}
 
     def forward(self, ids: Tensor) -> Tensor:
-        return self.proj(self.rnn(self.embed(ids), mask=ids != PAD))
+        mask = ids != PAD
+        h = self.rnn(self.embed(ids), mask=mask)
+        if self.pooling == "meanmax":
+            m = mask[..., None].to(h.dtype)
+            mean = (h * m).sum(1) / m.sum(1).clamp(min=1)
+            mx = h.masked_fill(~mask[..., None], torch.finfo(h.dtype).min).amax(1)
+            h = torch.cat([mean, mx], dim=-1)
+        return self.proj(h)
 
     def similarity(self, a: Tensor, b: Tensor) -> Tensor:
         return nn.functional.cosine_similarity(self(a), self(b), dim=-1)
@@ -221,6 +264,31 @@ def address_pairs(references: Sequence[str], n: int, rng: np.random.Generator
     return pairs, labels
 
 
+def address_triplets(references: Sequence[str], n: int, rng: np.random.Generator
+                     ) -> tuple[list[tuple[str, str]], list[int]]:
+    """For ``n`` random references ``r``, a fresh one-typo query ``q`` and two lines:
+    ``(q, r, 1)`` and ``(q, x, 0)`` with ``x`` a hard negative -- half the time a near miss
+    sharing two of the three parts, half the time ``r`` with one digit of its number
+    changed (a different address one character away from ``r``)."""
+    pairs, labels = [], []
+    for k in range(n):
+        ref = references[int(rng.integers(len(references)))]
+        q = make_typo(ref, rng)
+        neg = _near_miss(ref, rng) if k % 2 else _number_typo(ref, rng)
+        pairs += [(q, ref), (q, neg)]
+        labels += [1, 0]
+    return pairs, labels
+
+
+def _number_typo(address: str, rng: np.random.Generator) -> str:
+    num, rest = address.split(" ", 1)
+    while True:
+        i = int(rng.integers(len(num)))
+        new = num[:i] + str(int(rng.integers(10))) + num[i + 1:]
+        if new != num and not new.startswith("0"):
+            return f"{new} {rest}"
+
+
 # --------------------------------------------------------------------------- matcher
 
 @dataclass
@@ -287,7 +355,8 @@ class Matcher:
 def train_matcher(pairs: Sequence[tuple[str, str]], labels: Sequence[int] | None = None, *,
                   loss: str = "margin", margin: float = 0.0, embed_dim: int = 16,
                   units: int = 32, out_dim: int = 32, cell: str = "lstm",
-                  bidirectional: bool = True, max_len: int = 40, epochs: int = 10,
+                  bidirectional: bool = True, pooling: str = "meanmax", max_len: int = 40,
+                  epochs: int = 10,
                   batch_size: int = 64, lr: float = 3e-3, clip_norm: float = 5.0,
                   seed: int = 0, backend: str = "auto",
                   val_pairs: Sequence[tuple[str, str]] | None = None,
@@ -298,9 +367,14 @@ def train_matcher(pairs: Sequence[tuple[str, str]], labels: Sequence[int] | None
 
     ``val_pairs`` (labelled like ``pairs``) adds a per-epoch ``val_loss`` (unlabelled
     validation pairs get one fixed random negative each); ``patience`` stops when it has not
-    improved for that many epochs and keeps the best epoch's weights."""
-    if loss not in LOSSES:
-        raise ValueError(f"loss must be one of {sorted(LOSSES)}, got {loss!r}")
+    improved for that many epochs and keeps the best epoch's weights.
+
+    ``loss`` ``"margin"``/``"contrastive"`` score pairs; ``"triplet"``/``"softmax"`` rank each
+    similar pair's ``b`` against the batch's other candidates (module docstring), with
+    ``batch_size`` similar pairs per batch."""
+    if loss not in LOSSES and loss not in IN_BATCH_LOSSES:
+        raise ValueError(f"loss must be one of {sorted([*LOSSES, *IN_BATCH_LOSSES])}, "
+                         f"got {loss!r}")
     if not pairs:
         raise ValueError("no training pairs")
     if labels is not None and len(labels) != len(pairs):
@@ -309,8 +383,14 @@ def train_matcher(pairs: Sequence[tuple[str, str]], labels: Sequence[int] | None
         raise ValueError("val_labels must be given exactly when labels are")
     seed_everything(seed)
     vocab = Vocabulary.fit([list((a + b).lower()) for a, b in pairs])
-    model = SiameseEncoder(len(vocab), embed_dim, units, out_dim, cell, bidirectional, backend)
+    model = SiameseEncoder(len(vocab), embed_dim, units, out_dim, cell, bidirectional, backend,
+                           pooling)
     m = Matcher(model, vocab, max_len)
+    if loss in IN_BATCH_LOSSES:
+        return m, _train_in_batch(m, pairs, labels, IN_BATCH_LOSSES[loss], margin,
+                                  val_pairs, val_labels, epochs=epochs, batch_size=batch_size,
+                                  lr=lr, clip_norm=clip_norm, seed=seed, patience=patience,
+                                  verbose=verbose)
     fn = LOSSES[loss]
 
     def batches(ps: Sequence[tuple[str, str]], ys: Sequence[int] | None,
@@ -342,6 +422,57 @@ def train_matcher(pairs: Sequence[tuple[str, str]], labels: Sequence[int] | None
                     loss_fn, epochs=epochs, lr=lr, clip_norm=clip_norm, seed=seed,
                     validation_data=val, patience=patience, verbose=verbose)
     return m, history
+
+
+def _train_in_batch(m: Matcher, pairs: Sequence[tuple[str, str]], labels: Sequence[int] | None,
+                    fn: Callable[[Tensor, float], Tensor], margin: float,
+                    val_pairs: Sequence[tuple[str, str]] | None,
+                    val_labels: Sequence[int] | None, *, epochs: int, batch_size: int,
+                    lr: float, clip_norm: float, seed: int, patience: int | None,
+                    verbose: int) -> dict[str, list[float]]:
+    def prepare(ps: Sequence[tuple[str, str]], ys: Sequence[int] | None):
+        ys = [1] * len(ps) if ys is None else list(ys)
+        pos = [p for p, y in zip(ps, ys, strict=True) if y == 1]
+        if not pos:
+            raise ValueError("the in-batch losses need similar pairs (label 1)")
+        hard: dict[str, list[str]] = {}
+        for (a, c), y in zip(ps, ys, strict=True):
+            if y == 0:
+                hard.setdefault(a, []).append(c)
+        return pos, hard
+
+    def batches(pos: list[tuple[str, str]], hard: dict[str, list[str]],
+                rng: np.random.Generator | None):
+        r = rng if rng is not None else np.random.default_rng(0)
+        for idx in minibatches(len(pos), batch_size, rng):
+            a = [pos[i][0] for i in idx]
+            cands = [pos[i][1] for i in idx]
+            cands += [h[int(r.integers(len(h)))] for x in a if (h := hard.get(x))]
+            yield (_trim(m.ids(a)), _trim(m.ids(cands))), torch.arange(len(a))
+
+    def loss_fn(sims: Tensor, _: Tensor) -> Tensor:
+        return fn(sims, margin)
+
+    pos, hard = prepare(pairs, labels)
+    val = list(batches(*prepare(val_pairs, val_labels), None)) if val_pairs else None
+    return train(_InBatchSimilarity(m.model),
+                 Batches(lambda rng: batches(pos, hard, rng), seed,
+                         math.ceil(len(pos) / batch_size)),
+                 loss_fn, epochs=epochs, lr=lr, clip_norm=clip_norm, seed=seed,
+                 validation_data=val, patience=patience, verbose=verbose)
+
+
+class _InBatchSimilarity(nn.Module):
+    """``(a (P, T), candidates (C, T)) -> cos(f(a_i), f(c_j))`` ``(P, C)``."""
+
+    def __init__(self, encoder: SiameseEncoder) -> None:
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, a: Tensor, c: Tensor) -> Tensor:
+        u = nn.functional.normalize(self.encoder(a), dim=-1)
+        v = nn.functional.normalize(self.encoder(c), dim=-1)
+        return u @ v.T
 
 
 class _PairSimilarity(nn.Module):
