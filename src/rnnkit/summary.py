@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from .layers import Sequential
+from .recurrent import RNN
 
 
 def _snake(name: str) -> str:
@@ -94,11 +95,18 @@ def summary(model: nn.Module, input_shape: Any = None, example: Any = None) -> s
             hooks.append(layer.register_forward_hook(hook))
         was = model.training
         model.eval()
+        # the reference path runs every layer on its own (fused kernels may fold an
+        # Embedding into the next RNN, and its hook would not fire)
+        rnns = [(m, m.backend) for m in model.modules() if isinstance(m, RNN)]
+        for m, _ in rnns:
+            m.backend = "reference"
         try:
             with torch.no_grad():
                 model(*inputs)
         finally:
             model.train(was)
+            for m, backend in rnns:
+                m.backend = backend
             for h in hooks:
                 h.remove()
 
