@@ -18,15 +18,16 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .numba_cpu import _FM, _OPTS, fsigmoid, ftanh
-
-
-@njit(inline="always")
-def _last_real(mask, b):
-    for t in range(mask.shape[1] - 1, -1, -1):
-        if mask[b, t]:
-            return t
-    return -1
+from .numba_cpu import (
+    _OPTS,
+    _gru_row,
+    _gru_row_bwd,
+    _last_real,
+    _lstm_row,
+    _lstm_row_bwd,
+    _simple_row,
+    _simple_row_bwd,
+)
 
 
 @njit(**_OPTS)
@@ -34,88 +35,6 @@ def _prev_times_mask(h, rm, hr):
     for b in prange(h.shape[0]):
         for k in range(h.shape[1]):
             hr[b, k] = h[b, k] * rm[b, k]
-
-
-# ------------------------------------------------------------------------------ rows
-# One sequence, one step. Each loop writes one array (few alias checks), so LLVM vectorises
-# it. ``z`` is the pre-activation (XP[b,t] + P[b]); state rows are updated in place.
-@njit(inline="always", fastmath=_FM)
-def _simple_row(z, h, relu):
-    for j in range(h.shape[0]):
-        h[j] = max(z[j], 0.0) if relu else ftanh(z[j])
-
-
-@njit(inline="always", fastmath=_FM)
-def _lstm_row(z, c, h, g):
-    """g <- [sigmoid(i), sigmoid(f), tanh(g), sigmoid(o)]; c <- f c + i g; h <- o tanh(c)."""
-    nh = h.shape[0]
-    for j in range(2 * nh):
-        g[j] = fsigmoid(z[j])
-    for j in range(2 * nh, 3 * nh):
-        g[j] = ftanh(z[j])
-    for j in range(3 * nh, 4 * nh):
-        g[j] = fsigmoid(z[j])
-    for j in range(nh):
-        c[j] = g[nh + j] * c[j] + g[j] * g[2 * nh + j]
-    for j in range(nh):
-        h[j] = g[3 * nh + j] * ftanh(c[j])
-
-
-@njit(inline="always", fastmath=_FM)
-def _gru_row(x, p, h, g, hh):
-    """``p`` includes b_h. g <- [z, r, n]; hh <- recurrent candidate part; h updated."""
-    nh = h.shape[0]
-    for j in range(2 * nh):
-        g[j] = fsigmoid(x[j] + p[j])
-    for j in range(nh):
-        hh[j] = p[2 * nh + j]
-    for j in range(nh):
-        g[2 * nh + j] = ftanh(x[2 * nh + j] + g[nh + j] * hh[j])
-    for j in range(nh):
-        h[j] = g[j] * h[j] + (1.0 - g[j]) * g[2 * nh + j]
-
-
-@njit(inline="always", fastmath=_FM)
-def _simple_row_bwd(gh, h, dz, relu):
-    for j in range(h.shape[0]):
-        hv = h[j]
-        dz[j] = gh[j] * ((1.0 if hv > 0.0 else 0.0) if relu else 1.0 - hv * hv)
-
-
-@njit(inline="always", fastmath=_FM)
-def _lstm_row_bwd(gh, g, c, cp, dc, dz, tc):
-    """dz <- d(pre-activations); dc <- dc_{t-1}; tc is scratch (nh)."""
-    nh = gh.shape[0]
-    for j in range(nh):
-        tc[j] = ftanh(c[j])
-    for j in range(nh):
-        go = g[3 * nh + j]
-        dz[3 * nh + j] = gh[j] * tc[j] * go * (1.0 - go)
-    for j in range(nh):
-        dc[j] += gh[j] * g[3 * nh + j] * (1.0 - tc[j] * tc[j])
-    for j in range(nh):
-        gi, gf, gg = g[j], g[nh + j], g[2 * nh + j]
-        dz[j] = dc[j] * gg * gi * (1.0 - gi)
-        dz[nh + j] = dc[j] * cp[j] * gf * (1.0 - gf)
-        dz[2 * nh + j] = dc[j] * gi * (1.0 - gg * gg)
-    for j in range(nh):
-        dc[j] *= g[nh + j]
-
-
-@njit(inline="always", fastmath=_FM)
-def _gru_row_bwd(gh, g, hh, hp, dz, dxn, dh):
-    """``dz`` gets dhp (z, r, and ``dn_pre * r``), ``dxn`` the candidate block of dxp."""
-    nh = gh.shape[0]
-    for j in range(nh):
-        n = g[2 * nh + j]
-        dxn[j] = gh[j] * (1.0 - g[j]) * (1.0 - n * n)
-    for j in range(nh):
-        z, r = g[j], g[nh + j]
-        dz[j] = gh[j] * (hp[j] - g[2 * nh + j]) * z * (1.0 - z)
-        dz[nh + j] = dxn[j] * hh[j] * r * (1.0 - r)
-        dz[2 * nh + j] = dxn[j] * r
-    for j in range(nh):
-        dh[j] = gh[j] * g[j]
 
 
 # ------------------------------------------------------------------------------ forward

@@ -129,241 +129,190 @@ def _reduce(dwp, dbp, dw, dbh):
         dbh += dbp[c]
 
 
-# ---------------------------------------------------------------------------- SimpleRNN
+# ---------------------------------------------------------------------------- rows
+# One sequence, one step. Each loop writes one array (few alias checks), so LLVM vectorises
+# it. ``z`` is the pre-activation (XP[b,t] + P[b]); state rows are updated in place.
+@njit(inline="always", fastmath=_FM)
+def _simple_row(z, h, relu):
+    for j in range(h.shape[0]):
+        h[j] = max(z[j], 0.0) if relu else ftanh(z[j])
+
+
+@njit(inline="always", fastmath=_FM)
+def _lstm_row(z, c, h, g):
+    """g <- [sigmoid(i), sigmoid(f), tanh(g), sigmoid(o)]; c <- f c + i g; h <- o tanh(c)."""
+    nh = h.shape[0]
+    for j in range(2 * nh):
+        g[j] = fsigmoid(z[j])
+    for j in range(2 * nh, 3 * nh):
+        g[j] = ftanh(z[j])
+    for j in range(3 * nh, 4 * nh):
+        g[j] = fsigmoid(z[j])
+    for j in range(nh):
+        c[j] = g[nh + j] * c[j] + g[j] * g[2 * nh + j]
+    for j in range(nh):
+        h[j] = g[3 * nh + j] * ftanh(c[j])
+
+
+@njit(inline="always", fastmath=_FM)
+def _gru_row(x, p, h, g, hh):
+    """``p`` includes b_h. g <- [z, r, n]; hh <- recurrent candidate part; h updated."""
+    nh = h.shape[0]
+    for j in range(2 * nh):
+        g[j] = fsigmoid(x[j] + p[j])
+    for j in range(nh):
+        hh[j] = p[2 * nh + j]
+    for j in range(nh):
+        g[2 * nh + j] = ftanh(x[2 * nh + j] + g[nh + j] * hh[j])
+    for j in range(nh):
+        h[j] = g[j] * h[j] + (1.0 - g[j]) * g[2 * nh + j]
+
+
+@njit(inline="always", fastmath=_FM)
+def _simple_row_bwd(gh, h, dz, relu):
+    for j in range(h.shape[0]):
+        hv = h[j]
+        dz[j] = gh[j] * ((1.0 if hv > 0.0 else 0.0) if relu else 1.0 - hv * hv)
+
+
+@njit(inline="always", fastmath=_FM)
+def _lstm_row_bwd(gh, g, c, cp, dc, dz, tc):
+    """dz <- d(pre-activations); dc <- dc_{t-1}; tc is scratch (nh)."""
+    nh = gh.shape[0]
+    for j in range(nh):
+        tc[j] = ftanh(c[j])
+    for j in range(nh):
+        go = g[3 * nh + j]
+        dz[3 * nh + j] = gh[j] * tc[j] * go * (1.0 - go)
+    for j in range(nh):
+        dc[j] += gh[j] * g[3 * nh + j] * (1.0 - tc[j] * tc[j])
+    for j in range(nh):
+        gi, gf, gg = g[j], g[nh + j], g[2 * nh + j]
+        dz[j] = dc[j] * gg * gi * (1.0 - gi)
+        dz[nh + j] = dc[j] * cp[j] * gf * (1.0 - gf)
+        dz[2 * nh + j] = dc[j] * gi * (1.0 - gg * gg)
+    for j in range(nh):
+        dc[j] *= g[nh + j]
+
+
+@njit(inline="always", fastmath=_FM)
+def _gru_row_bwd(gh, g, hh, hp, dz, dxn, dh):
+    """``dz`` gets dhp (z, r, and ``dn_pre * r``), ``dxn`` the candidate block of dxp."""
+    nh = gh.shape[0]
+    for j in range(nh):
+        n = g[2 * nh + j]
+        dxn[j] = gh[j] * (1.0 - g[j]) * (1.0 - n * n)
+    for j in range(nh):
+        z, r = g[j], g[nh + j]
+        dz[j] = gh[j] * (hp[j] - g[2 * nh + j]) * z * (1.0 - z)
+        dz[nh + j] = dxn[j] * hh[j] * r * (1.0 - r)
+        dz[2 * nh + j] = dxn[j] * r
+    for j in range(nh):
+        dh[j] = gh[j] * g[j]
+
+
+@njit(inline="always", fastmath=_FM)
+def _recurrent(z, hr, w):
+    """``z += hr @ W`` for one sequence (inner loop over the gate columns)."""
+    for k in range(hr.shape[0]):
+        hk = hr[k]
+        for j in range(z.shape[0]):
+            z[j] += hk * w[k, j]
+
+
+@njit(inline="always", fastmath=_FM)
+def _grad_out(gh, dh, dy, dlast, b, t, seq, tl):
+    """Gradient reaching ``h_t``: from the next step, the output y_t and the last output."""
+    for j in range(gh.shape[0]):
+        gh[j] = dh[j]
+    if seq:
+        for j in range(gh.shape[0]):
+            gh[j] += dy[b, t, j]
+    if t == tl:
+        for j in range(gh.shape[0]):
+            gh[j] += dlast[b, j]
+
+
+# ---------------------------------------------------------------------------- forward
 @njit(**_OPTS)
-def simple_fwd(xp, h0, w, mask, rm, relu, seq, hs, y, last):
-    """``h_t = act(xp_t + hr W)``; writes hs (B,T,H), y (B,T,H) if seq, last (B,H)."""
+def rnn_fwd(kind, xp, h0, c0, w, bh, mask, rm, relu, seq, hs, cs, gates, hhs, y, last):
+    """kind 0 SimpleRNN, 1 LSTM, 2 GRU; per sequence (parallel), the whole time loop.
+    Writes hs (B,T,H), and cs (LSTM), gates (LSTM/GRU), hhs (GRU); y (B,T,H) if seq."""
     nb, nt, nh = hs.shape
-    for b in prange(nb):
-        h = h0[b].copy()
-        hr = np.empty(nh, hs.dtype)
-        a = np.empty(nh, hs.dtype)
-        for j in range(nh):
-            last[b, j] = 0.0
-        for t in range(nt):
-            if mask[b, t]:
-                for k in range(nh):
-                    hr[k] = h[k] * rm[b, k]
-                for j in range(nh):
-                    a[j] = xp[b, t, j]
-                for k in range(nh):
-                    hk = hr[k]
-                    for j in range(nh):
-                        a[j] += hk * w[k, j]
-                for j in range(nh):
-                    h[j] = max(a[j], 0.0) if relu else ftanh(a[j])
-                for j in range(nh):
-                    last[b, j] = h[j]
-                    if seq:
-                        y[b, t, j] = h[j]
-            elif seq:
-                for j in range(nh):
-                    y[b, t, j] = 0.0
-            for j in range(nh):
-                hs[b, t, j] = h[j]
-
-
-@njit(**_OPTS)
-def simple_bwd(hs, h0, wt, mask, rm, relu, dy, seq, dlast, dhT, dxp, dh0, dwp, dbp, dw, dbh):
-    """BPTT of :func:`simple_fwd`; writes dxp (B,T,H), dh0 (B,H), dW_h (dw); ``dwp``/``dbp``
-    are per-chunk scratch (chunks of sequences run in parallel)."""
-    nb, nt, nh = hs.shape
-    nc = dwp.shape[0]
-    for c in prange(nc):
-        for b in range(c * nb // nc, (c + 1) * nb // nc):
-            dh = dhT[b].copy()
-            da = np.empty(nh, hs.dtype)
-            tl = _last_real(mask, b)
-            for t in range(nt - 1, -1, -1):
-                if not mask[b, t]:
-                    for j in range(nh):
-                        dxp[b, t, j] = 0.0
-                    continue
-                for j in range(nh):
-                    g = dh[j]
-                    if seq:
-                        g += dy[b, t, j]
-                    if t == tl:
-                        g += dlast[b, j]
-                    h = hs[b, t, j]
-                    d = (1.0 if h > 0.0 else 0.0) if relu else 1.0 - h * h
-                    da[j] = g * d
-                    dxp[b, t, j] = da[j]
-                _times_wt(da, wt, rm[b], dh, False)
-                _accum_dw(dwp[c], dbp[c], hs, h0, rm, b, t, da)
-            for j in range(nh):
-                dh0[b, j] = dh[j]
-    _reduce(dwp, dbp, dw, dbh)
-
-
-# ---------------------------------------------------------------------------- LSTM
-@njit(**_OPTS)
-def lstm_fwd(xp, h0, c0, w, mask, rm, seq, hs, cs, gates, y, last):
-    """``[i,f,g,o] = xp_t + hr W``; ``c = f c + i g``; ``h = o tanh(c)``; saves gates."""
-    nb, nt, nh = hs.shape
+    ng = w.shape[1]
     for b in prange(nb):
         h = h0[b].copy()
         c = c0[b].copy()
         hr = np.empty(nh, hs.dtype)
-        z = np.empty(4 * nh, hs.dtype)
+        z = np.empty(ng, hs.dtype)
         for j in range(nh):
             last[b, j] = 0.0
         for t in range(nt):
-            if mask[b, t]:
+            real = mask[b, t] != 0
+            if real:
                 for k in range(nh):
                     hr[k] = h[k] * rm[b, k]
-                for j in range(4 * nh):
-                    z[j] = xp[b, t, j]
-                for k in range(nh):
-                    hk = hr[k]
-                    for j in range(4 * nh):
-                        z[j] += hk * w[k, j]
+                for j in range(ng):
+                    z[j] = bh[j] if kind == 2 else xp[b, t, j]
+                _recurrent(z, hr, w)
+                if kind == 0:
+                    _simple_row(z, h, relu)
+                elif kind == 1:
+                    _lstm_row(z, c, h, gates[b, t])
+                else:
+                    _gru_row(xp[b, t], z, h, gates[b, t], hhs[b, t])
                 for j in range(nh):
-                    gi = fsigmoid(z[j])
-                    gf = fsigmoid(z[nh + j])
-                    gg = ftanh(z[2 * nh + j])
-                    go = fsigmoid(z[3 * nh + j])
-                    c[j] = gf * c[j] + gi * gg
-                    h[j] = go * ftanh(c[j])
-                    gates[b, t, j] = gi
-                    gates[b, t, nh + j] = gf
-                    gates[b, t, 2 * nh + j] = gg
-                    gates[b, t, 3 * nh + j] = go
                     last[b, j] = h[j]
-                    if seq:
-                        y[b, t, j] = h[j]
-            elif seq:
-                for j in range(nh):
-                    y[b, t, j] = 0.0
             for j in range(nh):
                 hs[b, t, j] = h[j]
-                cs[b, t, j] = c[j]
+            if kind == 1:
+                for j in range(nh):
+                    cs[b, t, j] = c[j]
+            if seq:
+                for j in range(nh):
+                    y[b, t, j] = h[j] if real else 0.0
 
 
+# ---------------------------------------------------------------------------- backward
 @njit(**_OPTS)
-def lstm_bwd(hs, h0, cs, c0, gates, wt, mask, rm, dy, seq, dlast, dhT, dcT, dxp, dh0, dc0,
-             dwp, dbp, dw, dbh):
-    """BPTT of :func:`lstm_fwd`; writes dxp (B,T,4H), dh0 and dc0 (B,H), dW_h (dw)."""
-    nb, nt, nh = cs.shape
+def rnn_bwd(kind, hs, h0, cs, c0, gates, hhs, wt, mask, rm, relu, dy, seq, dlast, dhT, dcT,
+            dxp, dh0, dc0, dwp, dbp, dw, dbh):
+    """BPTT of :func:`rnn_fwd`. ``wt = W_h^T``. Writes dxp (B,T,G*H), dh0, dc0 (B,H), dW_h
+    (dw) and db_h (dbh, GRU); ``dwp``/``dbp`` are per-chunk scratch (chunks of sequences
+    run in parallel, their partial dW_h are summed at the end)."""
+    nb, nt, nh = hs.shape
+    ng = wt.shape[0]
     nc = dwp.shape[0]
-    for c in prange(nc):
-        for b in range(c * nb // nc, (c + 1) * nb // nc):
+    for ch in prange(nc):
+        gh = np.empty(nh, hs.dtype)
+        tc = np.empty(nh, hs.dtype)
+        dz = np.empty(ng, hs.dtype)
+        for b in range(ch * nb // nc, (ch + 1) * nb // nc):
             dh = dhT[b].copy()
             dc = dcT[b].copy()
-            dz = np.empty(4 * nh, cs.dtype)
             tl = _last_real(mask, b)
             for t in range(nt - 1, -1, -1):
                 if not mask[b, t]:
-                    for j in range(4 * nh):
+                    for j in range(ng):
                         dxp[b, t, j] = 0.0
                     continue
-                for j in range(nh):
-                    g = dh[j]
-                    if seq:
-                        g += dy[b, t, j]
-                    if t == tl:
-                        g += dlast[b, j]
-                    gi = gates[b, t, j]
-                    gf = gates[b, t, nh + j]
-                    gg = gates[b, t, 2 * nh + j]
-                    go = gates[b, t, 3 * nh + j]
-                    cp = cs[b, t - 1, j] if t > 0 else c0[b, j]
-                    tc = ftanh(cs[b, t, j])
-                    dct = dc[j] + g * go * (1.0 - tc * tc)
-                    dz[j] = dct * gg * gi * (1.0 - gi)
-                    dz[nh + j] = dct * cp * gf * (1.0 - gf)
-                    dz[2 * nh + j] = dct * gi * (1.0 - gg * gg)
-                    dz[3 * nh + j] = g * tc * go * (1.0 - go)
-                    dc[j] = dct * gf
-                for j in range(4 * nh):
-                    dxp[b, t, j] = dz[j]
-                _times_wt(dz, wt, rm[b], dh, False)
-                _accum_dw(dwp[c], dbp[c], hs, h0, rm, b, t, dz)
+                _grad_out(gh, dh, dy, dlast, b, t, seq, tl)
+                if kind == 0:
+                    _simple_row_bwd(gh, hs[b, t], dz, relu)
+                elif kind == 1:
+                    cp = cs[b, t - 1] if t > 0 else c0[b]
+                    _lstm_row_bwd(gh, gates[b, t], cs[b, t], cp, dc, dz, tc)
+                else:
+                    hp = hs[b, t - 1] if t > 0 else h0[b]
+                    _gru_row_bwd(gh, gates[b, t], hhs[b, t], hp, dz, tc, dh)
+                for j in range(ng):  # GRU: the candidate block of dxp is dn_pre (in tc)
+                    dxp[b, t, j] = tc[j - 2 * nh] if kind == 2 and j >= 2 * nh else dz[j]
+                _times_wt(dz, wt, rm[b], dh, kind == 2)
+                _accum_dw(dwp[ch], dbp[ch], hs, h0, rm, b, t, dz)
             for j in range(nh):
                 dh0[b, j] = dh[j]
-                dc0[b, j] = dc[j]
-    _reduce(dwp, dbp, dw, dbh)
-
-
-# ---------------------------------------------------------------------------- GRU
-@njit(**_OPTS)
-def gru_fwd(xp, h0, w, bh, mask, rm, seq, hs, gates, hhs, y, last):
-    """``[hz,hr,hh] = hr W + b_h``; z, r = sigmoid; ``n = tanh(xh + r hh)``;
-    ``h = z h + (1-z) n``; saves z, r, n in gates and hh in hhs."""
-    nb, nt, nh = hs.shape
-    for b in prange(nb):
-        h = h0[b].copy()
-        hr = np.empty(nh, hs.dtype)
-        p = np.empty(3 * nh, hs.dtype)
-        for j in range(nh):
-            last[b, j] = 0.0
-        for t in range(nt):
-            if mask[b, t]:
-                for k in range(nh):
-                    hr[k] = h[k] * rm[b, k]
-                for j in range(3 * nh):
-                    p[j] = bh[j]
-                for k in range(nh):
-                    hk = hr[k]
-                    for j in range(3 * nh):
-                        p[j] += hk * w[k, j]
-                for j in range(nh):
-                    z = fsigmoid(xp[b, t, j] + p[j])
-                    r = fsigmoid(xp[b, t, nh + j] + p[nh + j])
-                    n = ftanh(xp[b, t, 2 * nh + j] + r * p[2 * nh + j])
-                    h[j] = z * h[j] + (1.0 - z) * n
-                    gates[b, t, j] = z
-                    gates[b, t, nh + j] = r
-                    gates[b, t, 2 * nh + j] = n
-                    hhs[b, t, j] = p[2 * nh + j]
-                    last[b, j] = h[j]
-                    if seq:
-                        y[b, t, j] = h[j]
-            elif seq:
-                for j in range(nh):
-                    y[b, t, j] = 0.0
-            for j in range(nh):
-                hs[b, t, j] = h[j]
-
-
-@njit(**_OPTS)
-def gru_bwd(hs, h0, gates, hhs, wt, mask, rm, dy, seq, dlast, dhT, dxp, dh0, dwp, dbp, dw,
-            dbh):
-    """BPTT of :func:`gru_fwd`; writes dxp (B,T,3H), dh0 (B,H), dW_h (dw) and b_h (dbh)."""
-    nb, nt, nh = hs.shape
-    nc = dwp.shape[0]
-    for c in prange(nc):
-        for b in range(c * nb // nc, (c + 1) * nb // nc):
-            dh = dhT[b].copy()
-            d = np.empty(3 * nh, hs.dtype)
-            tl = _last_real(mask, b)
-            for t in range(nt - 1, -1, -1):
-                if not mask[b, t]:
-                    for j in range(3 * nh):
-                        dxp[b, t, j] = 0.0
-                    continue
-                for j in range(nh):
-                    g = dh[j]
-                    if seq:
-                        g += dy[b, t, j]
-                    if t == tl:
-                        g += dlast[b, j]
-                    z = gates[b, t, j]
-                    r = gates[b, t, nh + j]
-                    n = gates[b, t, 2 * nh + j]
-                    hp = hs[b, t - 1, j] if t > 0 else h0[b, j]
-                    dn = g * (1.0 - z) * (1.0 - n * n)
-                    d[j] = g * (hp - n) * z * (1.0 - z)
-                    d[nh + j] = dn * hhs[b, t, j] * r * (1.0 - r)
-                    d[2 * nh + j] = dn * r
-                    dxp[b, t, j] = d[j]
-                    dxp[b, t, nh + j] = d[nh + j]
-                    dxp[b, t, 2 * nh + j] = dn
-                    dh[j] = g * z
-                _times_wt(d, wt, rm[b], dh, True)
-                _accum_dw(dwp[c], dbp[c], hs, h0, rm, b, t, d)
-            for j in range(nh):
-                dh0[b, j] = dh[j]
+                if kind == 1:
+                    dc0[b, j] = dc[j]
     _reduce(dwp, dbp, dw, dbh)
 
 
@@ -372,67 +321,52 @@ def _np(t):
     return t.detach().numpy()
 
 
+_KIND = {"simple": 0, "lstm": 1, "gru": 2}
+
+
 def forward(kind, xp, w, bh, h0, c0, mask, rm, relu, seq):
-    """Run the forward kernel on torch tensors; returns ``(y, h_T, c_T, saved)``."""
+    """Run :func:`rnn_fwd` on torch tensors; returns ``(y, h_T, c_T, saved)``."""
     import torch
 
     nb, nt, nh = xp.shape[0], xp.shape[1], h0.shape[1]
     kw = {"dtype": xp.dtype}
+    k = _KIND[kind]
     hs = torch.empty((nb, nt, nh), **kw)
+    cs = torch.empty((nb, nt, nh) if k == 1 else (1, 1, 1), **kw)
+    gates = torch.empty((nb, nt, w.shape[1]) if k else (1, 1, 1), **kw)
+    hhs = torch.empty((nb, nt, nh) if k == 2 else (1, 1, 1), **kw)
     y = torch.empty((nb, nt, nh) if seq else (1, 1, 1), **kw)
     last = torch.empty((nb, nh), **kw)
-    a = (_np(xp), _np(h0))
-    if kind == "simple":
-        simple_fwd(*a, _np(w), _np(mask), _np(rm), relu, seq, _np(hs), _np(y), _np(last))
-        saved, c_t = (hs,), torch.empty((0, 0), **kw)
-    elif kind == "lstm":
-        cs = torch.empty((nb, nt, nh), **kw)
-        gates = torch.empty((nb, nt, 4 * nh), **kw)
-        lstm_fwd(*a, _np(c0), _np(w), _np(mask), _np(rm), seq, _np(hs), _np(cs), _np(gates),
-                 _np(y), _np(last))
-        saved, c_t = (hs, cs, gates), cs[:, -1].clone()
-    else:
-        gates = torch.empty((nb, nt, 3 * nh), **kw)
-        hhs = torch.empty((nb, nt, nh), **kw)
-        gru_fwd(*a, _np(w), _np(bh), _np(mask), _np(rm), seq, _np(hs), _np(gates), _np(hhs),
-                _np(y), _np(last))
-        saved, c_t = (hs, gates, hhs), torch.empty((0, 0), **kw)
-    return (y if seq else last), hs[:, -1].clone(), c_t, saved
+    c0_ = c0 if k == 1 else torch.zeros((nb, nh), **kw)
+    rnn_fwd(k, _np(xp), _np(h0), _np(c0_), _np(w), _np(bh), _np(mask), _np(rm), relu, seq,
+            _np(hs), _np(cs), _np(gates), _np(hhs), _np(y), _np(last))
+    c_t = cs[:, -1].clone() if k == 1 else torch.empty((0, 0), **kw)
+    return (y if seq else last), hs[:, -1].clone(), c_t, (hs, cs, gates, hhs)
 
 
 def backward(kind, saved, w, h0, c0, mask, rm, relu, dy, seq, dh_t, dc_t):
-    """Run the backward kernel; returns ``(dxp, dW_h, db_h, dh0, dc0)`` as torch tensors."""
+    """Run :func:`rnn_bwd`; returns ``(dxp, dW_h, db_h, dh0, dc0)`` as torch tensors."""
     import numba
     import torch
 
-    hs = saved[0]
+    hs, cs, gates, hhs = saved
     nb, nt, nh = hs.shape
     ng = w.shape[1]
+    k = _KIND[kind]
     kw = {"dtype": hs.dtype}
     dxp = torch.empty((nb, nt, ng), **kw)
-    dh0 = torch.empty((nb, nh), **kw)
-    dw = torch.empty((nh, ng), **kw)
-    dbh = torch.empty((ng,), **kw)
+    dh0, dc0 = torch.empty((nb, nh), **kw), torch.empty((nb, nh), **kw)
+    dw, dbh = torch.empty((nh, ng), **kw), torch.empty((ng,), **kw)
     dt = hs.numpy().dtype
     nc = max(1, min(nb, numba.get_num_threads()))
-    scratch = (np.zeros((nc, nh, ng), dt), np.zeros((nc, ng), dt), _np(dw), _np(dbh))
-    wt = np.ascontiguousarray(_np(w).T)
     if seq:  # gradient of every output; none for the "last output"
         dseq, dlast = _np(dy), np.zeros((nb, nh), dt)
     else:
         dseq, dlast = np.zeros((1, 1, 1), dt), _np(dy)
-    common = (_np(mask), _np(rm))
-    if kind == "simple":
-        simple_bwd(_np(hs), _np(h0), wt, *common, relu, dseq, seq, dlast, _np(dh_t),
-                   _np(dxp), _np(dh0), *scratch)
-        return dxp, dw, dbh, dh0, None
-    if kind == "lstm":
-        _, cs, gates = saved
-        dc0 = torch.empty((nb, nh), **kw)
-        lstm_bwd(_np(hs), _np(h0), _np(cs), _np(c0), _np(gates), wt, *common, dseq, seq,
-                 dlast, _np(dh_t), _np(dc_t), _np(dxp), _np(dh0), _np(dc0), *scratch)
-        return dxp, dw, dbh, dh0, dc0
-    _, gates, hhs = saved
-    gru_bwd(_np(hs), _np(h0), _np(gates), _np(hhs), wt, *common, dseq, seq, dlast, _np(dh_t),
-            _np(dxp), _np(dh0), *scratch)
-    return dxp, dw, dbh, dh0, None
+    c0_ = _np(c0) if k == 1 else np.zeros((nb, nh), dt)
+    dc_t_ = _np(dc_t) if k == 1 else np.zeros((nb, nh), dt)
+    rnn_bwd(k, _np(hs), _np(h0), _np(cs), c0_, _np(gates), _np(hhs),
+            np.ascontiguousarray(_np(w).T), _np(mask), _np(rm), relu, dseq, seq, dlast,
+            _np(dh_t), dc_t_, _np(dxp), _np(dh0), _np(dc0), np.zeros((nc, nh, ng), dt),
+            np.zeros((nc, ng), dt), _np(dw), _np(dbh))
+    return dxp, dw, dbh, dh0, (dc0 if k == 1 else None)
