@@ -7,8 +7,9 @@ scatters ``dxp`` into ``dT`` (compiled loop) and autograd gives ``dE = dT W_x^T`
 ``dW_x = E^T dT``, ``db = sum_v dT_v``. Used by :meth:`rnnkit.layers.Sequential.forward_with_mask`
 for ``Embedding -> RNN`` when the RNN would run a fused CPU backend (``numba``/``blas``),
 returns no state, the vocabulary is no larger than the batch's token count (else building
-``T`` costs more than projecting the batch), and no input dropout is active (its per-sequence mask on the embedding
-cannot be folded into ``T``). Otherwise the layers run one after the other, unchanged.
+``T`` costs more than projecting the batch), and no input dropout is active (its
+per-sequence mask on the embedding cannot be folded into ``T``). Otherwise the layers run
+one after the other, unchanged.
 Dropout masks are sampled exactly as :meth:`rnnkit.recurrent.RNN.forward` samples them.
 """
 
