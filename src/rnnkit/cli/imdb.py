@@ -19,11 +19,13 @@ from ..errors import UserError
 from ..plots import plot_history
 from ..tasks.classify import ClassifierSpec, TextClassifier
 from ..text import format_length_stats, length_stats
+from ..train import seed_everything
 from .common import add_model_args, add_training_args, check_positive, print_json, read_texts
 
 LABELS = ["negative", "positive"]
 
-#: rnnkit's recommended IMDB recipe (docs/results.md): what ``--recipe recommended`` sets
+#: rnnkit's recommended IMDB recipe (docs/results.md): what ``--recipe recommended`` sets.
+#: (``rnnkit.train.RECOMMENDED`` is the optimizer setting for the seed's small model.)
 RECOMMENDED = {"cell": "lstm", "num_words": 10000, "maxlen": 200, "embed_dim": 32, "units": 32,
                "optimizer": "adam", "lr": 3e-3, "batch_size": 64, "patience": 2, "mask": True}
 
@@ -90,6 +92,7 @@ def train(args: argparse.Namespace) -> int:
     (train_texts, train_y), (test_texts, test_y) = _load(args.data_dir, args.limit)
     (tr_texts, tr_y), (va_texts, va_y) = train_val_split(
         train_texts, train_y, validation_split=args.validation_split, seed=args.seed)
+    seed_everything(args.seed)  # the initial weights too, so a run is reproducible
     clf = TextClassifier.create(spec, tr_texts, LABELS, padding=args.padding,
                                 truncating=args.truncating, task="imdb")
     enc = clf.encoder

@@ -34,6 +34,7 @@ from ..tasks.textfile import (
     read_labelled,
     split_data,
 )
+from ..train import seed_everything
 from .common import add_model_args, add_training_args, check_positive, print_json, read_texts
 from .tokenizer_args import add_tokenizer_args, make_tokenizer
 
@@ -97,6 +98,7 @@ def train(args: argparse.Namespace) -> int:
     say(f"text: {len(tr)} train / {len(va)} validation / {len(te)} test examples, "
         f"{len(names)} labels: {', '.join(names)}")
 
+    seed_everything(args.seed)  # the initial weights too, so a run is reproducible
     clf = TextClassifier.create(spec, tr.texts, names, tokenizer=tokenizer,
                                 padding=args.padding, truncating=args.truncating, task="text")
     enc = clf.encoder
