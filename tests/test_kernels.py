@@ -244,3 +244,15 @@ def test_double_backward_raises():
     x = torch.randn(2, 4, 2, requires_grad=True)
     with pytest.raises(RuntimeError, match="double backward"):
         torch.autograd.grad(layer(x).sum(), x, create_graph=True)
+
+
+@pytest.mark.parametrize("cell", sorted(CELLS))
+@pytest.mark.parametrize("backend", ["numba", "blas"])
+def test_inference_without_saved_gates_matches_reference(cell, backend):
+    ref, fused = _pair(CELLS[cell], backend, units=5, return_sequences=True, return_state=True)
+    _build_same(ref, fused, 3, torch.float64)
+    x = torch.randn(4, 6, 3, dtype=torch.float64)
+    mask = lengths_to_mask([6, 2, 0, 5], 6, padding="pre")
+    with torch.no_grad():
+        for a, b in zip(ref(x, mask=mask), fused(x, mask=mask), strict=True):
+            torch.testing.assert_close(b, a, rtol=0, atol=1e-5)

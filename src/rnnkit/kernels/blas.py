@@ -48,6 +48,7 @@ def rnn_fwd(kind, xp, h0, c0, w, bh, mask, rm, relu, seq, hs, cs, gates, hhs, y,
     p = np.empty((nb, w.shape[1]), h.dtype)
     last[:] = 0.0
     for t in range(nt):
+        tg = t if gates.shape[1] == nt else 0  # inference: one scratch row
         _prev_times_mask(h, rm, hr)
         np.dot(hr, w, p)
         for b in prange(nb):
@@ -56,13 +57,13 @@ def rnn_fwd(kind, xp, h0, c0, w, bh, mask, rm, relu, seq, hs, cs, gates, hhs, y,
                 pb = p[b]
                 if kind == 2:
                     pb += bh
-                    _gru_row(xp[b, t], pb, h[b], gates[b, t], hhs[b, t])
+                    _gru_row(xp[b, t], pb, h[b], gates[b, tg], hhs[b, tg])
                 else:
                     pb += xp[b, t]
                     if kind == 0:
                         _simple_row(pb, h[b], relu)
                     else:
-                        _lstm_row(pb, c[b], h[b], gates[b, t])
+                        _lstm_row(pb, c[b], h[b], gates[b, tg])
                 last[b] = h[b]
             hs[b, t] = h[b]
             if kind == 1:
@@ -132,8 +133,9 @@ def _np(t):
     return t.detach().numpy()
 
 
-def forward(kind, xp, w, bh, h0, c0, mask, rm, relu, seq):
-    """Run :func:`rnn_fwd` on torch tensors; returns ``(y, h_T, c_T, saved)``."""
+def forward(kind, xp, w, bh, h0, c0, mask, rm, relu, seq, keep=True):
+    """Run :func:`rnn_fwd` on torch tensors; returns ``(y, h_T, c_T, saved)``. With
+    ``keep=False`` (no backward will run) the gate activations are not kept per step."""
     import torch
 
     nb, nt, nh = xp.shape[0], xp.shape[1], h0.shape[1]
@@ -141,8 +143,9 @@ def forward(kind, xp, w, bh, h0, c0, mask, rm, relu, seq):
     k = _KIND[kind]
     hs = torch.empty((nb, nt, nh), **kw)
     cs = torch.empty((nb, nt, nh) if k == 1 else (1, 1, 1), **kw)
-    gates = torch.empty((nb, nt, w.shape[1]) if k else (1, 1, 1), **kw)
-    hhs = torch.empty((nb, nt, nh) if k == 2 else (1, 1, 1), **kw)
+    ntg = nt if keep else 1
+    gates = torch.empty((nb, ntg, w.shape[1]) if k else (1, 1, 1), **kw)
+    hhs = torch.empty((nb, ntg, nh) if k == 2 else (1, 1, 1), **kw)
     y = torch.empty((nb, nt, nh) if seq else (1, 1, 1), **kw)
     last = torch.empty((nb, nh), **kw)
     c0_ = c0 if k == 1 else torch.zeros((nb, nh), **kw)

@@ -38,8 +38,8 @@ class Recurrence(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, xp: Tensor, w: Tensor, bh: Tensor, h0: Tensor, c0: Tensor, mask: Tensor,
-                rm: Tensor, kind: str, relu: bool, seq: bool, impl: ModuleType):
-        y, h_t, c_t, saved = impl.forward(kind, xp, w, bh, h0, c0, mask, rm, relu, seq)
+                rm: Tensor, kind: str, relu: bool, seq: bool, impl: ModuleType, keep: bool):
+        y, h_t, c_t, saved = impl.forward(kind, xp, w, bh, h0, c0, mask, rm, relu, seq, keep)
         ctx.kind, ctx.relu, ctx.seq, ctx.impl = kind, relu, seq, impl
         ctx.save_for_backward(w, h0, c0, mask, rm, *saved)
         return y, h_t, c_t
@@ -63,7 +63,7 @@ class Recurrence(torch.autograd.Function):
             dbh = None
         if ctx.kind != "lstm":
             dc0 = None
-        return dxp, dw, dbh, dh0, dc0, None, None, None, None, None, None
+        return dxp, dw, dbh, dh0, dc0, None, None, None, None, None, None, None
 
 
 def run(impl: ModuleType, layer, x: Tensor, state, mask: Tensor | None, in_mask: Tensor | None,
@@ -97,6 +97,8 @@ def run_projected(impl: ModuleType, layer, xp: Tensor, state, mask: Tensor | Non
     h0 = state[0].contiguous()
     c0 = state[1].contiguous() if kind == "lstm" else torch.empty((0, 0), dtype=xp.dtype)
     relu = kind == "simple" and cell.activation == "relu"
-    y, h_t, c_t = Recurrence.apply(xp, cell.recurrent_kernel.contiguous(), bh, h0, c0, m8,
-                                   rm, kind, relu, layer.return_sequences, impl)
+    w = cell.recurrent_kernel.contiguous()
+    keep = torch.is_grad_enabled() and any(t.requires_grad for t in (xp, w, bh, h0, c0))
+    y, h_t, c_t = Recurrence.apply(xp, w, bh, h0, c0, m8, rm, kind, relu,
+                                   layer.return_sequences, impl, keep)
     return y, ((h_t, c_t) if kind == "lstm" else (h_t,))

@@ -248,6 +248,7 @@ def rnn_fwd(kind, xp, h0, c0, w, bh, mask, rm, relu, seq, hs, cs, gates, hhs, y,
         for j in range(nh):
             last[b, j] = 0.0
         for t in range(nt):
+            tg = t if gates.shape[1] == nt else 0  # inference: one scratch row
             real = mask[b, t] != 0
             if real:
                 for k in range(nh):
@@ -258,9 +259,9 @@ def rnn_fwd(kind, xp, h0, c0, w, bh, mask, rm, relu, seq, hs, cs, gates, hhs, y,
                 if kind == 0:
                     _simple_row(z, h, relu)
                 elif kind == 1:
-                    _lstm_row(z, c, h, gates[b, t])
+                    _lstm_row(z, c, h, gates[b, tg])
                 else:
-                    _gru_row(xp[b, t], z, h, gates[b, t], hhs[b, t])
+                    _gru_row(xp[b, t], z, h, gates[b, tg], hhs[b, tg])
                 for j in range(nh):
                     last[b, j] = h[j]
             for j in range(nh):
@@ -324,8 +325,9 @@ def _np(t):
 _KIND = {"simple": 0, "lstm": 1, "gru": 2}
 
 
-def forward(kind, xp, w, bh, h0, c0, mask, rm, relu, seq):
-    """Run :func:`rnn_fwd` on torch tensors; returns ``(y, h_T, c_T, saved)``."""
+def forward(kind, xp, w, bh, h0, c0, mask, rm, relu, seq, keep=True):
+    """Run :func:`rnn_fwd` on torch tensors; returns ``(y, h_T, c_T, saved)``. With
+    ``keep=False`` (no backward will run) the gate activations are not kept per step."""
     import torch
 
     nb, nt, nh = xp.shape[0], xp.shape[1], h0.shape[1]
@@ -333,8 +335,9 @@ def forward(kind, xp, w, bh, h0, c0, mask, rm, relu, seq):
     k = _KIND[kind]
     hs = torch.empty((nb, nt, nh), **kw)
     cs = torch.empty((nb, nt, nh) if k == 1 else (1, 1, 1), **kw)
-    gates = torch.empty((nb, nt, w.shape[1]) if k else (1, 1, 1), **kw)
-    hhs = torch.empty((nb, nt, nh) if k == 2 else (1, 1, 1), **kw)
+    ntg = nt if keep else 1
+    gates = torch.empty((nb, ntg, w.shape[1]) if k else (1, 1, 1), **kw)
+    hhs = torch.empty((nb, ntg, nh) if k == 2 else (1, 1, 1), **kw)
     y = torch.empty((nb, nt, nh) if seq else (1, 1, 1), **kw)
     last = torch.empty((nb, nh), **kw)
     c0_ = c0 if k == 1 else torch.zeros((nb, nh), **kw)
