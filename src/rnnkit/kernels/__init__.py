@@ -21,6 +21,7 @@ Backends:
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable
 from functools import partial
 
@@ -83,6 +84,8 @@ def unsupported(name: str, layer, x: Tensor, mask: Tensor | None,
         return torch_unsupported(layer, x, mask, rec_mask)
     if x.device.type != "cpu":
         return f"device {x.device} (CPU only)"
+    if name == "blas" and importlib.util.find_spec("scipy") is None:
+        return "scipy is not installed (numba's BLAS calls need it)"
     return None
 
 
