@@ -46,3 +46,19 @@ def imdb_raw(data_dir: Path):
 
     require_file(data_dir, "aclImdb_v1.tar.gz")
     return load_imdb(data_dir, format="raw", download=False)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models run faster with one intra-op thread (torch and the numba kernels): no
+    thread contention on a small shared machine. Use with
+    ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    import numba
+    import torch
+
+    old, old_nb = torch.get_num_threads(), numba.get_num_threads()
+    torch.set_num_threads(1)
+    numba.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+    numba.set_num_threads(old_nb)

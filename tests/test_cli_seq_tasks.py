@@ -7,10 +7,8 @@ import json
 import re
 from pathlib import Path
 
-import numba
 import numpy as np
 import pytest
-import torch
 
 from rnnkit.cli import main
 from rnnkit.tasks.siamese import address_pairs, generate_addresses
@@ -18,14 +16,7 @@ from rnnkit.tasks.siamese import address_pairs, generate_addresses
 FIX = Path(__file__).parent / "fixtures"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old, old_nb = torch.get_num_threads(), numba.get_num_threads()
-    torch.set_num_threads(1)
-    numba.set_num_threads(1)  # the auto backend's numba kernels: no thread contention either
-    yield
-    torch.set_num_threads(old)
-    numba.set_num_threads(old_nb)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:

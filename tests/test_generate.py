@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import numba
 import numpy as np
 import pytest
 import torch
@@ -31,15 +30,7 @@ from rnnkit.text import OOV, START, Vocabulary
 FIXTURE = Path(__file__).parent / "fixtures" / "small_text.txt"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one intra-op thread is much faster on a shared 2-core machine."""
-    old, old_nb = torch.get_num_threads(), numba.get_num_threads()
-    torch.set_num_threads(1)
-    numba.set_num_threads(1)  # the auto backend's numba kernels: no thread contention either
-    yield
-    torch.set_num_threads(old)
-    numba.set_num_threads(old_nb)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_read_text_errors(tmp_path):

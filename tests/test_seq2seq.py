@@ -6,7 +6,6 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-import numba
 import pytest
 import torch
 
@@ -26,15 +25,7 @@ from rnnkit.tasks.seq2seq import (
 FIXTURE = Path(__file__).parent / "fixtures" / "pairs_en_fr.tsv"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one intra-op thread is much faster on a shared 2-core machine."""
-    old, old_nb = torch.get_num_threads(), numba.get_num_threads()
-    torch.set_num_threads(1)
-    numba.set_num_threads(1)  # the auto backend's numba kernels: no thread contention either
-    yield
-    torch.set_num_threads(old)
-    numba.set_num_threads(old_nb)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_read_pairs_fixture_format():

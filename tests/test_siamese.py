@@ -3,7 +3,6 @@ learning to match one-typo addresses."""
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 import pytest
 import torch
@@ -29,16 +28,7 @@ from rnnkit.tasks.siamese import (
 )
 from rnnkit.text import Vocabulary
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one intra-op thread is much faster on a shared 2-core machine."""
-    old, old_nb = torch.get_num_threads(), numba.get_num_threads()
-    torch.set_num_threads(1)
-    numba.set_num_threads(1)  # the auto backend's numba kernels: no thread contention either
-    yield
-    torch.set_num_threads(old)
-    numba.set_num_threads(old_nb)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_margin_loss_is_torch_cosine_embedding_loss():
