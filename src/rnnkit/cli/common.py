@@ -135,3 +135,33 @@ def check_positive(**values: float) -> None:
     for name, v in values.items():
         if v is None or v <= 0:
             raise UserError(f"--{name.replace('_', '-')} must be positive, got {v}")
+
+
+def read_model_json(model_dir: str, name: str) -> dict[str, Any]:
+    """``model_dir/name`` as a dict ({} when absent); UserError when it is corrupt."""
+    path = Path(model_dir) / name
+    if not path.is_file():
+        return {}
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise UserError(f"{path}: corrupt JSON") from None
+    return d if isinstance(d, dict) else {}
+
+
+def predict_texts_cmd(args: argparse.Namespace) -> int:
+    """``rnnkit predict`` for text classifiers: label and probability per text.
+
+    ``--json``: a list of ``{label, probability, probabilities}`` (all class probabilities)."""
+    from ..tasks.classify import TextClassifier
+
+    clf = TextClassifier.load(args.model_dir)
+    texts = read_texts(args.texts, args.file)
+    preds = clf.predict(texts)
+    if args.json:
+        print_json(preds)
+    else:
+        for text, p in zip(texts, preds, strict=True):
+            short = text if len(text) <= 60 else text[:57] + "..."
+            print(f"{p['label']}\t{p['probability']:.3f}\t{short}")
+    return 0

@@ -15,7 +15,6 @@ horizon: recursively, when every input column is a target).
 from __future__ import annotations
 
 import argparse
-import json
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ from ..errors import UserError
 from ..io import atomic_write_json
 from ..plots import plot_history
 from ..tasks.forecast import Forecaster, ForecastSpec, plot_forecast, read_series_csv
-from .common import add_training_args, check_positive, print_json
+from .common import add_training_args, check_positive, print_json, read_model_json
 
 DATA_JSON = "data.json"
 
@@ -158,20 +157,9 @@ def train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _data(model_dir: str) -> dict[str, Any]:
-    path = Path(model_dir) / DATA_JSON
-    if not path.is_file():
-        return {}
-    try:
-        d = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise UserError(f"{path}: corrupt JSON") from None
-    return d if isinstance(d, dict) else {}
-
-
 def evaluate_cmd(args: argparse.Namespace) -> int:
     fc, _ = Forecaster.load(args.model_dir)
-    data = _data(args.model_dir)
+    data = read_model_json(args.model_dir, DATA_JSON)
     path = args.file or data.get("file")
     if not path:
         raise UserError("no data: pass --file FILE")
@@ -202,7 +190,7 @@ def _future_dates(dates: list[str] | None, n: int) -> list[str] | None:
 
 def forecast_cmd(args: argparse.Namespace) -> int:
     fc, _ = Forecaster.load(args.model_dir)
-    data = _data(args.model_dir)
+    data = read_model_json(args.model_dir, DATA_JSON)
     if not getattr(args, "file", None):
         raise UserError("pass --file FILE with the series to forecast from")
     horizon = getattr(args, "horizon", None) or fc.spec.horizon

@@ -20,7 +20,13 @@ from ..plots import plot_history
 from ..tasks.classify import ClassifierSpec, TextClassifier
 from ..text import format_length_stats, length_stats
 from ..train import seed_everything
-from .common import add_model_args, add_training_args, check_positive, print_json, read_texts
+from .common import (
+    add_model_args,
+    add_training_args,
+    check_positive,
+    predict_texts_cmd,
+    print_json,
+)
 
 LABELS = ["negative", "positive"]
 
@@ -46,7 +52,7 @@ def register(sub: argparse._SubParsersAction, train_sub: argparse._SubParsersAct
     p.set_defaults(func=train, out_default="models/imdb")
 
     from . import TASKS
-    TASKS["imdb"] = {"evaluate": evaluate_cmd, "predict": predict_cmd}
+    TASKS["imdb"] = {"evaluate": evaluate_cmd, "predict": predict_texts_cmd}
 
 
 def _explicit(argv_flags: set[str], name: str) -> bool:
@@ -133,17 +139,4 @@ def evaluate_cmd(args: argparse.Namespace) -> int:
     else:
         print(f"test accuracy {res['accuracy']:.4f}, loss {res['loss']:.4f} on "
               f"{len(test_texts)} reviews")
-    return 0
-
-
-def predict_cmd(args: argparse.Namespace) -> int:
-    clf = TextClassifier.load(args.model_dir)
-    texts = read_texts(args.texts, args.file)
-    preds = clf.predict(texts)
-    if args.json:
-        print_json([{"label": p["label"], "probability": p["probability"]} for p in preds])
-    else:
-        for text, p in zip(texts, preds, strict=True):
-            short = text if len(text) <= 60 else text[:57] + "..."
-            print(f"{p['label']}\t{p['probability']:.3f}\t{short}")
     return 0

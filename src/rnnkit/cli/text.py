@@ -16,7 +16,6 @@ file recorded at training time (or evaluates on all of ``--file``).
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +34,14 @@ from ..tasks.textfile import (
     split_data,
 )
 from ..train import seed_everything
-from .common import add_model_args, add_training_args, check_positive, print_json, read_texts
+from .common import (
+    add_model_args,
+    add_training_args,
+    check_positive,
+    predict_texts_cmd,
+    print_json,
+    read_model_json,
+)
 from .tokenizer_args import add_tokenizer_args, make_tokenizer
 
 DATA_JSON = "data.json"
@@ -64,7 +70,7 @@ def register(sub: argparse._SubParsersAction, train_sub: argparse._SubParsersAct
     p.set_defaults(func=train, out_default="models/text")
 
     from . import TASKS
-    TASKS["text"] = {"evaluate": evaluate_cmd, "predict": predict_cmd}
+    TASKS["text"] = {"evaluate": evaluate_cmd, "predict": predict_texts_cmd}
 
 
 def train(args: argparse.Namespace) -> int:
@@ -143,20 +149,9 @@ def _compact(report: dict[str, Any]) -> dict[str, Any]:
     return r
 
 
-def _data(model_dir: str) -> dict[str, Any]:
-    path = Path(model_dir) / DATA_JSON
-    if not path.is_file():
-        return {}
-    try:
-        d = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise UserError(f"{path}: corrupt JSON") from None
-    return d if isinstance(d, dict) else {}
-
-
 def evaluate_cmd(args: argparse.Namespace) -> int:
     clf = TextClassifier.load(args.model_dir)
-    d = _data(args.model_dir)
+    d = read_model_json(args.model_dir, DATA_JSON)
     fmt, tcol, lcol = d.get("format", "auto"), d.get("text_col"), d.get("label_col")
     dedup = bool(d.get("drop_duplicates", False))
     if args.file:
@@ -180,14 +175,3 @@ def evaluate_cmd(args: argparse.Namespace) -> int:
     return 0
 
 
-def predict_cmd(args: argparse.Namespace) -> int:
-    clf = TextClassifier.load(args.model_dir)
-    texts = read_texts(args.texts, args.file)
-    preds = clf.predict(texts)
-    if args.json:
-        print_json(preds)
-    else:
-        for text, p in zip(texts, preds, strict=True):
-            short = text if len(text) <= 60 else text[:57] + "..."
-            print(f"{p['label']}\t{p['probability']:.3f}\t{short}")
-    return 0
