@@ -27,6 +27,7 @@ from .numba_cpu import (
     _lstm_row_bwd,
     _simple_row,
     _simple_row_bwd,
+    run_forward,
 )
 
 
@@ -134,25 +135,8 @@ def _np(t):
 
 
 def forward(kind, xp, w, bh, h0, c0, mask, rm, relu, seq, keep=True):
-    """Run :func:`rnn_fwd` on torch tensors; returns ``(y, h_T, c_T, saved)``. With
-    ``keep=False`` (no backward will run) the gate activations are not kept per step."""
-    import torch
-
-    nb, nt, nh = xp.shape[0], xp.shape[1], h0.shape[1]
-    kw = {"dtype": xp.dtype}
-    k = _KIND[kind]
-    hs = torch.empty((nb, nt, nh), **kw)
-    cs = torch.empty((nb, nt, nh) if k == 1 else (1, 1, 1), **kw)
-    ntg = nt if keep else 1
-    gates = torch.empty((nb, ntg, w.shape[1]) if k else (1, 1, 1), **kw)
-    hhs = torch.empty((nb, ntg, nh) if k == 2 else (1, 1, 1), **kw)
-    y = torch.empty((nb, nt, nh) if seq else (1, 1, 1), **kw)
-    last = torch.empty((nb, nh), **kw)
-    c0_ = c0 if k == 1 else torch.zeros((nb, nh), **kw)
-    rnn_fwd(k, _np(xp), _np(h0), _np(c0_), _np(w), _np(bh), _np(mask), _np(rm), relu, seq,
-            _np(hs), _np(cs), _np(gates), _np(hhs), _np(y), _np(last))
-    c_t = cs[:, -1].clone() if k == 1 else torch.empty((0, 0), **kw)
-    return (y if seq else last), hs[:, -1].clone(), c_t, (hs, cs, gates, hhs)
+    """:func:`rnnkit.kernels.numba_cpu.run_forward` with this module's :func:`rnn_fwd`."""
+    return run_forward(rnn_fwd, kind, xp, w, bh, h0, c0, mask, rm, relu, seq, keep)
 
 
 def backward(kind, saved, w, h0, c0, mask, rm, relu, dy, seq, dh_t, dc_t):

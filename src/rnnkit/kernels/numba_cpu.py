@@ -325,9 +325,10 @@ def _np(t):
 _KIND = {"simple": 0, "lstm": 1, "gru": 2}
 
 
-def forward(kind, xp, w, bh, h0, c0, mask, rm, relu, seq, keep=True):
-    """Run :func:`rnn_fwd` on torch tensors; returns ``(y, h_T, c_T, saved)``. With
-    ``keep=False`` (no backward will run) the gate activations are not kept per step."""
+def run_forward(fwd, kind, xp, w, bh, h0, c0, mask, rm, relu, seq, keep=True):
+    """Run the compiled forward ``fwd`` (this module's or the BLAS one, same signature) on
+    torch tensors; returns ``(y, h_T, c_T, saved)``. With ``keep=False`` (no backward will
+    run) the gate activations are not kept per step."""
     import torch
 
     nb, nt, nh = xp.shape[0], xp.shape[1], h0.shape[1]
@@ -341,10 +342,15 @@ def forward(kind, xp, w, bh, h0, c0, mask, rm, relu, seq, keep=True):
     y = torch.empty((nb, nt, nh) if seq else (1, 1, 1), **kw)
     last = torch.empty((nb, nh), **kw)
     c0_ = c0 if k == 1 else torch.zeros((nb, nh), **kw)
-    rnn_fwd(k, _np(xp), _np(h0), _np(c0_), _np(w), _np(bh), _np(mask), _np(rm), relu, seq,
-            _np(hs), _np(cs), _np(gates), _np(hhs), _np(y), _np(last))
+    fwd(k, _np(xp), _np(h0), _np(c0_), _np(w), _np(bh), _np(mask), _np(rm), relu, seq,
+        _np(hs), _np(cs), _np(gates), _np(hhs), _np(y), _np(last))
     c_t = cs[:, -1].clone() if k == 1 else torch.empty((0, 0), **kw)
     return (y if seq else last), hs[:, -1].clone(), c_t, (hs, cs, gates, hhs)
+
+
+def forward(kind, xp, w, bh, h0, c0, mask, rm, relu, seq, keep=True):
+    """:func:`run_forward` with this module's :func:`rnn_fwd`."""
+    return run_forward(rnn_fwd, kind, xp, w, bh, h0, c0, mask, rm, relu, seq, keep)
 
 
 def backward(kind, saved, w, h0, c0, mask, rm, relu, dy, seq, dh_t, dc_t):
