@@ -327,3 +327,20 @@ class ProgressBar(Callback):
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+
+
+def stop_and_checkpoint(has_validation: bool, patience: int | None, out: str | os.PathLike | None,
+                        save: Callable[[str | os.PathLike], Any]) -> list[Callback]:
+    """The usual pair for a task's ``fit``: early stopping on ``val_loss`` (restoring the
+    best weights) when ``patience`` is set, and a best-only checkpoint into ``out`` written
+    by ``save(model_dir)``; neither without validation data."""
+    callbacks: list[Callback] = []
+    if not has_validation:
+        return callbacks
+    if patience:
+        callbacks.append(EarlyStopping(monitor="val_loss", patience=patience,
+                                       restore_best_weights=True))
+    if out is not None:
+        callbacks.append(ModelCheckpoint(out, monitor="val_loss", save_best_only=True,
+                                         save_fn=lambda model, d: save(d)))
+    return callbacks

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import UserError
-from .common import add_model_args, apply_config_file
+from .common import add_model_args, apply_config_file, classifier_spec
 
 #: task modules, in the order their commands appear in ``--help``
 TASK_MODULES = ["imdb", "text", "tagger", "forecast", "seq2seq", "lm", "siamese"]
@@ -87,13 +87,8 @@ def summary_cmd(args: argparse.Namespace) -> int:
         from ..io import load_model
         model, _ = load_model(args.model_dir)
     else:
-        from ..tasks.classify import ClassifierSpec, build_model
-        spec = ClassifierSpec(cell=args.cell, encoding=args.encoding, num_words=args.num_words,
-                              embed_dim=args.embed_dim, units=args.units, layers=args.layers,
-                              bidirectional=args.bidirectional, dropout=args.dropout,
-                              recurrent_dropout=args.recurrent_dropout, mask=args.mask,
-                              maxlen=args.maxlen)
-        model = build_model(spec, args.classes)
+        from ..tasks.classify import build_model
+        model = build_model(classifier_spec(args), args.classes)
     print(summary(model))
     return 0
 

@@ -34,6 +34,17 @@ def add_model_args(p: argparse.ArgumentParser, **defaults: Any) -> None:
     g.add_argument("--truncating", choices=["pre", "post"], default="pre")
 
 
+def classifier_spec(args: argparse.Namespace):
+    """The :class:`~rnnkit.tasks.classify.ClassifierSpec` given by :func:`add_model_args` flags."""
+    from ..tasks.classify import ClassifierSpec
+
+    return ClassifierSpec(cell=args.cell, encoding=args.encoding, num_words=args.num_words,
+                          embed_dim=args.embed_dim, units=args.units, layers=args.layers,
+                          bidirectional=args.bidirectional, dropout=args.dropout,
+                          recurrent_dropout=args.recurrent_dropout, mask=args.mask,
+                          maxlen=args.maxlen)
+
+
 def add_training_args(p: argparse.ArgumentParser, **defaults: Any) -> None:
     """Optimisation flags (defaults: the seed's recipe: RMSprop 1e-4, batch 64, patience 3)."""
     d = {"optimizer": "rmsprop", "lr": 1e-4, "batch_size": 64, "epochs": 100, "patience": 3,

@@ -17,13 +17,14 @@ import numpy as np
 from ..datasets import load_imdb, train_val_split
 from ..errors import UserError
 from ..plots import plot_history
-from ..tasks.classify import ClassifierSpec, TextClassifier
+from ..tasks.classify import TextClassifier
 from ..text import format_length_stats, length_stats
 from ..train import seed_everything
 from .common import (
     add_model_args,
     add_training_args,
     check_positive,
+    classifier_spec,
     predict_texts_cmd,
     print_json,
 )
@@ -86,11 +87,7 @@ def train(args: argparse.Namespace) -> int:
     check_positive(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr)
     if not 0 < args.validation_split < 1:
         raise UserError(f"--validation-split must be in (0, 1), got {args.validation_split}")
-    spec = ClassifierSpec(cell=args.cell, encoding=args.encoding, num_words=args.num_words,
-                          embed_dim=args.embed_dim, units=args.units, layers=args.layers,
-                          bidirectional=args.bidirectional, dropout=args.dropout,
-                          recurrent_dropout=args.recurrent_dropout, mask=args.mask,
-                          maxlen=args.maxlen)
+    spec = classifier_spec(args)
     out = Path(args.out or args.out_default)
     say = (lambda *a: None) if args.json and args.quiet else print
 

@@ -24,7 +24,7 @@ from ..io import atomic_write_json
 from ..metrics import format_classification_report
 from ..nsmc import read_nsmc_labelled
 from ..plots import plot_history
-from ..tasks.classify import ClassifierSpec, TextClassifier
+from ..tasks.classify import TextClassifier
 from ..tasks.textfile import (
     FORMATS,
     encode_labels,
@@ -38,6 +38,7 @@ from .common import (
     add_model_args,
     add_training_args,
     check_positive,
+    classifier_spec,
     predict_texts_cmd,
     print_json,
     read_model_json,
@@ -75,11 +76,7 @@ def register(sub: argparse._SubParsersAction, train_sub: argparse._SubParsersAct
 
 def train(args: argparse.Namespace) -> int:
     check_positive(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr)
-    spec = ClassifierSpec(cell=args.cell, encoding=args.encoding, num_words=args.num_words,
-                          embed_dim=args.embed_dim, units=args.units, layers=args.layers,
-                          bidirectional=args.bidirectional, dropout=args.dropout,
-                          recurrent_dropout=args.recurrent_dropout, mask=args.mask,
-                          maxlen=args.maxlen)
+    spec = classifier_spec(args)
     out = Path(args.out or args.out_default)
     say = (lambda *a: None) if args.json and args.quiet else print
 

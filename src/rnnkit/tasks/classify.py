@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from .. import io
-from ..callbacks import EarlyStopping, ModelCheckpoint
+from ..callbacks import stop_and_checkpoint
 from ..errors import UserError
 from ..layers import Dense, Embedding, OneHot, Sequential
 from ..recurrent import GRU, LSTM, Bidirectional, SimpleRNN
@@ -125,13 +125,7 @@ class TextClassifier:
 
         Early stopping on validation loss restores the best epoch's weights; with ``out``,
         every improvement is checkpointed there (model, text encoder, labels)."""
-        callbacks: list[Any] = []
-        if patience and validation_data is not None:
-            callbacks.append(EarlyStopping(monitor="val_loss", patience=patience,
-                                           restore_best_weights=True))
-        if out is not None and validation_data is not None:
-            callbacks.append(ModelCheckpoint(out, monitor="val_loss", save_best_only=True,
-                                             save_fn=lambda model, d: self.save(d)))
+        callbacks = stop_and_checkpoint(validation_data is not None, patience, out, self.save)
         val = None
         if validation_data is not None:
             val = (validation_data[0], self.targets(validation_data[1]))

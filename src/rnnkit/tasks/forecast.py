@@ -347,7 +347,7 @@ class Forecaster:
         """Train on windows of ``train``; validation windows are the origins ``>= val_start``
         of ``validation`` (pass the training tail plus the validation part so the first
         validation forecasts have their lookback)."""
-        from ..callbacks import EarlyStopping, ModelCheckpoint
+        from ..callbacks import stop_and_checkpoint
         from ..train import fit
 
         x, y = self.windows(train)
@@ -357,13 +357,7 @@ class Forecaster:
         if validation is not None:
             vx, vy = self.windows(validation, start=val_start)
             val = (vx, vy) if len(vx) else None
-        callbacks: list[Any] = []
-        if patience and val is not None:
-            callbacks.append(EarlyStopping(monitor="val_loss", patience=patience,
-                                           restore_best_weights=True))
-        if out is not None and val is not None:
-            callbacks.append(ModelCheckpoint(out, monitor="val_loss", save_best_only=True,
-                                             save_fn=lambda model, d: self.save(d)))
+        callbacks = stop_and_checkpoint(val is not None, patience, out, self.save)
         start = time.perf_counter()
         history = fit(self.model, x, y, validation_data=val, loss="mse", metrics=("mae",),
                       optimizer=optimizer, lr=lr, batch_size=batch_size, epochs=epochs,

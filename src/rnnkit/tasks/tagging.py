@@ -355,20 +355,14 @@ class Tagger:
         ``unk_singletons``: each occurrence of a word seen only once in ``train`` is replaced
         by the unknown id 2 with this probability (drawn once, seeded), so the model learns
         what to do with words it has never seen."""
-        from ..callbacks import EarlyStopping, ModelCheckpoint
+        from ..callbacks import stop_and_checkpoint
         from ..train import fit
 
         x, y = self.encode(train)
         if unk_singletons > 0:
             x = self._unk_singletons(train, x, unk_singletons, seed)
         val = self.encode(validation) if validation else None
-        callbacks: list[Any] = []
-        if patience and val is not None:
-            callbacks.append(EarlyStopping(monitor="val_loss", patience=patience,
-                                           restore_best_weights=True))
-        if out is not None and val is not None:
-            callbacks.append(ModelCheckpoint(out, monitor="val_loss", save_best_only=True,
-                                             save_fn=lambda model, d: self.save(d)))
+        callbacks = stop_and_checkpoint(val is not None, patience, out, self.save)
         start = time.perf_counter()
         history = fit(self.model, x, y, validation_data=val, loss=masked_cross_entropy,
                       metrics={"accuracy": _masked_accuracy}, optimizer=optimizer, lr=lr,
