@@ -4,20 +4,27 @@ over the whole batch, gate math fused and parallel over the batch.
 Same contract and equations as :mod:`.numba_cpu` (read its docstring); only the loop order
 differs. Forward, for ``t = 0 .. T-1``::
 
-    P   = (H_{t-1} * RM) @ W_h            # (B, G*U) one GEMM (numpy.dot -> BLAS)
-    S_t = cell(XP_t, P, S_{t-1}) where m_t else S_{t-1}     # elementwise, prange over batch
+    P   = HR_{t-1} @ W_h                  # (B, G*U) one GEMM; HR = H * RM (H if no dropout)
+    S_t = cell(XP_t, P, S_{t-1}) where m_t else S_{t-1};  HR_t = H_t * RM   # prange over batch
 
-Backward, for ``t = T-1 .. 0``: gate derivatives elementwise give ``dZ_t`` (B, G*U), then
-``dH_{t-1} = (dZ_t @ W_h^T) * RM`` (+ the direct ``z * dh`` path for GRU) -- one GEMM per
-step. ``dW_h`` is one GEMM over all steps at the end.
-Numba's ``np.dot`` calls SciPy's BLAS (``scipy`` must be installed).
+Backward, for ``t = T-1 .. 0``: gate derivatives elementwise give ``dZ_t`` (B, G*U), written
+straight into ``dXP[:, t]``, then ``dH_{t-1} = (dZ_t @ W_h^T) * RM`` (+ the direct ``z * dh``
+path for GRU) -- one GEMM per step, applied to ``dH`` in the next step's elementwise loop.
+``dW_h = sum_{b,t} hr_{t-1}^T dhp_t`` is one GEMM over all steps at the end; ``dhp`` equals
+``dXP`` except in the GRU candidate block (``dn_pre * r``), the only part kept separately.
+
+The GEMMs go through :func:`rnnkit.kernels.mkl.gemm`: torch's MKL when torch exports it,
+else SciPy's BLAS. Training keeps the states (``hs``, LSTM ``cs``) and gate activations of
+every step for the backward pass; inference (``keep=False``) keeps O(batch x units) scratch.
 """
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 from numba import njit, prange
 
+from . import mkl  # registers the BLAS symbols before the kernels below load from the cache
 from .numba_cpu import (
     _OPTS,
     _gru_row,
@@ -27,64 +34,81 @@ from .numba_cpu import (
     _lstm_row_bwd,
     _simple_row,
     _simple_row_bwd,
-    run_forward,
 )
 
-
-@njit(**_OPTS)
-def _prev_times_mask(h, rm, hr):
-    for b in prange(h.shape[0]):
-        for k in range(h.shape[1]):
-            hr[b, k] = h[b, k] * rm[b, k]
+gemm = mkl.gemm
 
 
 # ------------------------------------------------------------------------------ forward
 @njit(**_OPTS)
-def rnn_fwd(kind, xp, h0, c0, w, bh, mask, rm, relu, seq, hs, cs, gates, hhs, y, last):
-    """kind 0 SimpleRNN, 1 LSTM, 2 GRU. Writes hs (and cs, gates, hhs as the cell needs)."""
-    nb, nt, nh = hs.shape
-    h = h0.copy()
-    c = c0.copy()
+def rnn_fwd(kind, xp, h, c, w, bh, mask, rm, use_rm, relu, seq, hs, cs, gates, hhs, y, last):
+    """kind 0 SimpleRNN, 1 LSTM, 2 GRU. ``h`` (and LSTM ``c``), (B,H), hold the initial state
+    on entry and the final state on exit. Writes ``hs``/``cs`` (B,T,H) when they have T steps
+    (training), the gate activations in ``gates``/``hhs`` (B,T or 1,.), ``y`` (B,T,H) when
+    ``seq`` else ``last`` (B,H). ``use_rm``: apply the recurrent-dropout mask ``rm``."""
+    nb, nt = xp.shape[0], xp.shape[1]
+    nh = h.shape[1]
+    ng = w.shape[1]
+    keep = hs.shape[1] == nt
     hr = np.empty_like(h)
-    p = np.empty((nb, w.shape[1]), h.dtype)
-    last[:] = 0.0
+    for b in range(nb):
+        for k in range(nh):
+            hr[b, k] = h[b, k] * rm[b, k] if use_rm else h[b, k]
+    p = np.empty((nb, ng), h.dtype)
     for t in range(nt):
         tg = t if gates.shape[1] == nt else 0  # inference: one scratch row
-        _prev_times_mask(h, rm, hr)
-        np.dot(hr, w, p)
+        gemm(hr, w, p)
         for b in prange(nb):
             real = mask[b, t] != 0
             if real:
                 pb = p[b]
                 if kind == 2:
-                    pb += bh
+                    for j in range(ng):
+                        pb[j] += bh[j]
                     _gru_row(xp[b, t], pb, h[b], gates[b, tg], hhs[b, tg])
                 else:
-                    pb += xp[b, t]
+                    xb = xp[b, t]
+                    for j in range(ng):
+                        pb[j] += xb[j]
                     if kind == 0:
                         _simple_row(pb, h[b], relu)
                     else:
                         _lstm_row(pb, c[b], h[b], gates[b, tg])
-                last[b] = h[b]
-            hs[b, t] = h[b]
-            if kind == 1:
-                cs[b, t] = c[b]
+                for k in range(nh):
+                    hr[b, k] = h[b, k] * rm[b, k] if use_rm else h[b, k]
+                if not seq:
+                    for k in range(nh):
+                        last[b, k] = h[b, k]
+            if keep:
+                for k in range(nh):
+                    hs[b, t, k] = h[b, k]
+                if kind == 1:
+                    for k in range(nh):
+                        cs[b, t, k] = c[b, k]
             if seq:
-                if real:
-                    y[b, t] = h[b]
-                else:
-                    y[b, t] = 0.0
+                for k in range(nh):
+                    y[b, t, k] = h[b, k] if real else 0.0
 
 
 # ------------------------------------------------------------------------------ backward
+@njit(inline="always", fastmath=True)
+def _take_q(dh, q, rm, use_rm, add):
+    """``dh (+)= q * rm`` (one sequence): the recurrent GEMM's share of ``dH_{t-1}``."""
+    for k in range(dh.shape[0]):
+        v = q[k] * rm[k] if use_rm else q[k]
+        dh[k] = dh[k] + v if add else v
+
+
 @njit(**_OPTS)
-def rnn_bwd(kind, hs, h0, cs, c0, gates, hhs, wt, mask, rm, relu, dy, seq, dlast, dh, dc,
-            dxp, dhp):
-    """BPTT of :func:`rnn_fwd`. ``wt`` is ``W_h^T`` (contiguous); ``dh``/``dc`` hold the
-    gradients of the final state on entry and of the initial state on exit."""
+def rnn_bwd(kind, hs, h0, cs, c0, gates, hhs, w, mask, rm, use_rm, relu, dy, seq, dlast, dh,
+            dc, dxp, dhn):
+    """BPTT of :func:`rnn_fwd`. ``dh``/``dc`` hold the gradients of the final state on entry
+    and of the initial state on exit. Writes ``dxp`` (B,T,G*H) and, for GRU, ``dhn`` (B,T,H)
+    = the candidate block of ``dhp`` (``dn_pre * r``)."""
     nb, nt, nh = hs.shape
-    ng = wt.shape[0]
-    dz = np.zeros((nb, ng), hs.dtype)
+    ng = w.shape[1]
+    gru = kind == 2
+    dz = np.zeros((nb, ng) if gru else (1, 1), hs.dtype)  # GRU: dhp of the step
     gh = np.empty((nb, nh), hs.dtype)
     q = np.empty((nb, nh), hs.dtype)
     tc = np.empty((nb, nh), hs.dtype)
@@ -93,37 +117,46 @@ def rnn_bwd(kind, hs, h0, cs, c0, gates, hhs, wt, mask, rm, relu, dy, seq, dlast
         tl[b] = _last_real(mask, b)
     for t in range(nt - 1, -1, -1):
         for b in prange(nb):
+            if t < nt - 1 and mask[b, t + 1]:
+                _take_q(dh[b], q[b], rm[b], use_rm, gru)
             if not mask[b, t]:
-                dz[b] = 0.0
-                dxp[b, t] = 0.0
-                dhp[b, t] = 0.0
+                for j in range(ng):
+                    dxp[b, t, j] = 0.0
+                if gru:
+                    for j in range(ng):
+                        dz[b, j] = 0.0
+                    for j in range(nh):
+                        dhn[b, t, j] = 0.0
                 continue
-            gh[b] = dh[b]
+            ghb = gh[b]
+            for k in range(nh):
+                ghb[k] = dh[b, k]
             if seq:
-                gh[b] += dy[b, t]
+                for k in range(nh):
+                    ghb[k] += dy[b, t, k]
             if t == tl[b]:
-                gh[b] += dlast[b]
+                for k in range(nh):
+                    ghb[k] += dlast[b, k]
             if kind == 0:
-                _simple_row_bwd(gh[b], hs[b, t], dz[b], relu)
-                dxp[b, t] = dz[b]
+                _simple_row_bwd(ghb, hs[b, t], dxp[b, t], relu)
             elif kind == 1:
                 cp = cs[b, t - 1] if t > 0 else c0[b]
-                _lstm_row_bwd(gh[b], gates[b, t], cs[b, t], cp, dc[b], dz[b], tc[b])
-                dxp[b, t] = dz[b]
+                _lstm_row_bwd(ghb, gates[b, t], cs[b, t], cp, dc[b], dxp[b, t], tc[b])
             else:
                 hp = hs[b, t - 1] if t > 0 else h0[b]
-                _gru_row_bwd(gh[b], gates[b, t], hhs[b, t], hp, dz[b], dxp[b, t, 2 * nh:],
+                _gru_row_bwd(ghb, gates[b, t], hhs[b, t], hp, dz[b], dxp[b, t, 2 * nh:],
                              dh[b])
-                dxp[b, t, : 2 * nh] = dz[b, : 2 * nh]
-            dhp[b, t] = dz[b]
-        np.dot(dz, wt, q)
-        for b in prange(nb):
-            if mask[b, t]:
-                for k in range(nh):
-                    if kind == 2:
-                        dh[b, k] += q[b, k] * rm[b, k]
-                    else:
-                        dh[b, k] = q[b, k] * rm[b, k]
+                for j in range(2 * nh):
+                    dxp[b, t, j] = dz[b, j]
+                for j in range(nh):
+                    dhn[b, t, j] = dz[b, 2 * nh + j]
+        if gru:
+            gemm(dz, w, q, False, True)
+        else:
+            gemm(dxp[:, t], w, q, False, True)
+    for b in prange(nb):
+        if mask[b, 0]:
+            _take_q(dh[b], q[b], rm[b], use_rm, gru)
 
 
 # ------------------------------------------------------------------------------ torch glue
@@ -134,9 +167,45 @@ def _np(t):
     return t.detach().numpy()
 
 
+def _run(kernel, *args):
+    """Run a kernel with Numba's thread count following torch's (the MKL GEMMs use torch's);
+    the first parallel launch of Numba's OpenMP layer resets OpenMP's thread count, so
+    torch's is restored if it changed."""
+    import torch
+
+    n = torch.get_num_threads()
+    numba.set_num_threads(max(1, min(n, numba.config.NUMBA_NUM_THREADS)))
+    kernel(*args)
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+
+
+def _use_rm(rm) -> bool:
+    return bool((rm != 1).any())
+
+
 def forward(kind, xp, w, bh, h0, c0, mask, rm, relu, seq, keep=True):
-    """:func:`rnnkit.kernels.numba_cpu.run_forward` with this module's :func:`rnn_fwd`."""
-    return run_forward(rnn_fwd, kind, xp, w, bh, h0, c0, mask, rm, relu, seq, keep)
+    """Run :func:`rnn_fwd` on torch tensors; returns ``(y, h_T, c_T, saved)``. With
+    ``keep=False`` (no backward will run) neither states nor gates are kept per step."""
+    import torch
+
+    nb, nt, nh = xp.shape[0], xp.shape[1], h0.shape[1]
+    kw = {"dtype": xp.dtype}
+    k = _KIND[kind]
+    one = (1, 1, 1)
+    hs = torch.empty((nb, nt, nh) if keep else one, **kw)
+    cs = torch.empty((nb, nt, nh) if keep and k == 1 else one, **kw)
+    ntg = nt if keep else 1
+    gates = torch.empty((nb, ntg, w.shape[1]) if k else one, **kw)
+    hhs = torch.empty((nb, ntg, nh) if k == 2 else one, **kw)
+    y = torch.empty((nb, nt, nh) if seq else one, **kw)
+    last = torch.zeros((nb, nh) if not seq else (1, 1), **kw)
+    h = h0.clone()
+    c = c0.clone() if k == 1 else torch.empty((1, 1), **kw)
+    _run(rnn_fwd, k, _np(xp), _np(h), _np(c), _np(w), _np(bh), _np(mask), _np(rm), _use_rm(rm),
+         relu, seq, _np(hs), _np(cs), _np(gates), _np(hhs), _np(y), _np(last))
+    c_t = c if k == 1 else torch.empty((0, 0), **kw)
+    return (y if seq else last), h, c_t, (hs, cs, gates, hhs)
 
 
 def backward(kind, saved, w, h0, c0, mask, rm, relu, dy, seq, dh_t, dc_t):
@@ -146,21 +215,33 @@ def backward(kind, saved, w, h0, c0, mask, rm, relu, dy, seq, dh_t, dc_t):
 
     hs, cs, gates, hhs = saved
     nb, nt, nh = hs.shape
+    ng = w.shape[1]
     k = _KIND[kind]
     kw = {"dtype": hs.dtype}
-    dxp = torch.empty((nb, nt, w.shape[1]), **kw)
-    dhp = torch.empty_like(dxp)
+    dxp = torch.empty((nb, nt, ng), **kw)
+    dhn = torch.empty((nb, nt, nh) if k == 2 else (1, 1, 1), **kw)
     dh = dh_t.clone()
-    dc = dc_t.clone() if k == 1 else torch.zeros((nb, nh), **kw)
-    c0_ = c0 if k == 1 else torch.zeros((nb, nh), **kw)
+    dc = dc_t.clone() if k == 1 else torch.empty((1, 1), **kw)
+    c0_ = c0 if k == 1 else torch.empty((1, 1), **kw)
     dt = hs.numpy().dtype
     if seq:
         dseq, dlast = _np(dy), np.zeros((nb, nh), dt)
     else:
         dseq, dlast = np.zeros((1, 1, 1), dt), _np(dy)
-    rnn_bwd(k, _np(hs), _np(h0), _np(cs), _np(c0_), _np(gates), _np(hhs),
-            np.ascontiguousarray(_np(w).T), _np(mask), _np(rm), relu, dseq, seq, dlast,
-            _np(dh), _np(dc), _np(dxp), _np(dhp))
-    hprev = torch.cat([h0.unsqueeze(1), hs[:, :-1]], dim=1) * rm.unsqueeze(1)
-    dw = hprev.reshape(-1, nh).T @ dhp.reshape(-1, dhp.shape[-1])
-    return dxp, dw, dhp.sum((0, 1)), dh, (dc if k == 1 else None)
+    use_rm = _use_rm(rm)
+    _run(rnn_bwd, k, _np(hs), _np(h0), _np(cs), _np(c0_), _np(gates), _np(hhs), _np(w),
+         _np(mask), _np(rm), use_rm, relu, dseq, seq, dlast, _np(dh), _np(dc), _np(dxp),
+         _np(dhn))
+    hprev = torch.cat([h0.unsqueeze(1), hs[:, :-1]], dim=1)
+    if use_rm:
+        hprev.mul_(rm.unsqueeze(1))
+    hp2 = hprev.reshape(-1, nh).T
+    dx2 = dxp.reshape(-1, ng)
+    if k == 2:
+        dn2 = dhn.reshape(-1, nh)
+        dw = torch.cat([hp2 @ dx2[:, : 2 * nh], hp2 @ dn2], dim=1)
+        dbh = torch.cat([dx2[:, : 2 * nh].sum(0), dn2.sum(0)])
+    else:
+        dw = hp2 @ dx2
+        dbh = torch.zeros(ng, **kw)  # no recurrent bias: not a parameter
+    return dxp, dw, dbh, dh, (dc if k == 1 else None)
