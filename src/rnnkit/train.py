@@ -704,6 +704,10 @@ def fit(model: nn.Module, x: Any = None, y: Any = None, *,
             model.train(was)
     opt = make_optimizer(optimizer, model.parameters(), lr)
     objective = _Objective(model, loss)
+    # the IMDB shape (Embedding|OneHot -> RNN -> Dense) trains in one compiled call per batch
+    from .kernels.classifier import plan
+
+    fused = plan(model, objective.name, opt, clip_norm, clip_value, dev)
     metric_fns = resolve_metrics(metrics, loss)
 
     # callbacks
@@ -715,7 +719,8 @@ def fit(model: nn.Module, x: Any = None, y: Any = None, *,
     if verbose and not any(isinstance(c, ProgressBar) for c in cbs):
         cbs.append(ProgressBar(one_line=True if verbose == 2 else None))
     steps = len(train_batches) if hasattr(train_batches, "__len__") else None
-    params = {"epochs": epochs, "steps": steps, "verbose": verbose, "batch_size": batch_size}
+    params = {"epochs": epochs, "steps": steps, "verbose": verbose, "batch_size": batch_size,
+              "fused_step": fused is not None}
     for c in cbs:
         c.set_model(model)
         c.set_params(params)
@@ -741,17 +746,21 @@ def fit(model: nn.Module, x: Any = None, y: Any = None, *,
                     inputs, targets = _split_batch(batch)
                     inputs, targets = _move(inputs, dev), _move(targets, dev)
                     n = _batch_size_of(inputs)
-                    opt.zero_grad(set_to_none=True)
-                    outputs = _call(model, inputs)
-                    batch_loss = objective(outputs, targets)
-                    if batch_loss.dim() != 0:
-                        raise ValueError("the loss must be a scalar tensor, got shape "
-                                         f"{tuple(batch_loss.shape)}")
-                    batch_loss.backward()
-                    if clip_norm is not None or clip_value is not None:
-                        clip_gradients(model.parameters(), clip_norm, clip_value)
-                    opt.step()
-                    means["loss"].add(float(batch_loss.detach()), n)
+                    if fused is not None and isinstance(inputs, Tensor):
+                        loss_value, outputs = fused(inputs, targets)
+                    else:
+                        opt.zero_grad(set_to_none=True)
+                        outputs = _call(model, inputs)
+                        batch_loss = objective(outputs, targets)
+                        if batch_loss.dim() != 0:
+                            raise ValueError("the loss must be a scalar tensor, got shape "
+                                             f"{tuple(batch_loss.shape)}")
+                        batch_loss.backward()
+                        if clip_norm is not None or clip_value is not None:
+                            clip_gradients(model.parameters(), clip_norm, clip_value)
+                        opt.step()
+                        loss_value = float(batch_loss.detach())
+                    means["loss"].add(loss_value, n)
                     with torch.no_grad():
                         for k, fn in metric_fns.items():
                             means[k].add(float(fn(outputs, targets)), n)

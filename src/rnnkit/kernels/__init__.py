@@ -39,7 +39,7 @@ def _reference(layer, x, state, mask, in_mask, rec_mask):
 
 
 #: module implementing each fused backend
-MODULES = {"numba": "numba_cpu", "blas": "blas"}
+MODULES = {"numba": "lanes", "blas": "blas"}
 
 
 def _fused(module: str, layer, x, state, mask, in_mask, rec_mask):
@@ -59,7 +59,7 @@ def _torch(layer, x, state, mask, in_mask, rec_mask):
 
 BACKENDS: dict[str, Backend] = {
     "reference": _reference,
-    "numba": partial(_fused, "numba_cpu"),
+    "numba": partial(_fused, "lanes"),
     "blas": partial(_fused, "blas"),
     "torch": _torch,
 }

@@ -1,0 +1,133 @@
+"""The fused classifier (kernels/classifier.py) against the autograd reference.
+
+Training: ``fit`` with the fused step and ``fit`` with ``backend="reference"`` (the readable
+loop, autograd, the optimizers of rnnkit.train) from the same weights and seed must give the
+same losses, outputs and weights. Inference: ``model(ids)`` without gradients through the
+fused call equals the reference forward.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+import rnnkit
+from rnnkit import train
+from rnnkit.kernels import classifier
+from rnnkit.layers import OneHot
+
+CELLS = {"simple": rnnkit.SimpleRNN, "lstm": rnnkit.LSTM, "gru": rnnkit.GRU}
+
+
+def _model(cell: str, source: str, units: int = 5, classes: int = 1, vocab: int = 40,
+           time: int = 11, **rnn_kw) -> rnnkit.Sequential:
+    first = (rnnkit.Embedding(vocab, 6, mask_zero=True) if source == "embedding"
+             else OneHot(vocab, mask_zero=True))
+    head = rnnkit.Dense(1, "sigmoid") if classes == 1 else rnnkit.Dense(classes, "softmax")
+    return rnnkit.Sequential(first, CELLS[cell](units, **rnn_kw), head, input_shape=(time,))
+
+
+def _data(n: int = 53, time: int = 11, vocab: int = 40, classes: int = 1, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(1, vocab, (n, time), generator=g)
+    lengths = torch.randint(0, time + 1, (n,), generator=g)
+    ids[torch.arange(time) < (time - lengths).unsqueeze(1)] = 0  # pre-padding, some empty
+    if classes == 1:
+        y = torch.randint(0, 2, (n, 1), generator=g).float()
+    else:
+        y = torch.randint(0, classes, (n,), generator=g)
+    return ids, y
+
+
+def _reference(model: rnnkit.Sequential) -> rnnkit.Sequential:
+    ref = copy.deepcopy(model)
+    ref[1].backend = "reference"
+    return ref
+
+
+def _fit(model, ids, y, **kw):
+    return train.fit(model, ids, y, batch_size=16, epochs=2, verbose=0, seed=3, **kw)
+
+
+@pytest.mark.parametrize("cell", sorted(CELLS))
+@pytest.mark.parametrize("source", ["embedding", "onehot"])
+@pytest.mark.parametrize("optimizer", ["rmsprop", "adam"])
+def test_training_equals_reference(one_thread, cell, source, optimizer):
+    torch.manual_seed(0)
+    model = _model(cell, source)
+    ref = _reference(model)
+    ids, y = _data()
+    kw = {"optimizer": optimizer, "lr": 1e-2, "clip_norm": 0.3}
+    h = _fit(model, ids, y, **kw)
+    h_ref = _fit(ref, ids, y, **kw)
+    assert h.params["fused_step"] and not h_ref.params["fused_step"]
+    assert h.history["loss"] == pytest.approx(h_ref.history["loss"], rel=1e-5)
+    assert h.history["accuracy"] == pytest.approx(h_ref.history["accuracy"], abs=1e-9)
+    for p, q in zip(model.parameters(), ref.parameters(), strict=True):
+        torch.testing.assert_close(p, q, atol=2e-6, rtol=1e-4)
+    assert model[1].last_backend == "numba"
+
+
+@pytest.mark.parametrize("cell", sorted(CELLS))
+def test_softmax_head_recurrent_dropout_and_backwards(one_thread, cell):
+    torch.manual_seed(1)
+    model = _model(cell, "embedding", units=9, classes=3, recurrent_dropout=0.3,
+                   go_backwards=True)
+    ref = _reference(model)
+    ids, y = _data(classes=3)
+    kw = {"loss": "sparse_categorical_crossentropy", "clip_value": 0.05}
+    h = _fit(model, ids, y, **kw)
+    h_ref = _fit(ref, ids, y, **kw)
+    assert h.params["fused_step"]
+    assert h.history["loss"] == pytest.approx(h_ref.history["loss"], rel=1e-5)
+    for p, q in zip(model.parameters(), ref.parameters(), strict=True):
+        torch.testing.assert_close(p, q, atol=2e-6, rtol=1e-4)
+
+
+def test_float64_and_relu(one_thread):
+    torch.manual_seed(2)
+    model = _model("simple", "embedding", units=4).double()
+    model[1].cell.activation = "relu"
+    ref = _reference(model)
+    ids, y = _data()
+    h = _fit(model, ids, y.double())
+    h_ref = _fit(ref, ids, y.double())
+    assert h.params["fused_step"]
+    assert h.history["loss"] == pytest.approx(h_ref.history["loss"], rel=1e-10)
+    for p, q in zip(model.parameters(), ref.parameters(), strict=True):
+        torch.testing.assert_close(p, q, atol=1e-12, rtol=1e-10)
+
+
+@pytest.mark.parametrize("cell", sorted(CELLS))
+@pytest.mark.parametrize("batch", [1, 7, 40])
+def test_inference_equals_reference(one_thread, cell, batch):
+    torch.manual_seed(3)
+    model = _model(cell, "embedding", units=6, classes=4).eval()
+    ids, _ = _data(n=batch)
+    with torch.no_grad():
+        out = model(ids)
+        assert model[1].last_backend == "numba" and model[1].embedding_folded
+        model[1].backend = "reference"
+        expected = model(ids)
+    torch.testing.assert_close(out, expected, atol=1e-6, rtol=1e-5)
+
+
+def test_not_fused_when_unsupported(one_thread):
+    ids, y = _data()
+    # input dropout, momentum, a custom loss, an explicit backend: the autograd loop runs
+    cases = [(_model("lstm", "embedding", dropout=0.2), {}),
+             (_model("lstm", "embedding"), {"optimizer": "sgd"}),
+             (_model("lstm", "embedding"), {"loss": "mse"}),
+             (_model("lstm", "embedding", backend="reference"), {})]
+    for model, kw in cases:
+        assert not _fit(model, ids, y, **kw).params["fused_step"]
+    assert isinstance(classifier.parts(rnnkit.Sequential(rnnkit.Dense(1))), str)
+
+
+def test_bad_class_ids_are_rejected(one_thread):
+    model = _model("gru", "embedding", classes=3)
+    ids, _ = _data()
+    with pytest.raises(ValueError, match="class ids"):
+        _fit(model, ids, torch.full((ids.shape[0],), 5), loss="sparse_categorical_crossentropy")
