@@ -8,7 +8,7 @@ prepared by ``RNN.forward`` (dropout masks already sampled, mask in input time o
 Backends:
 
 * ``reference`` -- :meth:`RNN.run_reference`, a Python loop of torch ops (any cell, device).
-* ``numba``     -- :mod:`.numba_cpu`: whole time loop forward and backward in one compiled
+* ``numba``     -- :mod:`.lanes`: whole time loop forward and backward in one compiled
   call each, parallel over the batch. CPU, float32/float64, built-in cells, small units.
 * ``blas``      -- :mod:`.blas`: per-step recurrent GEMM through BLAS, gate math fused in
   compiled code. CPU, float32/float64, built-in cells, large units.

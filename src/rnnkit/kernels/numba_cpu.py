@@ -1,30 +1,22 @@
-"""Fused CPU recurrences for small layers: the whole time loop, forward and backward, in one
-compiled call each, parallel over the batch (Numba ``prange``).
+"""Numerics shared by the compiled CPU kernels: branch-free ``tanh``/``sigmoid`` that
+vectorise, Numba options, and the per-sequence row updates of each cell (one sequence, one
+step) used by the BLAS kernel (:mod:`.blas`). The ``numba`` backend itself lives in
+:mod:`.lanes` (batch in the vector lanes).
 
-Each kernel runs, per sequence ``b`` (independent of the others, hence the parallel loop)::
+Row updates (``z`` = pre-activation ``xp_t + hr W_h``; states updated in place)::
 
-    for t in 0 .. T-1:                          # processing order
-        hr = h_{t-1} * rm                       # rm: recurrent-dropout mask (ones if none)
-        if m_t:  s_t = cell(xp_t, hr, s_{t-1});  y_t = h_t
-        else:    s_t = s_{t-1};                  y_t = 0
-    last = h at the last real step (0 if none)
+    SimpleRNN  h = act(z)
+    LSTM       g = [sig(z_i), sig(z_f), tanh(z_g), sig(z_o)];  c = f c + i g;  h = o tanh(c)
+    GRU        g = [z, r, n] with n = tanh(xp_n + r (hr W_hn + b_hn));  h = z h + (1-z) n
 
-with the cells of :mod:`rnnkit.cells` (``xp_t = x_t W_x + b`` is computed outside, in one
-GEMM). The backward kernels run the same loop in reverse (BPTT) and return the gradient of
-the loss with respect to ``xp``, ``s_0`` and ``W_h`` (and ``b_h``): with ``dhp`` the gradient
-of the recurrent pre-activation ``hr W_h (+ b_h)``, ``dW_h = sum_{b,t} hr_{t-1}^T dhp_t``,
-accumulated per chunk of sequences and summed at the end. For SimpleRNN and LSTM
-``dhp == dxp``; for GRU they differ in the candidate block (``dxp_n = dn_pre``,
-``dhp_n = dn_pre * r``).
-
-Saved for the backward pass: the states after every step (``hs``, and ``cs`` for LSTM) and
-the post-activation gates (LSTM ``i, f, g, o``; GRU ``z, r, n`` and ``hh``).
+and their backward counterparts (``*_row_bwd``), which give the gradient of the
+pre-activations from the gradient reaching ``h`` (and ``c``).
 """
 
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange, types
+from numba import njit, types
 from numba.extending import overload
 
 # fused multiply-add and reassociated sums (vectorised dot products); no finite-math flags
@@ -93,40 +85,6 @@ def _last_real(mask, b):
         if mask[b, t]:
             return t
     return -1
-
-
-@njit(inline="always", fastmath=_FM)
-def _times_wt(d, wt, rm, dh, add):
-    """``dh (+)= (d @ W^T) * rm`` with ``wt = W^T`` (G*H, H): inner loop over units."""
-    nh = dh.shape[0]
-    if not add:
-        for k in range(nh):
-            dh[k] = 0.0
-    for j in range(wt.shape[0]):
-        dj = d[j]
-        for k in range(nh):
-            dh[k] += dj * wt[j, k] * rm[k]
-
-
-@njit(inline="always", fastmath=_FM)
-def _accum_dw(dw, db, hs, h0, rm, b, t, d):
-    """``dW_h += (h_{t-1} * rm)^T d``, ``db_h += d`` for one sequence and step."""
-    for k in range(dw.shape[0]):
-        hk = (hs[b, t - 1, k] if t > 0 else h0[b, k]) * rm[b, k]
-        for j in range(d.shape[0]):
-            dw[k, j] += hk * d[j]
-    for j in range(d.shape[0]):
-        db[j] += d[j]
-
-
-@njit(inline="always")
-def _reduce(dwp, dbp, dw, dbh):
-    """Sum the per-chunk partial gradients (chunks run in parallel, so no races)."""
-    dw[:] = 0.0
-    dbh[:] = 0.0
-    for c in range(dwp.shape[0]):
-        dw += dwp[c]
-        dbh += dbp[c]
 
 
 # ---------------------------------------------------------------------------- rows
@@ -209,173 +167,3 @@ def _gru_row_bwd(gh, g, hh, hp, dz, dxn, dh):
         dz[2 * nh + j] = dxn[j] * r
     for j in range(nh):
         dh[j] = gh[j] * g[j]
-
-
-@njit(inline="always", fastmath=_FM)
-def _recurrent(z, hr, w):
-    """``z += hr @ W`` for one sequence (inner loop over the gate columns)."""
-    for k in range(hr.shape[0]):
-        hk = hr[k]
-        for j in range(z.shape[0]):
-            z[j] += hk * w[k, j]
-
-
-@njit(inline="always", fastmath=_FM)
-def _grad_out(gh, dh, dy, dlast, b, t, seq, tl):
-    """Gradient reaching ``h_t``: from the next step, the output y_t and the last output."""
-    for j in range(gh.shape[0]):
-        gh[j] = dh[j]
-    if seq:
-        for j in range(gh.shape[0]):
-            gh[j] += dy[b, t, j]
-    if t == tl:
-        for j in range(gh.shape[0]):
-            gh[j] += dlast[b, j]
-
-
-# ---------------------------------------------------------------------------- forward
-@njit(**_OPTS)
-def rnn_fwd(kind, xp, h0, c0, w, bh, mask, rm, relu, seq, hs, cs, gates, hhs, y, last):
-    """kind 0 SimpleRNN, 1 LSTM, 2 GRU; per sequence (parallel), the whole time loop.
-    Writes hs (B,T,H), and cs (LSTM), gates (LSTM/GRU), hhs (GRU); y (B,T,H) if seq."""
-    nb, nt, nh = hs.shape
-    ng = w.shape[1]
-    for b in prange(nb):
-        h = h0[b].copy()
-        c = c0[b].copy()
-        hr = np.empty(nh, hs.dtype)
-        z = np.empty(ng, hs.dtype)
-        for j in range(nh):
-            last[b, j] = 0.0
-        for t in range(nt):
-            tg = t if gates.shape[1] == nt else 0  # inference: one scratch row
-            real = mask[b, t] != 0
-            if real:
-                for k in range(nh):
-                    hr[k] = h[k] * rm[b, k]
-                for j in range(ng):
-                    z[j] = bh[j] if kind == 2 else xp[b, t, j]
-                _recurrent(z, hr, w)
-                if kind == 0:
-                    _simple_row(z, h, relu)
-                elif kind == 1:
-                    _lstm_row(z, c, h, gates[b, tg])
-                else:
-                    _gru_row(xp[b, t], z, h, gates[b, tg], hhs[b, tg])
-                for j in range(nh):
-                    last[b, j] = h[j]
-            for j in range(nh):
-                hs[b, t, j] = h[j]
-            if kind == 1:
-                for j in range(nh):
-                    cs[b, t, j] = c[j]
-            if seq:
-                for j in range(nh):
-                    y[b, t, j] = h[j] if real else 0.0
-
-
-# ---------------------------------------------------------------------------- backward
-@njit(**_OPTS)
-def rnn_bwd(kind, hs, h0, cs, c0, gates, hhs, wt, mask, rm, relu, dy, seq, dlast, dhT, dcT,
-            dxp, dh0, dc0, dwp, dbp, dw, dbh):
-    """BPTT of :func:`rnn_fwd`. ``wt = W_h^T``. Writes dxp (B,T,G*H), dh0, dc0 (B,H), dW_h
-    (dw) and db_h (dbh, GRU); ``dwp``/``dbp`` are per-chunk scratch (chunks of sequences
-    run in parallel, their partial dW_h are summed at the end)."""
-    nb, nt, nh = hs.shape
-    ng = wt.shape[0]
-    nc = dwp.shape[0]
-    for ch in prange(nc):
-        gh = np.empty(nh, hs.dtype)
-        tc = np.empty(nh, hs.dtype)
-        dz = np.empty(ng, hs.dtype)
-        for b in range(ch * nb // nc, (ch + 1) * nb // nc):
-            dh = dhT[b].copy()
-            dc = dcT[b].copy()
-            tl = _last_real(mask, b)
-            for t in range(nt - 1, -1, -1):
-                if not mask[b, t]:
-                    for j in range(ng):
-                        dxp[b, t, j] = 0.0
-                    continue
-                _grad_out(gh, dh, dy, dlast, b, t, seq, tl)
-                if kind == 0:
-                    _simple_row_bwd(gh, hs[b, t], dz, relu)
-                elif kind == 1:
-                    cp = cs[b, t - 1] if t > 0 else c0[b]
-                    _lstm_row_bwd(gh, gates[b, t], cs[b, t], cp, dc, dz, tc)
-                else:
-                    hp = hs[b, t - 1] if t > 0 else h0[b]
-                    _gru_row_bwd(gh, gates[b, t], hhs[b, t], hp, dz, tc, dh)
-                for j in range(ng):  # GRU: the candidate block of dxp is dn_pre (in tc)
-                    dxp[b, t, j] = tc[j - 2 * nh] if kind == 2 and j >= 2 * nh else dz[j]
-                _times_wt(dz, wt, rm[b], dh, kind == 2)
-                _accum_dw(dwp[ch], dbp[ch], hs, h0, rm, b, t, dz)
-            for j in range(nh):
-                dh0[b, j] = dh[j]
-                if kind == 1:
-                    dc0[b, j] = dc[j]
-    _reduce(dwp, dbp, dw, dbh)
-
-
-# ---------------------------------------------------------------------------- torch glue
-def _np(t):
-    return t.detach().numpy()
-
-
-_KIND = {"simple": 0, "lstm": 1, "gru": 2}
-
-
-def run_forward(fwd, kind, xp, w, bh, h0, c0, mask, rm, relu, seq, keep=True):
-    """Run the compiled forward ``fwd`` (this module's or the BLAS one, same signature) on
-    torch tensors; returns ``(y, h_T, c_T, saved)``. With ``keep=False`` (no backward will
-    run) the gate activations are not kept per step."""
-    import torch
-
-    nb, nt, nh = xp.shape[0], xp.shape[1], h0.shape[1]
-    kw = {"dtype": xp.dtype}
-    k = _KIND[kind]
-    hs = torch.empty((nb, nt, nh), **kw)
-    cs = torch.empty((nb, nt, nh) if k == 1 else (1, 1, 1), **kw)
-    ntg = nt if keep else 1
-    gates = torch.empty((nb, ntg, w.shape[1]) if k else (1, 1, 1), **kw)
-    hhs = torch.empty((nb, ntg, nh) if k == 2 else (1, 1, 1), **kw)
-    y = torch.empty((nb, nt, nh) if seq else (1, 1, 1), **kw)
-    last = torch.empty((nb, nh), **kw)
-    c0_ = c0 if k == 1 else torch.zeros((nb, nh), **kw)
-    fwd(k, _np(xp), _np(h0), _np(c0_), _np(w), _np(bh), _np(mask), _np(rm), relu, seq,
-        _np(hs), _np(cs), _np(gates), _np(hhs), _np(y), _np(last))
-    c_t = cs[:, -1].clone() if k == 1 else torch.empty((0, 0), **kw)
-    return (y if seq else last), hs[:, -1].clone(), c_t, (hs, cs, gates, hhs)
-
-
-def forward(kind, xp, w, bh, h0, c0, mask, rm, relu, seq, keep=True):
-    """:func:`run_forward` with this module's :func:`rnn_fwd`."""
-    return run_forward(rnn_fwd, kind, xp, w, bh, h0, c0, mask, rm, relu, seq, keep)
-
-
-def backward(kind, saved, w, h0, c0, mask, rm, relu, dy, seq, dh_t, dc_t):
-    """Run :func:`rnn_bwd`; returns ``(dxp, dW_h, db_h, dh0, dc0)`` as torch tensors."""
-    import numba
-    import torch
-
-    hs, cs, gates, hhs = saved
-    nb, nt, nh = hs.shape
-    ng = w.shape[1]
-    k = _KIND[kind]
-    kw = {"dtype": hs.dtype}
-    dxp = torch.empty((nb, nt, ng), **kw)
-    dh0, dc0 = torch.empty((nb, nh), **kw), torch.empty((nb, nh), **kw)
-    dw, dbh = torch.empty((nh, ng), **kw), torch.empty((ng,), **kw)
-    dt = hs.numpy().dtype
-    nc = max(1, min(nb, numba.get_num_threads()))
-    if seq:  # gradient of every output; none for the "last output"
-        dseq, dlast = _np(dy), np.zeros((nb, nh), dt)
-    else:
-        dseq, dlast = np.zeros((1, 1, 1), dt), _np(dy)
-    c0_ = _np(c0) if k == 1 else np.zeros((nb, nh), dt)
-    dc_t_ = _np(dc_t) if k == 1 else np.zeros((nb, nh), dt)
-    rnn_bwd(k, _np(hs), _np(h0), _np(cs), c0_, _np(gates), _np(hhs),
-            np.ascontiguousarray(_np(w).T), _np(mask), _np(rm), relu, dseq, seq, dlast,
-            _np(dh_t), dc_t_, _np(dxp), _np(dh0), _np(dc0), np.zeros((nc, nh, ng), dt),
-            np.zeros((nc, ng), dt), _np(dw), _np(dbh))
-    return dxp, dw, dbh, dh0, (dc0 if k == 1 else None)
