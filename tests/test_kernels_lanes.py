@@ -1,0 +1,61 @@
+"""The batch-in-lanes layout of kernels/lanes.py: chunking, padding lanes and the layout
+round trip, on top of the backend-level equality tests of test_kernels.py."""
+
+from __future__ import annotations
+
+import numba
+import pytest
+import torch
+
+from rnnkit import GRU, LSTM, SimpleRNN, lengths_to_mask
+from rnnkit.kernels import lanes
+
+
+@pytest.mark.parametrize("batch", [1, 9, 16, 37, 64])
+def test_chunking_covers_the_batch(batch):
+    nc, nl = lanes.chunking(batch)
+    assert nl % lanes.LANES == 0 and nc * nl >= batch and (nc - 1) * nl < batch
+    assert 1 <= nc <= numba.get_num_threads()
+
+
+def test_layout_round_trip():
+    x = torch.randn(37, 5, 3)
+    nc, nl = 2, 24
+    lx = lanes.to_lanes(x, nc, nl)
+    assert lx.shape == (nc, 5, 3, nl) and lx.is_contiguous()
+    torch.testing.assert_close(lanes.from_lanes(lx, 37), x)
+    assert (lanes.from_lanes(lx, nc * nl)[37:] == 0).all()  # zero padding lanes
+
+
+@pytest.mark.parametrize("cls", [SimpleRNN, LSTM, GRU])
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("batch", [3, 37])
+def test_threads_and_padding_lanes_match_reference(cls, threads, batch):
+    """Two chunks (two threads) and a batch that is not a multiple of 8 lanes give the
+    reference's outputs and gradients (the padding lanes must not leak into dW)."""
+    if threads > numba.config.NUMBA_NUM_THREADS:
+        pytest.skip("only one Numba thread available")
+    torch.manual_seed(threads * 100 + batch)
+    old = numba.get_num_threads()
+    numba.set_num_threads(threads)
+    try:
+        layer = cls(7, return_sequences=True)
+        x = torch.randn(batch, 9, 4, requires_grad=True)
+        mask = lengths_to_mask(torch.randint(0, 10, (batch,)), 9)
+        outs = {}
+        for backend in ("numba", "reference"):
+            layer.backend = backend
+            layer.zero_grad()
+            x.grad = None
+            y = layer(x, mask=mask)
+            (y * torch.linspace(-1, 1, y.numel()).reshape(y.shape)).sum().backward()
+            outs[backend] = (y.detach(), x.grad.clone(),
+                             [p.grad.clone() for p in layer.parameters()])
+        assert layer.last_backend == "reference"
+        (y1, gx1, gw1), (y2, gx2, gw2) = outs["numba"], outs["reference"]
+        torch.testing.assert_close(y1, y2, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(gx1, gx2, atol=1e-5, rtol=1e-4)
+        for a, b in zip(gw1, gw2, strict=True):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+    finally:
+        numba.set_num_threads(old)
