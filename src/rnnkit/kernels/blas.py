@@ -15,7 +15,8 @@ path for GRU) -- one GEMM per step, applied to ``dH`` in the next step's element
 
 The GEMMs go through :func:`rnnkit.kernels.mkl.gemm`: torch's MKL when torch exports it,
 else SciPy's BLAS. Training keeps the states (``hs``, LSTM ``cs``) and gate activations of
-every step for the backward pass; inference (``keep=False``) keeps O(batch x units) scratch.
+every step for the backward pass, time-major (T,B,.), so each step reads and writes one
+contiguous block; inference (``keep=False``) keeps O(batch x units) scratch.
 """
 
 from __future__ import annotations
@@ -26,37 +27,95 @@ from numba import njit, prange
 
 from . import mkl  # registers the BLAS symbols before the kernels below load from the cache
 from .numba_cpu import (
+    _FM,
     _OPTS,
     _gru_row,
     _gru_row_bwd,
     _last_real,
-    _lstm_row,
-    _lstm_row_bwd,
     _simple_row,
     _simple_row_bwd,
+    fsigmoid,
+    ftanh,
 )
 
 gemm = mkl.gemm
+
+
+# ------------------------------------------------------------------------------ rows
+# One sequence, one step; each loop writes one array (slices of the gate vector are separate
+# arrays), so LLVM vectorises them.
+@njit(inline="always", fastmath=_FM)
+def _sig_sum(out, a, b):
+    for j in range(out.shape[0]):
+        out[j] = fsigmoid(a[j] + b[j])
+
+
+@njit(inline="always", fastmath=_FM)
+def _tanh_sum(out, a, b):
+    for j in range(out.shape[0]):
+        out[j] = ftanh(a[j] + b[j])
+
+
+@njit(inline="always", fastmath=_FM)
+def _lstm_fwd_row(p, x, c, h, g):
+    """g <- [i, f, g, o] = act(p + x); c <- f c + i g; h <- o tanh(c)."""
+    nh = h.shape[0]
+    gi, gf, gg, go = g[:nh], g[nh:2 * nh], g[2 * nh:3 * nh], g[3 * nh:]
+    _sig_sum(g[:2 * nh], p[:2 * nh], x[:2 * nh])
+    _tanh_sum(gg, p[2 * nh:3 * nh], x[2 * nh:3 * nh])
+    _sig_sum(go, p[3 * nh:], x[3 * nh:])
+    for j in range(nh):
+        c[j] = gf[j] * c[j] + gi[j] * gg[j]
+    for j in range(nh):
+        h[j] = go[j] * ftanh(c[j])
+
+
+@njit(inline="always", fastmath=_FM)
+def _lstm_bwd_row(gh, g, c, cp, dc, dz, tc):
+    """dz <- d(pre-activations) [i, f, g, o]; dc <- dc_{t-1}; tc is scratch (nh)."""
+    nh = gh.shape[0]
+    gi, gf, gg, go = g[:nh], g[nh:2 * nh], g[2 * nh:3 * nh], g[3 * nh:]
+    dzi, dzf, dzg, dzo = dz[:nh], dz[nh:2 * nh], dz[2 * nh:3 * nh], dz[3 * nh:]
+    for j in range(nh):
+        tc[j] = ftanh(c[j])
+    for j in range(nh):
+        dzo[j] = gh[j] * tc[j] * go[j] * (1.0 - go[j])
+    for j in range(nh):
+        dc[j] += gh[j] * go[j] * (1.0 - tc[j] * tc[j])
+    for j in range(nh):
+        dzi[j] = dc[j] * gg[j] * gi[j] * (1.0 - gi[j])
+    for j in range(nh):
+        dzf[j] = dc[j] * cp[j] * gf[j] * (1.0 - gf[j])
+    for j in range(nh):
+        dzg[j] = dc[j] * gi[j] * (1.0 - gg[j] * gg[j])
+    for j in range(nh):
+        dc[j] *= gf[j]
 
 
 # ------------------------------------------------------------------------------ forward
 @njit(**_OPTS)
 def rnn_fwd(kind, xp, h, c, w, bh, mask, rm, use_rm, relu, seq, hs, cs, gates, hhs, y, last):
     """kind 0 SimpleRNN, 1 LSTM, 2 GRU. ``h`` (and LSTM ``c``), (B,H), hold the initial state
-    on entry and the final state on exit. Writes ``hs``/``cs`` (B,T,H) when they have T steps
-    (training), the gate activations in ``gates``/``hhs`` (B,T or 1,.), ``y`` (B,T,H) when
-    ``seq`` else ``last`` (B,H). ``use_rm``: apply the recurrent-dropout mask ``rm``."""
+    on entry and the final state on exit. Training (``hs`` has T+1 steps): writes the states
+    time-major, ``hs[t+1] = h_t`` with ``hs[0] = h_0`` (LSTM ``cs`` likewise), and the gate
+    activations ``gates[t]`` (GRU also ``hhs[t]``), (T,B,.); inference (``hs`` of one step):
+    ``gates``/``hhs`` (1,B,.) are scratch. Writes ``y`` (B,T,H) when ``seq`` else ``last``
+    (B,H). ``use_rm``: apply the recurrent-dropout mask ``rm``."""
     nb, nt = xp.shape[0], xp.shape[1]
     nh = h.shape[1]
     ng = w.shape[1]
-    keep = hs.shape[1] == nt
+    keep = hs.shape[0] == nt + 1
     hr = np.empty_like(h)
     for b in range(nb):
         for k in range(nh):
             hr[b, k] = h[b, k] * rm[b, k] if use_rm else h[b, k]
+            if keep:
+                hs[0, b, k] = h[b, k]
+                if kind == 1:
+                    cs[0, b, k] = c[b, k]
     p = np.empty((nb, ng), h.dtype)
     for t in range(nt):
-        tg = t if gates.shape[1] == nt else 0  # inference: one scratch row
+        tg = t if keep else 0  # inference: one scratch step
         gemm(hr, w, p)
         for b in prange(nb):
             real = mask[b, t] != 0
@@ -65,26 +124,29 @@ def rnn_fwd(kind, xp, h, c, w, bh, mask, rm, use_rm, relu, seq, hs, cs, gates, h
                 if kind == 2:
                     for j in range(ng):
                         pb[j] += bh[j]
-                    _gru_row(xp[b, t], pb, h[b], gates[b, tg], hhs[b, tg])
+                    _gru_row(xp[b, t], pb, h[b], gates[tg, b], hhs[tg, b])
+                elif kind == 1:
+                    _lstm_fwd_row(pb, xp[b, t], c[b], h[b], gates[tg, b])
                 else:
                     xb = xp[b, t]
                     for j in range(ng):
                         pb[j] += xb[j]
-                    if kind == 0:
-                        _simple_row(pb, h[b], relu)
-                    else:
-                        _lstm_row(pb, c[b], h[b], gates[b, tg])
-                for k in range(nh):
-                    hr[b, k] = h[b, k] * rm[b, k] if use_rm else h[b, k]
+                    _simple_row(pb, h[b], relu)
+                if use_rm:
+                    for k in range(nh):
+                        hr[b, k] = h[b, k] * rm[b, k]
+                else:
+                    for k in range(nh):
+                        hr[b, k] = h[b, k]
                 if not seq:
                     for k in range(nh):
                         last[b, k] = h[b, k]
             if keep:
                 for k in range(nh):
-                    hs[b, t, k] = h[b, k]
+                    hs[t + 1, b, k] = h[b, k]
                 if kind == 1:
                     for k in range(nh):
-                        cs[b, t, k] = c[b, k]
+                        cs[t + 1, b, k] = c[b, k]
             if seq:
                 for k in range(nh):
                     y[b, t, k] = h[b, k] if real else 0.0
@@ -100,12 +162,14 @@ def _take_q(dh, q, rm, use_rm, add):
 
 
 @njit(**_OPTS)
-def rnn_bwd(kind, hs, h0, cs, c0, gates, hhs, w, mask, rm, use_rm, relu, dy, seq, dlast, dh,
+def rnn_bwd(kind, hs, cs, gates, hhs, w, mask, rm, use_rm, relu, dy, seq, dlast, dh,
             dc, dxp, dhn):
-    """BPTT of :func:`rnn_fwd`. ``dh``/``dc`` hold the gradients of the final state on entry
-    and of the initial state on exit. Writes ``dxp`` (B,T,G*H) and, for GRU, ``dhn`` (B,T,H)
-    = the candidate block of ``dhp`` (``dn_pre * r``)."""
-    nb, nt, nh = hs.shape
+    """BPTT of :func:`rnn_fwd` (``hs``/``cs``/``gates``/``hhs`` time-major as it saved them).
+    ``dh``/``dc`` hold the gradients of the final state on entry and of the initial state on
+    exit. Writes ``dxp`` (B,T,G*H) and, for GRU, ``dhn`` (B,T,H) = the candidate block of
+    ``dhp`` (``dn_pre * r``)."""
+    nb, nh = hs.shape[1], hs.shape[2]
+    nt = hs.shape[0] - 1
     ng = w.shape[1]
     gru = kind == 2
     dz = np.zeros((nb, ng) if gru else (1, 1), hs.dtype)  # GRU: dhp of the step
@@ -138,13 +202,11 @@ def rnn_bwd(kind, hs, h0, cs, c0, gates, hhs, w, mask, rm, use_rm, relu, dy, seq
                 for k in range(nh):
                     ghb[k] += dlast[b, k]
             if kind == 0:
-                _simple_row_bwd(ghb, hs[b, t], dxp[b, t], relu)
+                _simple_row_bwd(ghb, hs[t + 1, b], dxp[b, t], relu)
             elif kind == 1:
-                cp = cs[b, t - 1] if t > 0 else c0[b]
-                _lstm_row_bwd(ghb, gates[b, t], cs[b, t], cp, dc[b], dxp[b, t], tc[b])
+                _lstm_bwd_row(ghb, gates[t, b], cs[t + 1, b], cs[t, b], dc[b], dxp[b, t], tc[b])
             else:
-                hp = hs[b, t - 1] if t > 0 else h0[b]
-                _gru_row_bwd(ghb, gates[b, t], hhs[b, t], hp, dz[b], dxp[b, t, 2 * nh:],
+                _gru_row_bwd(ghb, gates[t, b], hhs[t, b], hs[t, b], dz[b], dxp[b, t, 2 * nh:],
                              dh[b])
                 for j in range(2 * nh):
                     dxp[b, t, j] = dz[b, j]
@@ -193,11 +255,11 @@ def forward(kind, xp, w, bh, h0, c0, mask, rm, relu, seq, keep=True):
     kw = {"dtype": xp.dtype}
     k = _KIND[kind]
     one = (1, 1, 1)
-    hs = torch.empty((nb, nt, nh) if keep else one, **kw)
-    cs = torch.empty((nb, nt, nh) if keep and k == 1 else one, **kw)
+    hs = torch.empty((nt + 1, nb, nh) if keep else one, **kw)
+    cs = torch.empty((nt + 1, nb, nh) if keep and k == 1 else one, **kw)
     ntg = nt if keep else 1
-    gates = torch.empty((nb, ntg, w.shape[1]) if k else one, **kw)
-    hhs = torch.empty((nb, ntg, nh) if k == 2 else one, **kw)
+    gates = torch.empty((ntg, nb, w.shape[1]) if k else one, **kw)
+    hhs = torch.empty((ntg, nb, nh) if k == 2 else one, **kw)
     y = torch.empty((nb, nt, nh) if seq else one, **kw)
     last = torch.zeros((nb, nh) if not seq else (1, 1), **kw)
     h = h0.clone()
@@ -214,7 +276,8 @@ def backward(kind, saved, w, h0, c0, mask, rm, relu, dy, seq, dh_t, dc_t):
     import torch
 
     hs, cs, gates, hhs = saved
-    nb, nt, nh = hs.shape
+    nb, nh = hs.shape[1], hs.shape[2]
+    nt = hs.shape[0] - 1
     ng = w.shape[1]
     k = _KIND[kind]
     kw = {"dtype": hs.dtype}
@@ -222,19 +285,20 @@ def backward(kind, saved, w, h0, c0, mask, rm, relu, dy, seq, dh_t, dc_t):
     dhn = torch.empty((nb, nt, nh) if k == 2 else (1, 1, 1), **kw)
     dh = dh_t.clone()
     dc = dc_t.clone() if k == 1 else torch.empty((1, 1), **kw)
-    c0_ = c0 if k == 1 else torch.empty((1, 1), **kw)
     dt = hs.numpy().dtype
     if seq:
         dseq, dlast = _np(dy), np.zeros((nb, nh), dt)
     else:
         dseq, dlast = np.zeros((1, 1, 1), dt), _np(dy)
     use_rm = _use_rm(rm)
-    _run(rnn_bwd, k, _np(hs), _np(h0), _np(cs), _np(c0_), _np(gates), _np(hhs), _np(w),
+    _run(rnn_bwd, k, _np(hs), _np(cs), _np(gates), _np(hhs), _np(w),
          _np(mask), _np(rm), use_rm, relu, dseq, seq, dlast, _np(dh), _np(dc), _np(dxp),
          _np(dhn))
-    hprev = torch.cat([h0.unsqueeze(1), hs[:, :-1]], dim=1)
+    hprev = torch.empty((nb, nt, nh), **kw)  # hr_{t-1} batch-major, as dxp's rows
     if use_rm:
-        hprev.mul_(rm.unsqueeze(1))
+        torch.mul(hs[:-1].transpose(0, 1), rm.unsqueeze(1), out=hprev)
+    else:
+        hprev.copy_(hs[:-1].transpose(0, 1))
     hp2 = hprev.reshape(-1, nh).T
     dx2 = dxp.reshape(-1, ng)
     if k == 2:
