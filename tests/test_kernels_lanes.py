@@ -15,6 +15,7 @@ from rnnkit.kernels import lanes
 def test_chunking_covers_the_batch(batch):
     nc, nl = lanes.chunking(batch)
     assert nl % lanes.LANES == 0 and nc * nl >= batch and (nc - 1) * nl < batch
+    assert nc == 1 or batch // nc >= lanes.MIN_CHUNK
     assert 1 <= nc <= numba.get_num_threads()
 
 
@@ -29,7 +30,7 @@ def test_layout_round_trip():
 
 @pytest.mark.parametrize("cls", [SimpleRNN, LSTM, GRU])
 @pytest.mark.parametrize("threads", [1, 2])
-@pytest.mark.parametrize("batch", [3, 37])
+@pytest.mark.parametrize("batch", [3, 37, 150])
 def test_threads_and_padding_lanes_match_reference(cls, threads, batch):
     """Two chunks (two threads) and a batch that is not a multiple of 8 lanes give the
     reference's outputs and gradients (the padding lanes must not leak into dW)."""

@@ -31,7 +31,7 @@ import torch
 from numba import njit, prange
 from torch import Tensor
 
-from . import lanes
+from . import lanes, mkl  # mkl registers its BLAS symbols before cached kernels load
 from .numba_cpu import _FM
 
 _SER = {"cache": True, "fastmath": _FM, "nogil": True, "error_model": "numpy"}
@@ -39,37 +39,60 @@ _PAR = {**_SER, "parallel": True}
 
 
 # ------------------------------------------------------------------------------ kernels
-@njit(**_PAR)
-def _gather(ids, mask_zero, table_t, idl, maskl, xp):
-    """``xp[c, g, t, i] = T[ids[b, t], g]`` for ``b = c L + i`` (``table_t = T^T``, G x V);
-    ``maskl`` 0 on padding ids (with mask_zero) and on the padding lanes."""
+@njit(inline="always")
+def _gather_chunk(c, ids, mask_zero, table_t, idl, maskl, xp):
+    """Chunk ``c``: ``xp[c, g, t, i] = T[ids[b, t], g]`` for ``b = c L + i`` (``table_t =
+    T^T``, G x V); ``maskl`` 0 on padding ids (with mask_zero) and on the padding lanes."""
     nb, nt = ids.shape
-    nc, ng, _, nl = xp.shape
-    for c in prange(nc):
+    _, ng, _, nl = xp.shape
+    for t in range(nt):
+        for i in range(nl):
+            b = c * nl + i
+            v = ids[b, t] if b < nb else 0
+            idl[c, t, i] = v
+            maskl[c, t, i] = 0 if b >= nb or (mask_zero and v == 0) else 1
+    for g in range(ng):
         for t in range(nt):
             for i in range(nl):
-                b = c * nl + i
-                v = ids[b, t] if b < nb else 0
-                idl[c, t, i] = v
-                maskl[c, t, i] = 0 if b >= nb or (mask_zero and v == 0) else 1
-        for g in range(ng):
-            for t in range(nt):
-                for i in range(nl):
-                    xp[c, g, t, i] = table_t[g, idl[c, t, i]]
+                xp[c, g, t, i] = table_t[g, idl[c, t, i]]
+
+
+@njit(**_SER)
+def _gather(ids, mask_zero, table_t, idl, maskl, xp):
+    for c in range(xp.shape[0]):
+        _gather_chunk(c, ids, mask_zero, table_t, idl, maskl, xp)
 
 
 @njit(**_PAR)
+def _gather_par(ids, mask_zero, table_t, idl, maskl, xp):
+    for c in prange(xp.shape[0]):
+        _gather_chunk(c, ids, mask_zero, table_t, idl, maskl, xp)
+
+
+@njit(inline="always")
+def _scatter_row(g, idl, dxp, dtable_t):
+    """``dT^T[g, id] += dxp[c, g, t, i]`` (one gate row; padding lanes and masked steps
+    carry a zero gradient)."""
+    nc, _, nt, nl = dxp.shape
+    for v in range(dtable_t.shape[1]):
+        dtable_t[g, v] = 0.0
+    for c in range(nc):
+        for t in range(nt):
+            for i in range(nl):
+                dtable_t[g, idl[c, t, i]] += dxp[c, g, t, i]
+
+
+@njit(**_SER)
 def _scatter(idl, dxp, dtable_t):
-    """``dT^T[g, id] += dxp[c, g, t, i]`` (parallel over gate rows: no two threads write the
-    same row). Padding lanes and masked steps carry a zero gradient."""
-    nc, ng, nt, nl = dxp.shape
-    for g in prange(ng):
-        for v in range(dtable_t.shape[1]):
-            dtable_t[g, v] = 0.0
-        for c in range(nc):
-            for t in range(nt):
-                for i in range(nl):
-                    dtable_t[g, idl[c, t, i]] += dxp[c, g, t, i]
+    for g in range(dxp.shape[1]):
+        _scatter_row(g, idl, dxp, dtable_t)
+
+
+@njit(**_PAR)
+def _scatter_par(idl, dxp, dtable_t):
+    """:func:`_scatter` parallel over gate rows (no two threads write the same row)."""
+    for g in prange(dxp.shape[1]):
+        _scatter_row(g, idl, dxp, dtable_t)
 
 
 @njit(**_SER)
@@ -129,9 +152,9 @@ def _dw_h(hrp, dhp, dwh, dbh, gru):
     """``dW_h = sum_c hrp_c (H, T L) dhp_c^T``, ``db_h = sum dhp`` (GRU)."""
     nc, nh, nt, nl = hrp.shape
     ng = dhp.shape[1]
-    dwh[:] = 0.0
     for c in range(nc):
-        dwh += np.dot(hrp[c].reshape(nh, nt * nl), dhp[c].reshape(ng, nt * nl).T)
+        mkl.gemm(hrp[c].reshape(nh, nt * nl), dhp[c].reshape(ng, nt * nl), dwh, False, True,
+                 1.0, 1.0 if c > 0 else 0.0)
     dbh[:] = 0.0
     if gru:
         for c in range(nc):
@@ -180,11 +203,17 @@ def optimizer_kernel(adam, params, grads, s1, s2, lr, a, b, eps, t, clip_value, 
 
 @njit(**_SER)
 def _table(emb, e, wx, bx, table_t):
-    """``T^T = (E W_x + b_x)^T`` (G x V), or ``(W_x + b_x)^T`` for OneHot (``emb`` False)."""
-    t = np.dot(e, wx) if emb else wx
-    for g in range(table_t.shape[0]):
-        for v in range(table_t.shape[1]):
-            table_t[g, v] = t[v, g] + bx[g]
+    """``T^T = (E W_x + b_x)^T = W_x^T E^T + b_x`` (G x V), or ``(W_x + b_x)^T`` for OneHot
+    (``emb`` False)."""
+    if emb:
+        mkl.gemm(wx, e, table_t, True, True)
+        for g in range(table_t.shape[0]):
+            for v in range(table_t.shape[1]):
+                table_t[g, v] += bx[g]
+    else:
+        for g in range(table_t.shape[0]):
+            for v in range(table_t.shape[1]):
+                table_t[g, v] = wx[v, g] + bx[g]
 
 
 @njit(**_SER)
@@ -195,10 +224,12 @@ def _input_grads(emb, e, wx, dtable_t, de, dwx, dbx):
     for g in range(ng):
         dbx[g] = dtable_t[g].sum()
     if emb:
-        dwx[:] = np.dot(dtable_t, e).T
-        de[:] = np.dot(wx, dtable_t).T
+        mkl.gemm(e, dtable_t, dwx, True, True)
+        mkl.gemm(dtable_t, wx, de, True, True)
     else:
-        dwx[:] = dtable_t.T
+        for v in range(nv):
+            for g in range(ng):
+                dwx[v, g] = dtable_t[g, v]
 
 
 @njit(**_SER)
@@ -212,15 +243,27 @@ def train_kernel(kind, relu, mask_zero, binary, emb, ids, y, e, wx, bx, wh, bh, 
     Returns the mean loss of the batch (before the update)."""
     nb = ids.shape[0]
     _table(emb, e, wx, bx, table_t)
-    _gather(ids, mask_zero, table_t, idl, maskl, xp)
-    lanes.fwd(kind, xp, h0, h0, wh, bh, maskl, rml, relu, hs, hrp, cs, gs, hh, last)
+    par = xp.shape[0] > 1  # more than one chunk: parallel passes
+    if par:
+        _gather_par(ids, mask_zero, table_t, idl, maskl, xp)
+        lanes.fwd(kind, xp, h0, h0, wh, bh, maskl, rml, relu, hs, hrp, cs, gs, hh, last)
+    else:
+        _gather(ids, mask_zero, table_t, idl, maskl, xp)
+        lanes.fwd1(kind, xp, h0, h0, wh, bh, maskl, rml, relu, hs, hrp, cs, gs, hh, last)
     loss = _head(last, wd, bd, y, binary, nb, out, dz)
     _head_back(last, wd, dz, nb, dwd, dbd, dlast)
     dys = np.zeros((1, 1, 1, 1), hs.dtype)
-    lanes.bwd(kind, hs, h0, cs, h0, gs, hh, wh, maskl, rml, relu, dys, dlast, h0, h0,
-              dxp, dhp, dh0, dc0)
+    if par:
+        lanes.bwd(kind, hs, h0, cs, h0, gs, hh, wh, maskl, rml, relu, dys, dlast, h0, h0,
+                  dxp, dhp, dh0, dc0)
+    else:
+        lanes.bwd1(kind, hs, h0, cs, h0, gs, hh, wh, maskl, rml, relu, dys, dlast, h0, h0,
+                   dxp, dhp, dh0, dc0)
     _dw_h(hrp, dhp if kind == 2 else dxp, dwh, dbh, kind == 2)
-    _scatter(idl, dxp, dtable_t)
+    if par:
+        _scatter_par(idl, dxp, dtable_t)
+    else:
+        _scatter(idl, dxp, dtable_t)
     _input_grads(emb, e, wx, dtable_t, de, dwx, dbx)
     optimizer_kernel(adam, params, grads, s1, s2, hyper[0], hyper[1], hyper[2], hyper[3], t,
                      hyper[4], hyper[5])
@@ -232,8 +275,12 @@ def infer_kernel(kind, relu, mask_zero, emb, ids, e, wx, bx, wh, bh, rml, table_
                  xp, hs, hrp, cs, gs, hh, last, h0):
     """The recurrence's last real output, forward only (one scratch row per step)."""
     _table(emb, e, wx, bx, table_t)
-    _gather(ids, mask_zero, table_t, idl, maskl, xp)
-    lanes.fwd(kind, xp, h0, h0, wh, bh, maskl, rml, relu, hs, hrp, cs, gs, hh, last)
+    if xp.shape[0] > 1:
+        _gather_par(ids, mask_zero, table_t, idl, maskl, xp)
+        lanes.fwd(kind, xp, h0, h0, wh, bh, maskl, rml, relu, hs, hrp, cs, gs, hh, last)
+    else:
+        _gather(ids, mask_zero, table_t, idl, maskl, xp)
+        lanes.fwd1(kind, xp, h0, h0, wh, bh, maskl, rml, relu, hs, hrp, cs, gs, hh, last)
 
 
 # ------------------------------------------------------------------------------ matching

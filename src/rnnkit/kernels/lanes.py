@@ -32,8 +32,8 @@ from numba import njit, prange
 
 from .numba_cpu import _FM, fsigmoid, ftanh
 
-_OPTS = {"cache": True, "parallel": True, "fastmath": _FM, "nogil": True,
-         "error_model": "numpy"}
+_SER = {"cache": True, "fastmath": _FM, "nogil": True, "error_model": "numpy"}
+_OPTS = {**_SER, "parallel": True}
 LANES = 8  # float32 lanes of an AVX register: chunks are padded to a multiple of this
 
 
@@ -152,9 +152,10 @@ def _gru_step(x, p, h, m):
             h[k, i] = gz * h[k, i] + (1.0 - gz) * gn if m[i] != 0.0 else h[k, i]
 
 
-@njit(**_OPTS)
-def fwd(kind, xp, h0, c0, w, bh, mask, rm, relu, hs, hrp, cs, gs, hh, last):
-    """kind 0 SimpleRNN, 1 LSTM, 2 GRU. Chunk-major arrays (leading dimension: chunk ``c``,
+@njit(inline="always", fastmath=_FM)
+def _fwd_chunk(c, kind, xp, h0, c0, w, bh, mask, rm, relu, hs, hrp, cs, gs, hh, last):
+    """Chunk ``c`` of :func:`fwd`. kind 0 SimpleRNN, 1 LSTM, 2 GRU. Chunk-major arrays
+    (leading dimension: chunk ``c``,
     trailing: its ``L`` lanes): ``xp (C,G,T,L)``, ``h0, c0, rm (C,H,L)``, ``mask (C,T,L)``
     uint8; ``w (H,G)``, ``bh (G,)`` (GRU's recurrent bias). Writes ``hs (C,H,T,L)`` and
     ``last (C,H,L)`` (h at the last real step, 0 if none); ``hrp``, ``cs``, ``gs``, ``hh``
@@ -162,52 +163,51 @@ def fwd(kind, xp, h0, c0, w, bh, mask, rm, relu, hs, hrp, cs, gs, hh, last):
     nc, ng, nt, n = xp.shape
     nh = w.shape[0]
     keep = hrp.shape[2] == nt
-    for c in prange(nc):
-        h = np.empty((nh, n), hs.dtype)
-        cc = np.zeros((nh, n), hs.dtype)
-        hr = np.empty((nh, n), hs.dtype)
-        x = np.empty((ng, n), hs.dtype)
-        p = np.empty((ng, n), hs.dtype)
-        lst = np.zeros((nh, n), hs.dtype)
-        r = np.empty((nh, n), hs.dtype)
-        m = np.empty(n, hs.dtype)
+    h = np.empty((nh, n), hs.dtype)
+    cc = np.zeros((nh, n), hs.dtype)
+    hr = np.empty((nh, n), hs.dtype)
+    x = np.empty((ng, n), hs.dtype)
+    p = np.empty((ng, n), hs.dtype)
+    lst = np.zeros((nh, n), hs.dtype)
+    r = np.empty((nh, n), hs.dtype)
+    m = np.empty(n, hs.dtype)
+    for k in range(nh):
+        for i in range(n):
+            h[k, i] = h0[c, k, i]
+            r[k, i] = rm[c, k, i]
+            if kind == 1:
+                cc[k, i] = c0[c, k, i]
+    for t in range(nt):
+        tg = t if keep else 0
+        _get_m(m, mask, c, t)
         for k in range(nh):
             for i in range(n):
-                h[k, i] = h0[c, k, i]
-                r[k, i] = rm[c, k, i]
-                if kind == 1:
-                    cc[k, i] = c0[c, k, i]
-        for t in range(nt):
-            tg = t if keep else 0
-            _get_m(m, mask, c, t)
-            for k in range(nh):
+                hr[k, i] = h[k, i] * r[k, i]
+        _put(hrp, c, tg, hr)
+        _get(x, xp, c, t)
+        if kind == 2:
+            for g in range(ng):
                 for i in range(n):
-                    hr[k, i] = h[k, i] * r[k, i]
-            _put(hrp, c, tg, hr)
-            _get(x, xp, c, t)
-            if kind == 2:
-                for g in range(ng):
-                    for i in range(n):
-                        p[g, i] = bh[g]
-                _matmul_lanes(p, w, hr)
-                _gru_step(x, p, h, m)
-                _put(hh, c, tg, p[2 * nh:])
-                _put(gs, c, tg, x)
+                    p[g, i] = bh[g]
+            _matmul_lanes(p, w, hr)
+            _gru_step(x, p, h, m)
+            _put(hh, c, tg, p[2 * nh:])
+            _put(gs, c, tg, x)
+        else:
+            _matmul_lanes(x, w, hr)
+            if kind == 0:
+                _simple_step(x, h, m, relu)
             else:
-                _matmul_lanes(x, w, hr)
-                if kind == 0:
-                    _simple_step(x, h, m, relu)
-                else:
-                    _lstm_step(x, cc, h, m)
-                    _put(gs, c, tg, x)
-                    _put(cs, c, tg, cc)
-            for k in range(nh):
-                for i in range(n):
-                    lst[k, i] = h[k, i] if m[i] != 0.0 else lst[k, i]
-            _put(hs, c, t, h)
+                _lstm_step(x, cc, h, m)
+                _put(gs, c, tg, x)
+                _put(cs, c, tg, cc)
         for k in range(nh):
             for i in range(n):
-                last[c, k, i] = lst[k, i]
+                lst[k, i] = h[k, i] if m[i] != 0.0 else lst[k, i]
+        _put(hs, c, t, h)
+    for k in range(nh):
+        for i in range(n):
+            last[c, k, i] = lst[k, i]
 
 
 # ------------------------------------------------------------------------------- backward
@@ -256,97 +256,138 @@ def _gru_back(gh, g, hhv, hp, m, dx, dz):
             dz[2 * nh + k, i] = dn * gr
 
 
-@njit(**_OPTS)
-def bwd(kind, hs, h0, cs, c0, gs, hh, w, mask, rm, relu, dys, dlast, dhT, dcT,
+@njit(inline="always", fastmath=_FM)
+def _bwd_chunk(c, kind, hs, h0, cs, c0, gs, hh, w, mask, rm, relu, dys, dlast, dhT, dcT,
         dxp, dhp, dh0, dc0):
-    """BPTT of :func:`fwd` (same chunk-major layout). ``dys (C,H,T,L)`` is the gradient of
-    every output (time extent 1 when only the last output is used), ``dlast (C,H,L)`` that
-    of the last real output, ``dhT, dcT (C,H,L)`` of the final state. Writes
-    ``dxp (C,G,T,L)``, ``dhp`` (GRU only; for SimpleRNN and LSTM it is ``dxp``) and
-    ``dh0, dc0 (C,H,L)``."""
+    """Chunk ``c`` of :func:`bwd`: BPTT of :func:`fwd` (same chunk-major layout).
+    ``dys (C,H,T,L)`` is the gradient of every output (time extent 1 when only the last
+    output is used), ``dlast (C,H,L)`` that of the last real output, ``dhT, dcT (C,H,L)``
+    of the final state. Writes ``dxp (C,G,T,L)``, ``dhp`` (GRU only; for SimpleRNN and
+    LSTM it is ``dxp``) and ``dh0, dc0 (C,H,L)``."""
     nc, nh, nt, n = hs.shape
     ng = w.shape[1]
     seq = dys.shape[2] == nt
-    for c in prange(nc):
-        dh = np.empty((nh, n), hs.dtype)
-        dc = np.zeros((nh, n), hs.dtype)
-        gh = np.empty((nh, n), hs.dtype)
-        dx = np.empty((ng, n), hs.dtype)
-        dz = np.empty((ng, n), hs.dtype)
-        acc = np.empty((nh, n), hs.dtype)
-        g = np.empty((ng, n), hs.dtype)
-        hv = np.empty((nh, n), hs.dtype)
-        hp = np.empty((nh, n), hs.dtype)
-        aux = np.empty((nh, n), hs.dtype)
-        r = np.empty((nh, n), hs.dtype)
-        dl = np.empty((nh, n), hs.dtype)
-        m = np.empty(n, hs.dtype)
-        tl = np.full(n, -1, np.int64)
-        for i in range(n):
-            for t in range(nt - 1, -1, -1):
-                if mask[c, t, i]:
-                    tl[i] = t
-                    break
-        for k in range(nh):
-            for i in range(n):
-                dh[k, i] = dhT[c, k, i]
-                r[k, i] = rm[c, k, i]
-                dl[k, i] = dlast[c, k, i]
-                if kind == 1:
-                    dc[k, i] = dcT[c, k, i]
+    dh = np.empty((nh, n), hs.dtype)
+    dc = np.zeros((nh, n), hs.dtype)
+    gh = np.empty((nh, n), hs.dtype)
+    dx = np.empty((ng, n), hs.dtype)
+    dz = np.empty((ng, n), hs.dtype)
+    acc = np.empty((nh, n), hs.dtype)
+    g = np.empty((ng, n), hs.dtype)
+    hv = np.empty((nh, n), hs.dtype)
+    hp = np.empty((nh, n), hs.dtype)
+    aux = np.empty((nh, n), hs.dtype)
+    r = np.empty((nh, n), hs.dtype)
+    dl = np.empty((nh, n), hs.dtype)
+    m = np.empty(n, hs.dtype)
+    tl = np.full(n, -1, np.int64)
+    for i in range(n):
         for t in range(nt - 1, -1, -1):
-            _get_m(m, mask, c, t)
-            if seq:
-                _get(gh, dys, c, t)
-            for k in range(nh):
-                for i in range(n):
-                    v = dh[k, i] + (gh[k, i] * m[i] if seq else 0.0)
-                    gh[k, i] = v + (dl[k, i] if t == tl[i] else 0.0)
-            if kind == 0:
-                _get(hv, hs, c, t)
-                _simple_back(gh, hv, m, relu, dz)
-                _put(dxp, c, t, dz)
-            elif kind == 1:
-                _get(g, gs, c, t)
-                _get(hv, cs, c, t)
-                if t > 0:
-                    _get(hp, cs, c, t - 1)
-                else:
-                    _get0(hp, c0, c)
-                _lstm_back(gh, g, hv, hp, m, dc, dz)
-                _put(dxp, c, t, dz)
-            else:
-                _get(g, gs, c, t)
-                _get(aux, hh, c, t)
-                if t > 0:
-                    _get(hp, hs, c, t - 1)
-                else:
-                    _get0(hp, h0, c)
-                _gru_back(gh, g, aux, hp, m, dx, dz)
-                _put(dxp, c, t, dx)
-                _put(dhp, c, t, dz)
-            _matmul_t_lanes(acc, w, dz)
-            for k in range(nh):
-                for i in range(n):
-                    carry = gh[k, i] * g[k, i] if kind == 2 else 0.0
-                    real = acc[k, i] * r[k, i] + carry
-                    dh[k, i] = real if m[i] != 0.0 else gh[k, i]
+            if mask[c, t, i]:
+                tl[i] = t
+                break
+    for k in range(nh):
+        for i in range(n):
+            dh[k, i] = dhT[c, k, i]
+            r[k, i] = rm[c, k, i]
+            dl[k, i] = dlast[c, k, i]
+            if kind == 1:
+                dc[k, i] = dcT[c, k, i]
+    for t in range(nt - 1, -1, -1):
+        _get_m(m, mask, c, t)
+        if seq:
+            _get(gh, dys, c, t)
         for k in range(nh):
             for i in range(n):
-                dh0[c, k, i] = dh[k, i]
-                dc0[c, k, i] = dc[k, i]
+                v = dh[k, i] + (gh[k, i] * m[i] if seq else 0.0)
+                gh[k, i] = v + (dl[k, i] if t == tl[i] else 0.0)
+        if kind == 0:
+            _get(hv, hs, c, t)
+            _simple_back(gh, hv, m, relu, dz)
+            _put(dxp, c, t, dz)
+        elif kind == 1:
+            _get(g, gs, c, t)
+            _get(hv, cs, c, t)
+            if t > 0:
+                _get(hp, cs, c, t - 1)
+            else:
+                _get0(hp, c0, c)
+            _lstm_back(gh, g, hv, hp, m, dc, dz)
+            _put(dxp, c, t, dz)
+        else:
+            _get(g, gs, c, t)
+            _get(aux, hh, c, t)
+            if t > 0:
+                _get(hp, hs, c, t - 1)
+            else:
+                _get0(hp, h0, c)
+            _gru_back(gh, g, aux, hp, m, dx, dz)
+            _put(dxp, c, t, dx)
+            _put(dhp, c, t, dz)
+        _matmul_t_lanes(acc, w, dz)
+        for k in range(nh):
+            for i in range(n):
+                carry = gh[k, i] * g[k, i] if kind == 2 else 0.0
+                real = acc[k, i] * r[k, i] + carry
+                dh[k, i] = real if m[i] != 0.0 else gh[k, i]
+    for k in range(nh):
+        for i in range(n):
+            dh0[c, k, i] = dh[k, i]
+            dc0[c, k, i] = dc[k, i]
+
+
+# ------------------------------------------------------------------------------- drivers
+# One compiled driver per pass over the chunks: ``fwd``/``bwd`` in parallel (``prange``),
+# ``fwd1``/``bwd1`` in a plain loop, used when there is a single chunk: a parallel region
+# costs a fork/join per call, and on a machine busier than its cores (other jobs, or torch's
+# own OpenMP threads) the join waits for every worker to be scheduled.
+@njit(**_OPTS)
+def fwd(kind, xp, h0, c0, w, bh, mask, rm, relu, hs, hrp, cs, gs, hh, last):
+    """The forward recurrence (see :func:`_fwd_chunk`), chunks in parallel."""
+    for c in prange(xp.shape[0]):
+        _fwd_chunk(c, kind, xp, h0, c0, w, bh, mask, rm, relu, hs, hrp, cs, gs, hh, last)
+
+
+@njit(**_SER)
+def fwd1(kind, xp, h0, c0, w, bh, mask, rm, relu, hs, hrp, cs, gs, hh, last):
+    """:func:`fwd` in one thread."""
+    for c in range(xp.shape[0]):
+        _fwd_chunk(c, kind, xp, h0, c0, w, bh, mask, rm, relu, hs, hrp, cs, gs, hh, last)
+
+
+@njit(**_OPTS)
+def bwd(kind, hs, h0, cs, c0, gs, hh, w, mask, rm, relu, dys, dlast, dhT, dcT,
+        dxp, dhp, dh0, dc0):
+    """BPTT (see :func:`_bwd_chunk`), chunks in parallel."""
+    for c in prange(hs.shape[0]):
+        _bwd_chunk(c, kind, hs, h0, cs, c0, gs, hh, w, mask, rm, relu, dys, dlast, dhT, dcT,
+                   dxp, dhp, dh0, dc0)
+
+
+@njit(**_SER)
+def bwd1(kind, hs, h0, cs, c0, gs, hh, w, mask, rm, relu, dys, dlast, dhT, dcT,
+         dxp, dhp, dh0, dc0):
+    """:func:`bwd` in one thread."""
+    for c in range(hs.shape[0]):
+        _bwd_chunk(c, kind, hs, h0, cs, c0, gs, hh, w, mask, rm, relu, dys, dlast, dhT, dcT,
+                   dxp, dhp, dh0, dc0)
 
 
 # ------------------------------------------------------------------------------- torch glue
 _KIND = {"simple": 0, "lstm": 1, "gru": 2}
 
 
+#: lanes per parallel chunk at least: below that one thread runs the whole batch
+MIN_CHUNK = 64
+
+
 def chunking(batch: int) -> tuple[int, int]:
-    """``(C, L)``: one chunk per thread (fewer for small batches), ``L`` lanes each, a
-    multiple of :data:`LANES`; ``C * L >= batch`` (the padding lanes are masked out)."""
+    """``(C, L)``: one chunk per thread, each at least :data:`MIN_CHUNK` sequences (so a
+    training batch of 64 runs in one thread, an inference batch of 256 on two), ``L`` lanes
+    each, a multiple of :data:`LANES`; ``C * L >= batch`` (padding lanes are masked out)."""
     import numba
 
-    nc = max(1, min(numba.get_num_threads(), batch // (2 * LANES)))
+    nc = max(1, min(numba.get_num_threads(), batch // MIN_CHUNK))
     per = -(-batch // nc)
     return nc, -(-per // LANES) * LANES
 
@@ -396,7 +437,8 @@ def forward(kind, xp, w, bh, h0, c0, mask, rm, relu, seq, keep=True):
     gs = torch.empty((nc, ng, ntk, nl) if k else (1, 1, ntk, 1), **kw)
     hh = torch.empty((nc, nh, ntk, nl) if k == 2 else (1, 1, 1, 1), **kw)
     last = torch.empty((nc, nh, nl), **kw)
-    fwd(k, _np(xpl), _np(h0l), _np(c0l), _np(w), _np(bh), _np(maskl), _np(rml), relu,
+    run = fwd if nc > 1 else fwd1
+    run(k, _np(xpl), _np(h0l), _np(c0l), _np(w), _np(bh), _np(maskl), _np(rml), relu,
         _np(hs), _np(hrp), _np(cs), _np(gs), _np(hh), _np(last))
     if seq:
         y = from_lanes(hs, nb).transpose(1, 2) * mask.unsqueeze(-1).to(xp.dtype)
@@ -426,7 +468,8 @@ def backward(kind, saved, w, h0, c0, mask, rm, relu, dy, seq, dh_t, dc_t):
     dxp = torch.empty((nc, ng, nt, nl), **kw)
     dhp = torch.empty((nc, ng, nt, nl), **kw) if k == 2 else dxp
     dh0, dc0 = torch.empty((nc, nh, nl), **kw), torch.empty((nc, nh, nl), **kw)
-    bwd(k, _np(hs), _np(h0l), _np(cs), _np(c0l), _np(gs), _np(hh), _np(w), _np(maskl),
+    run = bwd if nc > 1 else bwd1
+    run(k, _np(hs), _np(h0l), _np(cs), _np(c0l), _np(gs), _np(hh), _np(w), _np(maskl),
         _np(rml), relu, _np(dys), _np(dlast), _np(to_lanes(dh_t, nc, nl)), _np(dctl),
         _np(dxp), _np(dhp), _np(dh0), _np(dc0))
     dw = torch.bmm(hrp.reshape(nc, nh, nt * nl),
