@@ -297,16 +297,17 @@ class Parts:
 def parts(model) -> Parts | str:
     """The model's layers when it has the fused classifier's shape, else why not."""
     from ..layers import Dense, Embedding, OneHot, Sequential
-    from ..recurrent import RNN
+    from ..recurrent import GRU, LSTM, RNN, SimpleRNN
     from . import NUMBA_MAX_UNITS
     from .fused import cell_kind
 
     if not isinstance(model, Sequential) or len(model) != 3:
         return "not a Sequential of 3 layers"
     src, rnn, dense = model[0], model[1], model[2]
-    if not isinstance(src, (Embedding, OneHot)):
+    # exact types: a subclass may change forward, which the fused code would not see
+    if type(src) not in (Embedding, OneHot):
         return "the first layer is not an Embedding or OneHot"
-    if not isinstance(rnn, RNN) or not isinstance(dense, Dense):
+    if type(rnn) not in (RNN, SimpleRNN, LSTM, GRU) or type(dense) is not Dense:
         return "not Embedding|OneHot -> RNN -> Dense"
     kind = cell_kind(rnn.cell)
     cell = rnn.cell
