@@ -212,7 +212,7 @@ def test_embedding_fold_matches_reference(cell, back):
     ref, fused = model("reference"), model("auto")
     fused.load_state_dict(ref.state_dict())
     gen = torch.Generator().manual_seed(1)
-    ids = torch.randint(1, 13, (4, 7), generator=gen)
+    ids = torch.randint(1, 13, (8, 7), generator=gen)
     ids[1, 4:] = 0
     ids[2, :3] = 0
     ids[3, 2] = 5
@@ -232,10 +232,10 @@ def test_embedding_fold_matches_reference(cell, back):
 def test_embedding_not_folded_with_input_dropout():
     m = rnnkit.Sequential(rnnkit.Embedding(9, 3), LSTM(4, dropout=0.5), input_shape=(5,))
     m.train()
-    m(torch.randint(0, 9, (2, 5)))
+    m(torch.randint(0, 9, (8, 5)))
     assert m[1].last_backend == "numba" and not m[1].embedding_folded
     m.eval()
-    m(torch.randint(0, 9, (2, 5)))
+    m(torch.randint(0, 9, (8, 5)))
     assert m[1].embedding_folded
 
 

@@ -21,7 +21,6 @@ contiguous block; inference (``keep=False``) keeps O(batch x units) scratch.
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 from numba import njit, prange
 
@@ -36,6 +35,7 @@ from .numba_cpu import (
     _simple_row_bwd,
     fsigmoid,
     ftanh,
+    run_threaded,
 )
 
 gemm = mkl.gemm
@@ -230,16 +230,9 @@ def _np(t):
 
 
 def _run(kernel, *args):
-    """Run a kernel with Numba's thread count following torch's (the MKL GEMMs use torch's);
-    the first parallel launch of Numba's OpenMP layer resets OpenMP's thread count, so
-    torch's is restored if it changed."""
-    import torch
-
-    n = torch.get_num_threads()
-    numba.set_num_threads(max(1, min(n, numba.config.NUMBA_NUM_THREADS)))
-    kernel(*args)
-    if torch.get_num_threads() != n:
-        torch.set_num_threads(n)
+    """Run a kernel with Numba's thread count following torch's (see
+    :func:`.numba_cpu.run_threaded`)."""
+    return run_threaded(kernel, *args)
 
 
 def _use_rm(rm) -> bool:

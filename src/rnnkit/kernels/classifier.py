@@ -32,7 +32,7 @@ from numba import njit, prange
 from torch import Tensor
 
 from . import lanes, mkl  # mkl registers its BLAS symbols before cached kernels load
-from .numba_cpu import _FM
+from .numba_cpu import _FM, run_threaded
 
 _SER = {"cache": True, "fastmath": _FM, "nogil": True, "error_model": "numpy"}
 _PAR = {**_SER, "parallel": True}
@@ -416,9 +416,10 @@ def infer_hidden(p: Parts, ids: Tensor) -> Tensor:
     emb = isinstance(p.source, Embedding)
     e = p.source.weight.numpy() if emb else w.h0[0]
     bx = cell.bias[0] if p.kind == 2 else cell.bias
-    infer_kernel(p.kind, cell_relu(p), _mask_zero(p), emb, idn, e, cell.kernel.numpy(),
-                 bx.numpy(), cell.recurrent_kernel.numpy(), _bh(p).numpy(), w.ones,
-                 w.table_t, w.idl, w.maskl, w.xp, w.hs, w.hrp, w.cs, w.gs, w.hh, w.last, w.h0)
+    run_threaded(infer_kernel, p.kind, cell_relu(p), _mask_zero(p), emb, idn, e,
+                 cell.kernel.numpy(), bx.numpy(), cell.recurrent_kernel.numpy(),
+                 _bh(p).numpy(), w.ones, w.table_t, w.idl, w.maskl, w.xp, w.hs, w.hrp, w.cs,
+                 w.gs, w.hh, w.last, w.h0)
     p.rnn.last_backend, p.rnn.embedding_folded = "numba", True
     return lanes.from_lanes(torch.from_numpy(w.last), idn.shape[0]).clone()
 
@@ -530,10 +531,10 @@ class TrainStep:
         a = group["beta_1"] if self.adam else group["rho"]
         b = group["beta_2"] if self.adam else 0.0
         hyper = np.array([group["lr"], a, b, group["eps"], *self.clip])
-        loss = train_kernel(
-            p.kind, cell_relu(p), _mask_zero(p), p.binary, self.embedding, idn, yb, e, wx, bx,
-            wh, bh, wd, bd, rml, w.table_t, w.idl, w.maskl, w.xp, w.hs, w.hrp, w.cs, w.gs,
-            w.hh, w.last, w.h0, w.dxp, w.dhp, w.dh0, w.dc0, w.dlast, w.outn, w.dz,
+        loss = run_threaded(
+            train_kernel, p.kind, cell_relu(p), _mask_zero(p), p.binary, self.embedding, idn,
+            yb, e, wx, bx, wh, bh, wd, bd, rml, w.table_t, w.idl, w.maskl, w.xp, w.hs, w.hrp,
+            w.cs, w.gs, w.hh, w.last, w.h0, w.dxp, w.dhp, w.dh0, w.dc0, w.dlast, w.outn, w.dz,
             w.dtable_t, de, dwx, dbx, dwh, dbh, dwd, dbd, self.adam, *flat, hyper, t)
         p.rnn.last_backend, p.rnn.embedding_folded = "numba", True
         return loss, w.out.clone()

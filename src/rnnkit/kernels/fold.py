@@ -6,10 +6,10 @@ so a batch costs one small GEMM (``T``), one gather, and the fused recurrence; b
 scatters ``dxp`` into ``dT`` (compiled loop) and autograd gives ``dE = dT W_x^T``,
 ``dW_x = E^T dT``, ``db = sum_v dT_v``. Used by :meth:`rnnkit.layers.Sequential.forward_with_mask`
 for ``Embedding -> RNN`` when the RNN would run a fused CPU backend (``numba``/``blas``),
-returns no state, the vocabulary is no larger than the batch's token count (else building
-``T`` costs more than projecting the batch), and no input dropout is active (its
-per-sequence mask on the embedding cannot be folded into ``T``). Otherwise the layers run
-one after the other, unchanged.
+returns no state, the vocabulary is at most a quarter of the batch's token count (else
+building ``T`` and gathering from it cost as much as projecting the batch), and no input
+dropout is active (its per-sequence mask on the embedding cannot be folded into ``T``).
+Otherwise the layers run one after the other, unchanged.
 Dropout masks are sampled exactly as :meth:`rnnkit.recurrent.RNN.forward` samples them.
 """
 
@@ -67,7 +67,7 @@ def embedding_rnn(emb, rnn, ids: Tensor, mask: Tensor | None):
     if (rnn.return_state or not cell.built or cell.input_size != emb.output_dim
             or ids.dim() != 2 or ids.is_floating_point() or ids.device.type != "cpu"
             or (rnn.training and rnn.dropout > 0) or ids.shape[1] == 0
-            or emb.input_dim > ids.numel()):  # table bigger than the batch: no saving
+            or 4 * emb.input_dim > ids.numel()):  # table not well below the batch: no saving
         return None
     emb_mask = emb.compute_mask(ids, mask)
     batch, time = ids.shape

@@ -30,7 +30,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .numba_cpu import _FM, fsigmoid, ftanh
+from .numba_cpu import _FM, fsigmoid, ftanh, run_threaded, threads
 
 _SER = {"cache": True, "fastmath": _FM, "nogil": True, "error_model": "numpy"}
 _OPTS = {**_SER, "parallel": True}
@@ -385,9 +385,7 @@ def chunking(batch: int) -> tuple[int, int]:
     """``(C, L)``: one chunk per thread, each at least :data:`MIN_CHUNK` sequences (so a
     training batch of 64 runs in one thread, an inference batch of 256 on two), ``L`` lanes
     each, a multiple of :data:`LANES`; ``C * L >= batch`` (padding lanes are masked out)."""
-    import numba
-
-    nc = max(1, min(numba.get_num_threads(), batch // MIN_CHUNK))
+    nc = max(1, min(threads(), batch // MIN_CHUNK))
     per = -(-batch // nc)
     return nc, -(-per // LANES) * LANES
 
@@ -437,9 +435,9 @@ def forward(kind, xp, w, bh, h0, c0, mask, rm, relu, seq, keep=True):
     gs = torch.empty((nc, ng, ntk, nl) if k else (1, 1, ntk, 1), **kw)
     hh = torch.empty((nc, nh, ntk, nl) if k == 2 else (1, 1, 1, 1), **kw)
     last = torch.empty((nc, nh, nl), **kw)
-    run = fwd if nc > 1 else fwd1
-    run(k, _np(xpl), _np(h0l), _np(c0l), _np(w), _np(bh), _np(maskl), _np(rml), relu,
-        _np(hs), _np(hrp), _np(cs), _np(gs), _np(hh), _np(last))
+    run_threaded(fwd if nc > 1 else fwd1, k, _np(xpl), _np(h0l), _np(c0l), _np(w), _np(bh),
+                 _np(maskl), _np(rml), relu, _np(hs), _np(hrp), _np(cs), _np(gs), _np(hh),
+                 _np(last))
     if seq:
         y = from_lanes(hs, nb).transpose(1, 2) * mask.unsqueeze(-1).to(xp.dtype)
     else:
@@ -468,10 +466,9 @@ def backward(kind, saved, w, h0, c0, mask, rm, relu, dy, seq, dh_t, dc_t):
     dxp = torch.empty((nc, ng, nt, nl), **kw)
     dhp = torch.empty((nc, ng, nt, nl), **kw) if k == 2 else dxp
     dh0, dc0 = torch.empty((nc, nh, nl), **kw), torch.empty((nc, nh, nl), **kw)
-    run = bwd if nc > 1 else bwd1
-    run(k, _np(hs), _np(h0l), _np(cs), _np(c0l), _np(gs), _np(hh), _np(w), _np(maskl),
-        _np(rml), relu, _np(dys), _np(dlast), _np(to_lanes(dh_t, nc, nl)), _np(dctl),
-        _np(dxp), _np(dhp), _np(dh0), _np(dc0))
+    run_threaded(bwd if nc > 1 else bwd1, k, _np(hs), _np(h0l), _np(cs), _np(c0l), _np(gs),
+                 _np(hh), _np(w), _np(maskl), _np(rml), relu, _np(dys), _np(dlast),
+                 _np(to_lanes(dh_t, nc, nl)), _np(dctl), _np(dxp), _np(dhp), _np(dh0), _np(dc0))
     dw = torch.bmm(hrp.reshape(nc, nh, nt * nl),
                    dhp.reshape(nc, ng, nt * nl).transpose(1, 2)).sum(0)
     dbh = dhp.sum((0, 2, 3)) if k == 2 else torch.zeros((ng,), **kw)

@@ -167,3 +167,30 @@ def _gru_row_bwd(gh, g, hh, hp, dz, dxn, dh):
         dz[2 * nh + j] = dxn[j] * r
     for j in range(nh):
         dh[j] = gh[j] * g[j]
+
+
+# ---------------------------------------------------------------------------- threads
+def threads() -> int:
+    """Threads a kernel may use: torch's setting (the MKL GEMMs in the kernels follow it),
+    capped by the size of Numba's pool."""
+    import numba
+    import torch
+
+    return max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+
+
+def run_threaded(kernel, *args):
+    """``kernel(*args)`` with Numba's thread count following torch's. The first parallel
+    launch of Numba's OpenMP layer resets OpenMP's thread count, so torch's is restored if
+    it changed (else ``torch.set_num_threads(1)`` would be silently undone)."""
+    import numba
+    import torch
+
+    n = torch.get_num_threads()
+    numba.set_num_threads(threads())
+    try:
+        return kernel(*args)
+    finally:
+        if torch.get_num_threads() != n:
+            torch.set_num_threads(n)
+
