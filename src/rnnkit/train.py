@@ -117,13 +117,13 @@ class RMSprop(torch.optim.Optimizer):
                         st["momentum"] = torch.zeros_like(p)
                 v = st["velocity"]
                 v.mul_(rho).addcmul_(g, g, value=1 - rho)
-                inc = g * lr / (v + eps).sqrt()
+                denom = v.add(eps).sqrt_()  # one temporary: large embeddings are memory-bound
                 if mom > 0:
                     m = st["momentum"]
-                    m.mul_(mom).add_(inc)
+                    m.mul_(mom).addcdiv_(g, denom, value=lr)
                     p.sub_(m)
                 else:
-                    p.sub_(inc)
+                    p.addcdiv_(g, denom, value=-lr)
         return loss
 
 
@@ -158,10 +158,10 @@ class Adam(torch.optim.Optimizer):
                 st["step"] += 1
                 t = st["step"]
                 m, v = st["m"], st["v"]
-                m.add_((g - m) * (1 - b1))
-                v.add_((g * g - v) * (1 - b2))
+                m.lerp_(g, 1 - b1)                        # m + (g - m)(1 - b1)
+                v.mul_(b2).addcmul_(g, g, value=1 - b2)   # v + (g^2 - v)(1 - b2)
                 alpha = lr * math.sqrt(1 - b2 ** t) / (1 - b1 ** t)
-                p.sub_(m * alpha / (v.sqrt() + eps))
+                p.addcdiv_(m, v.sqrt().add_(eps), value=-alpha)
         return loss
 
 
