@@ -13,9 +13,11 @@ from rnnkit.kernels import lanes
 
 @pytest.mark.parametrize("batch", [1, 9, 16, 37, 64])
 def test_chunking_covers_the_batch(batch):
-    nc, nl = lanes.chunking(batch)
-    assert nl % lanes.LANES == 0 and nc * nl >= batch and (nc - 1) * nl < batch
-    assert nc == 1 or batch // nc >= lanes.MIN_CHUNK
+    for steps, gates, units in ((1, 1, 1), (100, 32, 8), (200, 128, 32)):
+        nc, nl = lanes.chunking(batch, steps, gates, units)
+        assert nl % lanes.LANES == 0 and nc * nl >= batch and (nc - 1) * nl < batch
+        work = batch * steps * gates * (units + 16)
+        assert nc == 1 or work // nc >= lanes.MIN_CHUNK_WORK
     assert 1 <= nc <= max(1, torch.get_num_threads())
 
 
@@ -31,15 +33,17 @@ def test_layout_round_trip():
 @pytest.mark.parametrize("cls", [SimpleRNN, LSTM, GRU])
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("batch", [3, 37, 150])
-def test_threads_and_padding_lanes_match_reference(cls, threads, batch):
+def test_threads_and_padding_lanes_match_reference(cls, threads, batch, monkeypatch):
     """Two chunks (two threads) and a batch that is not a multiple of 8 lanes give the
     reference's outputs and gradients (the padding lanes must not leak into dW)."""
     if threads > numba.config.NUMBA_NUM_THREADS:
         pytest.skip("only one Numba thread available")
     torch.manual_seed(threads * 100 + batch)
+    monkeypatch.setattr(lanes, "MIN_CHUNK_WORK", 1)  # split even these tiny batches
     old = torch.get_num_threads()
     torch.set_num_threads(threads)  # the kernels' thread count follows torch's
     try:
+        assert lanes.chunking(batch)[0] == min(threads, batch // lanes.LANES) or batch < 8
         layer = cls(7, return_sequences=True)
         x = torch.randn(batch, 9, 4, requires_grad=True)
         mask = lengths_to_mask(torch.randint(0, 10, (batch,)), 9)

@@ -342,7 +342,7 @@ class _Work:
         cell = p.rnn.cell
         dt = cell.kernel.dtype
         nh, ng, nk = cell.units, cell.kernel.shape[1], p.dense.units
-        nc, nl = lanes.chunking(nb)
+        nc, nl = lanes.chunking(nb, nt, ng, nh)
         ntk = nt if keep else 1
         npdt = np.float32 if dt == torch.float32 else np.float64
 

@@ -377,15 +377,20 @@ def bwd1(kind, hs, h0, cs, c0, gs, hh, w, mask, rm, relu, dys, dlast, dhT, dcT,
 _KIND = {"simple": 0, "lstm": 1, "gru": 2}
 
 
-#: lanes per parallel chunk at least: below that one thread runs the whole batch
-MIN_CHUNK = 64
+#: work per parallel chunk at least, in sequence-steps x gates*units x (units + 16) (the
+#: recurrent product plus the element-wise work; about 0.3 ms on this machine's cores):
+#: below it one thread runs the batch. A parallel pass costs a fork and a join, and when the
+#: machine is busier than its cores the join waits for every worker to be scheduled.
+MIN_CHUNK_WORK = 4_000_000
 
 
-def chunking(batch: int) -> tuple[int, int]:
-    """``(C, L)``: one chunk per thread, each at least :data:`MIN_CHUNK` sequences (so a
-    training batch of 64 runs in one thread, an inference batch of 256 on two), ``L`` lanes
-    each, a multiple of :data:`LANES`; ``C * L >= batch`` (padding lanes are masked out)."""
-    nc = max(1, min(threads(), batch // MIN_CHUNK))
+def chunking(batch: int, steps: int = 1, gates: int = 1, units: int = 1) -> tuple[int, int]:
+    """``(C, L)``: up to one chunk per thread, each with at least :data:`MIN_CHUNK_WORK` of
+    work (a training batch of 64 x 100 steps runs in one thread below 32 units, on two at 32
+    units and above), ``L`` lanes each, a multiple of :data:`LANES`; ``C * L >= batch``
+    (padding lanes are masked out)."""
+    work = batch * steps * gates * (units + 16)
+    nc = max(1, min(threads(), batch // LANES, work // MIN_CHUNK_WORK))
     per = -(-batch // nc)
     return nc, -(-per // LANES) * LANES
 
@@ -421,7 +426,7 @@ def forward(kind, xp, w, bh, h0, c0, mask, rm, relu, seq, keep=True):
     k = _KIND[kind]
     nb, nt, ng = xp.shape
     nh = h0.shape[1]
-    nc, nl = chunking(nb)
+    nc, nl = chunking(nb, nt, ng, nh)
     kw = {"dtype": xp.dtype}
     xpl = to_lanes(xp.permute(0, 2, 1), nc, nl)           # (C, G, T, L)
     h0l = to_lanes(h0, nc, nl)
