@@ -9,9 +9,14 @@ Backends:
 
 * ``reference`` -- :meth:`RNN.run_reference`, a Python loop of torch ops (any cell, device).
 * ``numba``     -- :mod:`.lanes`: whole time loop forward and backward in one compiled
-  call each, parallel over the batch. CPU, float32/float64, built-in cells, small units.
-* ``blas``      -- :mod:`.blas`: per-step recurrent GEMM through BLAS, gate math fused in
-  compiled code. CPU, float32/float64, built-in cells, large units.
+  call each, the batch in the vector lanes, chunks of it on threads when the work is large
+  enough. CPU, float32/float64, built-in cells, small units.
+* ``blas``      -- :mod:`.blas`: per-step recurrent GEMM through MKL (:mod:`.mkl`), gate
+  math fused in compiled code. CPU, float32/float64, built-in cells, large units.
+
+Beside the backends, :mod:`.classifier` runs a whole training step (and inference) of the
+``Embedding | OneHot -> RNN -> Dense`` classifier in one compiled call; ``rnnkit.fit`` and
+``Sequential`` use it when the model has that shape.
 * ``torch``     -- :mod:`.torch_nn`: ``torch.lstm``/``torch.gru``/``torch.rnn_*`` (cuDNN on
   CUDA); no recurrent dropout, masks only as post-padding and not with ``go_backwards``.
 
