@@ -101,6 +101,18 @@ def _run_rnnkit(w: Workload, kind: str) -> dict:
                                                         rho=0.9, eps=1e-7),
                          loss="binary_crossentropy", metrics=None, verbose=0)
 
+    r, hist = _time_torch_model(w, model, epoch, ids)
+    r["kernel"] = model[1].last_backend + ("+fused-step" if hist.params.get("fused_step")
+                                           else "")
+    return r
+
+
+def _time_torch_model(w: Workload, model, epoch, ids) -> tuple[dict, object]:
+    """Warm up, then time ``epoch(w.samples)`` and inference (``model(x)`` without
+    gradients, batches of ``w.infer_batch``) over ``w.infer_samples`` fresh sequences.
+    Returns the timings and what the timed epoch returned."""
+    import torch
+
     def infer(xs):
         model.eval()
         with torch.no_grad():
@@ -110,14 +122,12 @@ def _run_rnnkit(w: Workload, kind: str) -> dict:
     epoch(4 * w.batch)  # warm-up (kernel compilation/cache load)
     infer(ids[: 2 * w.infer_batch])
     t0 = time.perf_counter()
-    hist = epoch(w.samples)
+    out = epoch(w.samples)
     train_s = time.perf_counter() - t0
     xi = torch.from_numpy(_data(w, w.infer_samples, seed=1)[0])
     t0 = time.perf_counter()
     infer(xi)
-    infer_s = time.perf_counter() - t0
-    kernel = model[1].last_backend + ("+fused-step" if hist.params.get("fused_step") else "")
-    return {"train_s": train_s, "infer_s": infer_s, "kernel": kernel}
+    return {"train_s": train_s, "infer_s": time.perf_counter() - t0}, out
 
 
 def _run_torch(w: Workload, kind: str) -> dict:
@@ -138,22 +148,7 @@ def _run_torch(w: Workload, kind: str) -> dict:
             loss.backward()
             opt.step()
 
-    def infer(xs):
-        model.eval()
-        with torch.no_grad():
-            for i in range(0, len(xs), w.infer_batch):
-                model(xs[i:i + w.infer_batch])
-
-    epoch(4 * w.batch)  # warm-up (kernel compilation/cache load)
-    infer(ids[: 2 * w.infer_batch])
-    t0 = time.perf_counter()
-    epoch(w.samples)
-    train_s = time.perf_counter() - t0
-    xi = torch.from_numpy(_data(w, w.infer_samples, seed=1)[0])
-    t0 = time.perf_counter()
-    infer(xi)
-    infer_s = time.perf_counter() - t0
-    return {"train_s": train_s, "infer_s": infer_s}
+    return _time_torch_model(w, model, epoch, ids)[0]
 
 
 # ------------------------------------------------------------------------------ JAX
