@@ -3,10 +3,10 @@ vectorise, Numba options, and the per-sequence row updates of each cell (one seq
 step) used by the BLAS kernel (:mod:`.blas`). The ``numba`` backend itself lives in
 :mod:`.lanes` (batch in the vector lanes).
 
-Row updates (``z`` = pre-activation ``xp_t + hr W_h``; states updated in place)::
+Row updates (``z`` = pre-activation ``xp_t + hr W_h``; states updated in place; the BLAS
+kernel does LSTM's gate blocks itself)::
 
     SimpleRNN  h = act(z)
-    LSTM       g = [sig(z_i), sig(z_f), tanh(z_g), sig(z_o)];  c = f c + i g;  h = o tanh(c)
     GRU        g = [z, r, n] with n = tanh(xp_n + r (hr W_hn + b_hn));  h = z h + (1-z) n
 
 and their backward counterparts (``*_row_bwd``), which give the gradient of the
@@ -97,22 +97,6 @@ def _simple_row(z, h, relu):
 
 
 @njit(inline="always", fastmath=_FM)
-def _lstm_row(z, c, h, g):
-    """g <- [sigmoid(i), sigmoid(f), tanh(g), sigmoid(o)]; c <- f c + i g; h <- o tanh(c)."""
-    nh = h.shape[0]
-    for j in range(2 * nh):
-        g[j] = fsigmoid(z[j])
-    for j in range(2 * nh, 3 * nh):
-        g[j] = ftanh(z[j])
-    for j in range(3 * nh, 4 * nh):
-        g[j] = fsigmoid(z[j])
-    for j in range(nh):
-        c[j] = g[nh + j] * c[j] + g[j] * g[2 * nh + j]
-    for j in range(nh):
-        h[j] = g[3 * nh + j] * ftanh(c[j])
-
-
-@njit(inline="always", fastmath=_FM)
 def _gru_row(x, p, h, g, hh):
     """``p`` includes b_h. g <- [z, r, n]; hh <- recurrent candidate part; h updated."""
     nh = h.shape[0]
@@ -131,26 +115,6 @@ def _simple_row_bwd(gh, h, dz, relu):
     for j in range(h.shape[0]):
         hv = h[j]
         dz[j] = gh[j] * ((1.0 if hv > 0.0 else 0.0) if relu else 1.0 - hv * hv)
-
-
-@njit(inline="always", fastmath=_FM)
-def _lstm_row_bwd(gh, g, c, cp, dc, dz, tc):
-    """dz <- d(pre-activations); dc <- dc_{t-1}; tc is scratch (nh)."""
-    nh = gh.shape[0]
-    for j in range(nh):
-        tc[j] = ftanh(c[j])
-    for j in range(nh):
-        go = g[3 * nh + j]
-        dz[3 * nh + j] = gh[j] * tc[j] * go * (1.0 - go)
-    for j in range(nh):
-        dc[j] += gh[j] * g[3 * nh + j] * (1.0 - tc[j] * tc[j])
-    for j in range(nh):
-        gi, gf, gg = g[j], g[nh + j], g[2 * nh + j]
-        dz[j] = dc[j] * gg * gi * (1.0 - gi)
-        dz[nh + j] = dc[j] * cp[j] * gf * (1.0 - gf)
-        dz[2 * nh + j] = dc[j] * gi * (1.0 - gg * gg)
-    for j in range(nh):
-        dc[j] *= g[nh + j]
 
 
 @njit(inline="always", fastmath=_FM)
@@ -193,4 +157,3 @@ def run_threaded(kernel, *args):
     finally:
         if torch.get_num_threads() != n:
             torch.set_num_threads(n)
-
