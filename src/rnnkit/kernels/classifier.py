@@ -406,14 +406,15 @@ def infer_hidden(p: Parts, ids: Tensor) -> Tensor:
 
     cell = p.rnn.cell
     idn = _ids(p, ids)
-    key = (idn.shape, cell.kernel.dtype, p.kind, cell.units, cell.kernel.shape[0])
+    emb = isinstance(p.source, Embedding)
+    vocab = p.source.weight.shape[0] if emb else p.source.num_classes
+    key = (idn.shape, cell.kernel.dtype, p.kind, cell.units, cell.kernel.shape[0], vocab)
     cache = p.rnn.__dict__.setdefault("_infer_work", {})
     w = cache.get(key)
     if w is None:
         if len(cache) > 4:
             cache.clear()
         w = cache[key] = _Work(p, idn.shape[0], idn.shape[1], keep=False)
-    emb = isinstance(p.source, Embedding)
     e = p.source.weight.numpy() if emb else w.h0[0]
     bx = cell.bias[0] if p.kind == 2 else cell.bias
     run_threaded(infer_kernel, p.kind, cell_relu(p), _mask_zero(p), emb, idn, e,
