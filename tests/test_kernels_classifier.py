@@ -54,9 +54,11 @@ def _fit(model, ids, y, **kw):
 @pytest.mark.parametrize("cell", sorted(CELLS))
 @pytest.mark.parametrize("source", ["embedding", "onehot"])
 @pytest.mark.parametrize("optimizer", ["rmsprop", "adam"])
-def test_training_equals_reference(one_thread, cell, source, optimizer):
+@pytest.mark.parametrize("units", [5, 20])
+def test_training_equals_reference(one_thread, cell, source, optimizer, units):
+    """5 units: recurrent products in the compiled loop; 20: through BLAS (lanes.GEMM_MIN)."""
     torch.manual_seed(0)
-    model = _model(cell, source)
+    model = _model(cell, source, units=units)
     ref = _reference(model)
     ids, y = _data()
     kw = {"optimizer": optimizer, "lr": 1e-2, "clip_norm": 0.3}
@@ -65,8 +67,10 @@ def test_training_equals_reference(one_thread, cell, source, optimizer):
     assert h.params["fused_step"] and not h_ref.params["fused_step"]
     assert h.history["loss"] == pytest.approx(h_ref.history["loss"], rel=1e-5)
     assert h.history["accuracy"] == pytest.approx(h_ref.history["accuracy"], abs=1e-9)
+    # with BLAS the float32 sums run in another order than torch's; Adam's normalised steps
+    # carry that into weights whose gradients are near zero, hence the wider atol at 20 units
     for p, q in zip(model.parameters(), ref.parameters(), strict=True):
-        torch.testing.assert_close(p, q, atol=2e-6, rtol=1e-4)
+        torch.testing.assert_close(p, q, atol=2e-6 if units == 5 else 2e-5, rtol=1e-4)
     assert model[1].last_backend == "numba"
 
 
@@ -102,9 +106,10 @@ def test_float64_and_relu(one_thread):
 
 @pytest.mark.parametrize("cell", sorted(CELLS))
 @pytest.mark.parametrize("batch", [1, 7, 40])
-def test_inference_equals_reference(one_thread, cell, batch):
+@pytest.mark.parametrize("units", [6, 20])
+def test_inference_equals_reference(one_thread, cell, batch, units):
     torch.manual_seed(3)
-    model = _model(cell, "embedding", units=6, classes=4).eval()
+    model = _model(cell, "embedding", units=units, classes=4).eval()
     ids, _ = _data(n=batch)
     with torch.no_grad():
         out = model(ids)
@@ -124,6 +129,11 @@ def test_not_fused_when_unsupported(one_thread):
     for model, kw in cases:
         assert not _fit(model, ids, y, **kw).params["fused_step"]
     assert isinstance(classifier.parts(rnnkit.Sequential(rnnkit.Dense(1))), str)
+    model = _model("gru", "embedding")
+    w = model[1].cell.recurrent_kernel.detach()  # a transposed view: not fused, still right
+    model[1].cell.recurrent_kernel = torch.nn.Parameter(w.T.contiguous().T)
+    assert classifier.parts(model) == "a parameter is not contiguous"
+    assert not _fit(model, ids, y).params["fused_step"]
 
 
 def test_bad_class_ids_are_rejected(one_thread):

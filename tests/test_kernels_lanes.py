@@ -33,9 +33,12 @@ def test_layout_round_trip():
 @pytest.mark.parametrize("cls", [SimpleRNN, LSTM, GRU])
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("batch", [3, 37, 150])
-def test_threads_and_padding_lanes_match_reference(cls, threads, batch, monkeypatch):
+@pytest.mark.parametrize("units", [7, 24])
+def test_threads_and_padding_lanes_match_reference(cls, threads, batch, units, monkeypatch):
     """Two chunks (two threads) and a batch that is not a multiple of 8 lanes give the
-    reference's outputs and gradients (the padding lanes must not leak into dW)."""
+    reference's outputs and gradients (the padding lanes must not leak into dW); with 7
+    units the recurrent products run in the compiled loop, with 24 through BLAS (one BLAS
+    thread per chunk)."""
     if threads > numba.config.NUMBA_NUM_THREADS:
         pytest.skip("only one Numba thread available")
     torch.manual_seed(threads * 100 + batch)
@@ -44,7 +47,9 @@ def test_threads_and_padding_lanes_match_reference(cls, threads, batch, monkeypa
     torch.set_num_threads(threads)  # the kernels' thread count follows torch's
     try:
         assert lanes.chunking(batch)[0] == min(threads, batch // lanes.LANES) or batch < 8
-        layer = cls(7, return_sequences=True)
+        layer = cls(units, return_sequences=True)
+        gates = {SimpleRNN: 1, LSTM: 4, GRU: 3}[cls]
+        assert (units * gates * units >= lanes.GEMM_MIN) == (units == 24)
         x = torch.randn(batch, 9, 4, requires_grad=True)
         mask = lengths_to_mask(torch.randint(0, 10, (batch,)), 9)
         outs = {}
@@ -62,5 +67,6 @@ def test_threads_and_padding_lanes_match_reference(cls, threads, batch, monkeypa
         torch.testing.assert_close(gx1, gx2, atol=1e-5, rtol=1e-4)
         for a, b in zip(gw1, gw2, strict=True):
             torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+        assert torch.get_num_threads() == threads  # torch's (and MKL's) setting unchanged
     finally:
         torch.set_num_threads(old)

@@ -40,7 +40,7 @@ def _torch_has_blas() -> bool:
 
 def test_source_is_torch_mkl_when_exported():
     assert mkl.SOURCE in ("mkl", "scipy")
-    assert set(mkl.ADDRESSES) == {"rnnkit_sgemm", "rnnkit_dgemm"}
+    assert set(mkl.ADDRESSES) == {"rnnkit_sgemm", "rnnkit_dgemm", "rnnkit_blas_threads_local"}
     import os
 
     if _torch_has_blas() and not os.environ.get("RNNKIT_NO_MKL"):
@@ -66,6 +66,43 @@ def test_gemm_matches_torch_mm(m, n, k, ta, tb, dtype, beta, pad, seed):
     _gemm(a, b, c, ta, tb, 0.75, beta)
     tol = 1e-4 if dtype == np.float32 else 1e-12
     torch.testing.assert_close(torch.from_numpy(c).double(), want, rtol=tol, atol=tol)
+
+
+@njit(cache=False)
+def _gemm_unchecked(a, b, c, ta, tb, alpha, beta):
+    mkl.gemm_unchecked(a, b, c, ta, tb, alpha, beta)
+
+
+@SETTINGS
+@given(m=st.integers(1, 30), n=st.integers(1, 30), k=st.integers(1, 30), ta=st.booleans(),
+       tb=st.booleans(), pad=st.integers(0, 3), seed=st.integers(0, 99))
+def test_gemm_unchecked_matches_gemm(m, n, k, ta, tb, pad, seed):
+    rng = np.random.default_rng(seed)
+
+    def mat(rows, cols):
+        return rng.standard_normal((rows, cols + pad)).astype(np.float32)[:, :cols]
+
+    a = mat(k, m) if ta else mat(m, k)
+    b = mat(n, k) if tb else mat(k, n)
+    c = rng.standard_normal((m, n + pad)).astype(np.float32)
+    c1, c2 = c.copy()[:, :n], c.copy()[:, :n]  # same layout, so MKL takes the same path
+    _gemm(a, b, c1, ta, tb, 0.5, 1.0)
+    _gemm_unchecked(a, b, c2, ta, tb, 0.5, 1.0)
+    np.testing.assert_array_equal(c1, c2)
+
+
+@njit(cache=False)
+def _threads_local(n):
+    return mkl.blas_threads_local(n)
+
+
+def test_blas_threads_local_returns_and_restores():
+    """The per-thread BLAS setting the lanes kernels use around their per-step GEMMs: set 1,
+    get the previous value back, restore it (MKL: 0 means "follow the global setting");
+    with SciPy's BLAS it is a no-op that echoes its argument."""
+    old = _threads_local(1)
+    assert _threads_local(old) == (1 if mkl.SOURCE == "mkl" else old)
+    assert old >= 0
 
 
 def test_gemm_rejects_bad_shapes_and_strides():

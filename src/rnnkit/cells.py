@@ -41,6 +41,23 @@ def orthogonal_(w: Tensor) -> Tensor:
     return nn.init.orthogonal_(w)
 
 
+def _affine(x: Tensor, w: Tensor, b: Tensor | None, out: Tensor | None = None) -> Tensor:
+    """``x w + b`` over the last axis of ``x``, as one GEMM with the bias added in it
+    (``addmm``: no second pass over the result, which for a whole sequence batch is tens of
+    MB); into ``out`` (contiguous, ``x.numel() // x.shape[-1] * w.shape[1]`` elements or
+    more, no autograd) when given."""
+    shape = (*x.shape[:-1], w.shape[1])
+    x2 = x.reshape(-1, x.shape[-1])
+    if out is not None:
+        o2 = out.view(-1)[: x2.shape[0] * w.shape[1]].view(x2.shape[0], w.shape[1])
+        if b is None:
+            torch.mm(x2, w, out=o2)
+        else:
+            torch.addmm(b, x2, w, out=o2)
+        return o2.view(shape)
+    return (x2 @ w if b is None else torch.addmm(b, x2, w)).view(shape)
+
+
 class RNNCellBase(nn.Module):
     """Shared machinery of a cell: weights in Keras layout, built lazily.
 
@@ -96,12 +113,11 @@ class RNNCellBase(nn.Module):
         """Zeros for every state tensor, shape ``(batch, units)``."""
         return tuple(like.new_zeros(batch, self.units) for _ in self.state_names)
 
-    def project_inputs(self, x: Tensor) -> Tensor:
-        """``x W_x + b`` for every step: ``(..., input_size) -> (..., gates * units)``."""
-        xp = x @ self.kernel
-        if self.bias is not None:
-            xp = xp + self.bias
-        return xp
+    def project_inputs(self, x: Tensor, out: Tensor | None = None) -> Tensor:
+        """``x W_x + b`` for every step: ``(..., input_size) -> (..., gates * units)``;
+        written into ``out`` (a contiguous scratch tensor at least that large, outside
+        autograd) when given."""
+        return _affine(x, self.kernel, self.bias, out)
 
     def step(self, xp: Tensor, state: State, rec_mask: Tensor | None = None) -> State:
         """One step: projected input ``xp`` (batch, gates*units) and state -> new state.
@@ -198,11 +214,8 @@ class GRUCell(RNNCellBase):
     def _bias_shape(self) -> tuple[int, ...]:
         return (2, 3 * self.units)
 
-    def project_inputs(self, x: Tensor) -> Tensor:
-        xp = x @ self.kernel
-        if self.bias is not None:
-            xp = xp + self.bias[0]
-        return xp
+    def project_inputs(self, x: Tensor, out: Tensor | None = None) -> Tensor:
+        return _affine(x, self.kernel, None if self.bias is None else self.bias[0], out)
 
     def step(self, xp: Tensor, state: State, rec_mask: Tensor | None = None) -> State:
         h = state[0]

@@ -331,6 +331,8 @@ def parts(model) -> Parts | str:
     if any(p.device.type != "cpu" or p.dtype not in (torch.float32, torch.float64)
            or p.dtype != ws[0].dtype for p in ws):
         return "parameters not all float32/float64 on the CPU"
+    if not all(p.is_contiguous() for p in ws):  # the kernels take their rows as BLAS rows
+        return "a parameter is not contiguous"
     return Parts(src, rnn, dense, {"simple": 0, "lstm": 1, "gru": 2}[kind], binary)
 
 

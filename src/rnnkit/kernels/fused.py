@@ -75,7 +75,21 @@ def run(impl: ModuleType, layer, x: Tensor, state, mask: Tensor | None, in_mask:
     if layer.go_backwards:
         x = x.flip(1)
         mask = None if mask is None else mask.flip(1)
-    return run_projected(impl, layer, cell.project_inputs(x), state, mask, rec_mask)
+    if torch.is_grad_enabled() or x.device.type != "cpu":
+        return run_projected(impl, layer, cell.project_inputs(x), state, mask, rec_mask)
+    # inference: the projections go into a scratch tensor kept on the layer between calls.
+    # A fresh tensor of tens of MB is mapped and faulted in page by page on every call
+    # (about as long as the GEMM that fills it). Taken off the layer while in use, so
+    # concurrent calls never share it (the second one allocates its own).
+    need = x.numel() // max(x.shape[-1], 1) * cell.gates * cell.units
+    buf = layer.__dict__.pop("_xp_scratch", None)
+    if buf is None or buf.dtype != x.dtype or buf.numel() < need:
+        buf = torch.empty(need, dtype=x.dtype)
+    try:
+        return run_projected(impl, layer, cell.project_inputs(x, out=buf), state, mask,
+                             rec_mask)
+    finally:
+        layer.__dict__["_xp_scratch"] = buf
 
 
 def run_projected(impl: ModuleType, layer, xp: Tensor, state, mask: Tensor | None,

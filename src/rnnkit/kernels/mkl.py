@@ -66,19 +66,40 @@ def _scipy_blas() -> dict[str, int] | None:
     return out
 
 
+def _threads_local() -> int:
+    """Address of ``int f(int)`` setting the calling thread's BLAS thread count and returning
+    the previous one: MKL's ``MKL_Set_Num_Threads_Local``, else a no-op of the same signature
+    (libc's ``abs``: returns its argument for the values passed here)."""
+    import torch
+
+    path = os.path.join(os.path.dirname(torch.__file__), "lib", "libtorch_cpu.so")
+    for lib, name in ((path, "MKL_Set_Num_Threads_Local"), (None, "abs")):
+        try:
+            return ctypes.cast(getattr(ctypes.CDLL(lib), name), ctypes.c_void_p).value
+        except (OSError, AttributeError):
+            continue
+    raise OSError("rnnkit.kernels.mkl: no function to register as rnnkit_blas_threads_local")
+
+
 def register(prefer_mkl: bool = True) -> str | None:
-    """Register ``rnnkit_sgemm``/``rnnkit_dgemm`` with LLVM (done at import); returns the
-    source (``"mkl"``, ``"scipy"``) or None when no BLAS was found (calls then fail to link).
-    Re-registering changes the symbols only for code linked afterwards."""
+    """Register ``rnnkit_sgemm``/``rnnkit_dgemm`` (and ``rnnkit_blas_threads_local``) with
+    LLVM (done at import); returns the source (``"mkl"``, ``"scipy"``) or None when no BLAS
+    was found (calls then fail to link). Re-registering changes the symbols only for code
+    linked afterwards."""
     global SOURCE
     for name, find in (("mkl", _torch_blas), ("scipy", _scipy_blas)):
         if name == "mkl" and (not prefer_mkl or os.environ.get("RNNKIT_NO_MKL")):
             continue
         addrs = find()
         if addrs and all(addrs.values()):
-            for p, a in addrs.items():
-                llvm.add_symbol(f"rnnkit_{p}gemm", a)
-                ADDRESSES[f"rnnkit_{p}gemm"] = a
+            addrs = {f"rnnkit_{p}gemm": a for p, a in addrs.items()}
+            # MKL's per-thread setting; with SciPy's BLAS a no-op (its threads are its own)
+            addrs["rnnkit_blas_threads_local"] = (_threads_local() if name == "mkl"
+                                                  else ctypes.cast(ctypes.CDLL(None).abs,
+                                                                   ctypes.c_void_p).value)
+            for sym, a in addrs.items():
+                llvm.add_symbol(sym, a)
+                ADDRESSES[sym] = a
             SOURCE = name
             return name
     return None
@@ -89,6 +110,13 @@ register()
 
 # ------------------------------------------------------------------------------ Numba side
 _I64 = ir.IntType(64)
+
+#: ``blas_threads_local(n)``: the calling thread's BLAS threads become ``n`` (MKL counts
+#: per thread); returns the previous count (0: "follow the global setting"). Compiled code
+#: running per-step GEMMs inside its own parallel chunks sets 1 so that MKL does not start
+#: OpenMP threads of its own under each chunk (torch's OpenMP runtime is not Numba's).
+blas_threads_local = types.ExternalFunction("rnnkit_blas_threads_local",
+                                            types.intc(types.intc))
 
 
 @intrinsic
@@ -151,6 +179,19 @@ def _ld(x):
     if x.shape[0] <= 1:
         return max(x.shape[1], 1)
     return max(x.strides[0] // isz, x.shape[1], 1)
+
+
+@njit(inline="always")
+def gemm_unchecked(a, b, c, ta=False, tb=False, alpha=1.0, beta=0.0):
+    """:func:`gemm` without its checks (no exception path, so it may run inside ``prange``):
+    the caller guarantees matching shapes and contiguous rows."""
+    m, n = c.shape
+    k = a.shape[0] if ta else a.shape[1]
+    isz = c.itemsize
+    _fortran_gemm(84 if tb else 78, 84 if ta else 78, n, m, k, alpha,
+                  b, max(b.strides[0] // isz, b.shape[1], 1),
+                  a, max(a.strides[0] // isz, a.shape[1], 1),
+                  beta, c, max(c.strides[0] // isz, c.shape[1], 1))
 
 
 @njit(inline="always")
