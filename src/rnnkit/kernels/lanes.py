@@ -81,35 +81,30 @@ def _matmul_t_lanes(acc, w, d):
                 acc[k, i] += wv * d[g, i]
 
 
+# ``blas`` below is a constant in each inlined copy of a chunk (the drivers call the chunk
+# once with True and once with False): a BLAS call left in the loop-only copy, even one never
+# taken, makes LLVM assume every array may have changed and slows the element-wise loops.
+@njit(inline="always")
+def _use_blas(w):
+    return w.shape[0] * w.shape[1] >= GEMM_MIN
+
+
 @njit(inline="always", fastmath=_FM)
-def _rec(acc, w, x):
+def _rec(acc, w, x, blas):
     """``acc += W^T x`` (``z += hr W`` with the lanes as columns): BLAS or the loop."""
-    if w.shape[0] * w.shape[1] >= GEMM_MIN:
+    if blas:
         gemm_unchecked(w, x, acc, True, False, 1.0, 1.0)
     else:
         _matmul_lanes(acc, w, x)
 
 
 @njit(inline="always", fastmath=_FM)
-def _rec_t(acc, w, d):
+def _rec_t(acc, w, d, blas):
     """``acc = W d`` (``dhr = dhp W^T``): BLAS or the loop."""
-    if w.shape[0] * w.shape[1] >= GEMM_MIN:
+    if blas:
         gemm_unchecked(w, d, acc, False, False, 1.0, 0.0)
     else:
         _matmul_t_lanes(acc, w, d)
-
-
-@njit(inline="always")
-def _blas_one_thread(w):
-    """Makes BLAS single-threaded in this thread when the chunk uses it; returns what to
-    restore with :func:`_blas_restore`."""
-    return blas_threads_local(1) if w.shape[0] * w.shape[1] >= GEMM_MIN else -1
-
-
-@njit(inline="always")
-def _blas_restore(old):
-    if old >= 0:
-        blas_threads_local(old)
 
 
 # Each loop below stores into as few arrays as possible (locals first, then plain copy loops
@@ -189,13 +184,14 @@ def _gru_step(x, p, h, m):
 
 
 @njit(inline="always", fastmath=_FM)
-def _fwd_chunk(c, kind, xp, h0, c0, w, bh, mask, rm, relu, hs, hrp, cs, gs, hh, last):
+def _fwd_chunk(c, kind, xp, h0, c0, w, bh, mask, rm, relu, hs, hrp, cs, gs, hh, last, blas):
     """Chunk ``c`` of :func:`fwd`. kind 0 SimpleRNN, 1 LSTM, 2 GRU. Chunk-major arrays
     (leading dimension: chunk ``c``,
     trailing: its ``L`` lanes): ``xp (C,G,T,L)``, ``h0, c0, rm (C,H,L)``, ``mask (C,T,L)``
     uint8; ``w (H,G)``, ``bh (G,)`` (GRU's recurrent bias). Writes ``hs (C,H,T,L)`` and
     ``last (C,H,L)`` (h at the last real step, 0 if none); ``hrp``, ``cs``, ``gs``, ``hh``
-    with time extent T when kept for backward, else 1 (scratch)."""
+    with time extent T when kept for backward, else 1 (scratch). ``blas``: recurrent
+    products through BLAS, single-threaded in this thread (see :data:`GEMM_MIN`)."""
     nc, ng, nt, n = xp.shape
     nh = w.shape[0]
     keep = hrp.shape[2] == nt
@@ -207,7 +203,7 @@ def _fwd_chunk(c, kind, xp, h0, c0, w, bh, mask, rm, relu, hs, hrp, cs, gs, hh, 
     lst = np.zeros((nh, n), hs.dtype)
     r = np.empty((nh, n), hs.dtype)
     m = np.empty(n, hs.dtype)
-    blas = _blas_one_thread(w)
+    old = blas_threads_local(1) if blas else 0
     for k in range(nh):
         for i in range(n):
             h[k, i] = h0[c, k, i]
@@ -226,12 +222,12 @@ def _fwd_chunk(c, kind, xp, h0, c0, w, bh, mask, rm, relu, hs, hrp, cs, gs, hh, 
             for g in range(ng):
                 for i in range(n):
                     p[g, i] = bh[g]
-            _rec(p, w, hr)
+            _rec(p, w, hr, blas)
             _gru_step(x, p, h, m)
             _put(hh, c, tg, p[2 * nh:])
             _put(gs, c, tg, x)
         else:
-            _rec(x, w, hr)
+            _rec(x, w, hr, blas)
             if kind == 0:
                 _simple_step(x, h, m, relu)
             else:
@@ -245,7 +241,8 @@ def _fwd_chunk(c, kind, xp, h0, c0, w, bh, mask, rm, relu, hs, hrp, cs, gs, hh, 
     for k in range(nh):
         for i in range(n):
             last[c, k, i] = lst[k, i]
-    _blas_restore(blas)
+    if blas:
+        blas_threads_local(old)
 
 
 # ------------------------------------------------------------------------------- backward
@@ -296,7 +293,7 @@ def _gru_back(gh, g, hhv, hp, m, dx, dz):
 
 @njit(inline="always", fastmath=_FM)
 def _bwd_chunk(c, kind, hs, h0, cs, c0, gs, hh, w, mask, rm, relu, dys, dlast, dhT, dcT,
-        dxp, dhp, dh0, dc0):
+               dxp, dhp, dh0, dc0, blas):
     """Chunk ``c`` of :func:`bwd`: BPTT of :func:`fwd` (same chunk-major layout).
     ``dys (C,H,T,L)`` is the gradient of every output (time extent 1 when only the last
     output is used), ``dlast (C,H,L)`` that of the last real output, ``dhT, dcT (C,H,L)``
@@ -319,7 +316,7 @@ def _bwd_chunk(c, kind, hs, h0, cs, c0, gs, hh, w, mask, rm, relu, dys, dlast, d
     dl = np.empty((nh, n), hs.dtype)
     m = np.empty(n, hs.dtype)
     tl = np.full(n, -1, np.int64)
-    blas = _blas_one_thread(w)
+    old = blas_threads_local(1) if blas else 0
     for i in range(n):
         for t in range(nt - 1, -1, -1):
             if mask[c, t, i]:
@@ -363,7 +360,7 @@ def _bwd_chunk(c, kind, hs, h0, cs, c0, gs, hh, w, mask, rm, relu, dys, dlast, d
             _gru_back(gh, g, aux, hp, m, dx, dz)
             _put(dxp, c, t, dx)
             _put(dhp, c, t, dz)
-        _rec_t(acc, w, dz)
+        _rec_t(acc, w, dz, blas)
         for k in range(nh):
             for i in range(n):
                 carry = gh[k, i] * g[k, i] if kind == 2 else 0.0
@@ -373,7 +370,8 @@ def _bwd_chunk(c, kind, hs, h0, cs, c0, gs, hh, w, mask, rm, relu, dys, dlast, d
         for i in range(n):
             dh0[c, k, i] = dh[k, i]
             dc0[c, k, i] = dc[k, i]
-    _blas_restore(blas)
+    if blas:
+        blas_threads_local(old)
 
 
 # ------------------------------------------------------------------------------- drivers
@@ -384,33 +382,55 @@ def _bwd_chunk(c, kind, hs, h0, cs, c0, gs, hh, w, mask, rm, relu, dys, dlast, d
 @njit(**_OPTS)
 def fwd(kind, xp, h0, c0, w, bh, mask, rm, relu, hs, hrp, cs, gs, hh, last):
     """The forward recurrence (see :func:`_fwd_chunk`), chunks in parallel."""
-    for c in prange(xp.shape[0]):
-        _fwd_chunk(c, kind, xp, h0, c0, w, bh, mask, rm, relu, hs, hrp, cs, gs, hh, last)
+    if _use_blas(w):
+        for c in prange(xp.shape[0]):
+            _fwd_chunk(c, kind, xp, h0, c0, w, bh, mask, rm, relu, hs, hrp, cs, gs, hh, last,
+                       True)
+    else:
+        for c in prange(xp.shape[0]):
+            _fwd_chunk(c, kind, xp, h0, c0, w, bh, mask, rm, relu, hs, hrp, cs, gs, hh, last,
+                       False)
 
 
 @njit(**_SER)
 def fwd1(kind, xp, h0, c0, w, bh, mask, rm, relu, hs, hrp, cs, gs, hh, last):
     """:func:`fwd` in one thread."""
+    blas = _use_blas(w)
     for c in range(xp.shape[0]):
-        _fwd_chunk(c, kind, xp, h0, c0, w, bh, mask, rm, relu, hs, hrp, cs, gs, hh, last)
+        if blas:
+            _fwd_chunk(c, kind, xp, h0, c0, w, bh, mask, rm, relu, hs, hrp, cs, gs, hh, last,
+                       True)
+        else:
+            _fwd_chunk(c, kind, xp, h0, c0, w, bh, mask, rm, relu, hs, hrp, cs, gs, hh, last,
+                       False)
 
 
 @njit(**_OPTS)
 def bwd(kind, hs, h0, cs, c0, gs, hh, w, mask, rm, relu, dys, dlast, dhT, dcT,
         dxp, dhp, dh0, dc0):
     """BPTT (see :func:`_bwd_chunk`), chunks in parallel."""
-    for c in prange(hs.shape[0]):
-        _bwd_chunk(c, kind, hs, h0, cs, c0, gs, hh, w, mask, rm, relu, dys, dlast, dhT, dcT,
-                   dxp, dhp, dh0, dc0)
+    if _use_blas(w):
+        for c in prange(hs.shape[0]):
+            _bwd_chunk(c, kind, hs, h0, cs, c0, gs, hh, w, mask, rm, relu, dys, dlast, dhT,
+                       dcT, dxp, dhp, dh0, dc0, True)
+    else:
+        for c in prange(hs.shape[0]):
+            _bwd_chunk(c, kind, hs, h0, cs, c0, gs, hh, w, mask, rm, relu, dys, dlast, dhT,
+                       dcT, dxp, dhp, dh0, dc0, False)
 
 
 @njit(**_SER)
 def bwd1(kind, hs, h0, cs, c0, gs, hh, w, mask, rm, relu, dys, dlast, dhT, dcT,
          dxp, dhp, dh0, dc0):
     """:func:`bwd` in one thread."""
+    blas = _use_blas(w)
     for c in range(hs.shape[0]):
-        _bwd_chunk(c, kind, hs, h0, cs, c0, gs, hh, w, mask, rm, relu, dys, dlast, dhT, dcT,
-                   dxp, dhp, dh0, dc0)
+        if blas:
+            _bwd_chunk(c, kind, hs, h0, cs, c0, gs, hh, w, mask, rm, relu, dys, dlast, dhT,
+                       dcT, dxp, dhp, dh0, dc0, True)
+        else:
+            _bwd_chunk(c, kind, hs, h0, cs, c0, gs, hh, w, mask, rm, relu, dys, dlast, dhT,
+                       dcT, dxp, dhp, dh0, dc0, False)
 
 
 # ------------------------------------------------------------------------------- torch glue
