@@ -32,9 +32,10 @@ def one_hot(ids: Tensor, num_classes: int, dtype: torch.dtype = torch.float32) -
 def _check_ids(ids: Tensor, n: int, who: str) -> None:
     if ids.is_floating_point():
         raise ValueError(f"{who} expects integer token ids, got {ids.dtype}")
-    if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= n):
-        raise ValueError(f"{who}({n}) got token ids outside [0, {n}): "
-                         f"min {int(ids.min())}, max {int(ids.max())}")
+    if ids.numel():
+        lo, hi = (int(v) for v in torch.aminmax(ids))
+        if lo < 0 or hi >= n:
+            raise ValueError(f"{who}({n}) got token ids outside [0, {n}): min {lo}, max {hi}")
 
 
 class Embedding(nn.Module):

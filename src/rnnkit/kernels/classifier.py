@@ -396,6 +396,15 @@ def _ids(p: Parts, ids: Tensor) -> np.ndarray:
     return ids.contiguous().numpy()
 
 
+def _ran_fused(rnn) -> None:
+    """Records on the layer that the fused code ran (``last_backend``,
+    ``embedding_folded``); written only when they change (``nn.Module.__setattr__`` costs
+    a few microseconds, paid on every batch otherwise)."""
+    d = rnn.__dict__
+    if d.get("last_backend") != "numba" or d.get("embedding_folded") is not True:
+        rnn.last_backend, rnn.embedding_folded = "numba", True
+
+
 def _mask_zero(p: Parts) -> bool:
     return bool(p.source.mask_zero)
 
@@ -423,7 +432,7 @@ def infer_hidden(p: Parts, ids: Tensor) -> Tensor:
                  cell.kernel.numpy(), bx.numpy(), cell.recurrent_kernel.numpy(),
                  _bh(p).numpy(), w.ones, w.table_t, w.idl, w.maskl, w.xp, w.hs, w.hrp, w.cs,
                  w.gs, w.hh, w.last, w.h0)
-    p.rnn.last_backend, p.rnn.embedding_folded = "numba", True
+    _ran_fused(p.rnn)
     return lanes.from_lanes(torch.from_numpy(w.last), idn.shape[0]).clone()
 
 
@@ -539,7 +548,7 @@ class TrainStep:
             yb, e, wx, bx, wh, bh, wd, bd, rml, w.table_t, w.idl, w.maskl, w.xp, w.hs, w.hrp,
             w.cs, w.gs, w.hh, w.last, w.h0, w.dxp, w.dhp, w.dh0, w.dc0, w.dlast, w.outn, w.dz,
             w.dtable_t, de, dwx, dbx, dwh, dbh, dwd, dbd, self.adam, *flat, hyper, t)
-        p.rnn.last_backend, p.rnn.embedding_folded = "numba", True
+        _ran_fused(p.rnn)
         return loss, w.out.clone()
 
 
