@@ -100,6 +100,8 @@ class RMSprop(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
+        from .kernels.classifier import update_in_place
+
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -116,6 +118,8 @@ class RMSprop(torch.optim.Optimizer):
                     if mom > 0:
                         st["momentum"] = torch.zeros_like(p)
                 v = st["velocity"]
+                if mom == 0 and update_in_place(False, p, g, v, v, lr, rho, 0.0, eps, 0):
+                    continue  # the same update in one compiled pass (CPU)
                 v.mul_(rho).addcmul_(g, g, value=1 - rho)
                 denom = v.add(eps).sqrt_()  # one temporary: large embeddings are memory-bound
                 if mom > 0:
@@ -140,6 +144,8 @@ class Adam(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
+        from .kernels.classifier import update_in_place
+
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -158,6 +164,8 @@ class Adam(torch.optim.Optimizer):
                 st["step"] += 1
                 t = st["step"]
                 m, v = st["m"], st["v"]
+                if update_in_place(True, p, g, m, v, lr, b1, b2, eps, t):
+                    continue  # the same update in one compiled pass (CPU)
                 m.lerp_(g, 1 - b1)                        # m + (g - m)(1 - b1)
                 v.mul_(b2).addcmul_(g, g, value=1 - b2)   # v + (g^2 - v)(1 - b2)
                 alpha = lr * math.sqrt(1 - b2 ** t) / (1 - b1 ** t)

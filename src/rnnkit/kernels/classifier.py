@@ -201,6 +201,22 @@ def optimizer_kernel(adam, params, grads, s1, s2, lr, a, b, eps, t, clip_value, 
                 p[i] -= lr * g[i] / math.sqrt(m[i] + eps)
 
 
+def update_in_place(adam: bool, p: Tensor, g: Tensor, s1: Tensor, s2: Tensor, lr: float,
+                    a: float, b: float, eps: float, t: int) -> bool:
+    """One parameter's RMSprop/Adam update by :func:`optimizer_kernel` (one pass over memory
+    instead of torch's five element-wise ops), for :mod:`rnnkit.train`'s optimizers. Returns
+    False, touching nothing, when the tensors are not dense contiguous CPU float32/float64
+    tensors of one dtype (the caller then runs its torch ops)."""
+    ts = (p, g, s1, s2)
+    if p.dtype not in (torch.float32, torch.float64) or any(
+            x.device.type != "cpu" or x.dtype != p.dtype or x.layout != torch.strided
+            or not x.is_contiguous() or x.shape != p.shape for x in ts):
+        return False
+    v = tuple((x.detach().view(-1).numpy(),) for x in ts)
+    optimizer_kernel(adam, v[0], v[1], v[2], v[3], lr, a, b, eps, t, 0.0, 0.0)
+    return True
+
+
 @njit(**_SER)
 def _table(emb, e, wx, bx, table_t):
     """``T^T = (E W_x + b_x)^T = W_x^T E^T + b_x`` (G x V), or ``(W_x + b_x)^T`` for OneHot
