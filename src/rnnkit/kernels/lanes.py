@@ -82,8 +82,9 @@ def _matmul_t_lanes(acc, w, d):
 
 
 # ``blas`` below is a constant in each inlined copy of a chunk (the drivers call the chunk
-# once with True and once with False): a BLAS call left in the loop-only copy, even one never
-# taken, makes LLVM assume every array may have changed and slows the element-wise loops.
+# once with True and once with False), so the loop-only copy is the code that ran before
+# BLAS was added: a BLAS call is opaque to LLVM, which must assume it may write any array,
+# and even one never taken could keep loads and stores around it from being optimised.
 @njit(inline="always")
 def _use_blas(w):
     return w.shape[0] * w.shape[1] >= GEMM_MIN
