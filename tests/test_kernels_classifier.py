@@ -9,12 +9,13 @@ fused call equals the reference forward.
 from __future__ import annotations
 
 import copy
+import io
 
 import pytest
 import torch
 
 import rnnkit
-from rnnkit import train
+from rnnkit import callbacks, train
 from rnnkit.kernels import classifier
 from rnnkit.layers import OneHot
 
@@ -102,6 +103,78 @@ def test_float64_and_relu(one_thread):
     assert h.history["loss"] == pytest.approx(h_ref.history["loss"], rel=1e-10)
     for p, q in zip(model.parameters(), ref.parameters(), strict=True):
         torch.testing.assert_close(p, q, atol=1e-12, rtol=1e-10)
+
+
+class _EveryBatch(callbacks.Callback):
+    """Acts on every batch, so fit must run the fused step one batch per call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[tuple[int, float]] = []
+
+    def on_batch_end(self, batch, logs=None):
+        self.seen.append((batch, logs["loss"]))
+
+
+@pytest.mark.parametrize("cell", sorted(CELLS))
+def test_spans_equal_single_batch_steps(one_thread, cell, monkeypatch):
+    """fit trains spans of full batches in one compiled call each (here 2 per span, then a
+    partial batch of 5 of the 53 samples); with a callback acting on every batch it calls
+    the step batch by batch. Same shuffle, recurrent-dropout masks, Adam steps, clipping,
+    metrics: the same history and weights."""
+    monkeypatch.setattr(train, "SPAN_BATCHES", 2)
+    torch.manual_seed(4)
+    model = _model(cell, "embedding", units=7, recurrent_dropout=0.25, go_backwards=True)
+    other = copy.deepcopy(model)
+    ids, y = _data()
+    kw = {"optimizer": "adam", "lr": 1e-2, "clip_norm": 0.5}
+    h = _fit(model, ids, y, **kw)
+    every = _EveryBatch()
+    h1 = _fit(other, ids, y, callbacks=[every], **kw)
+    assert h.params["fused_step"] and h1.params["fused_step"]
+    assert (h.params["batches_per_call"], h1.params["batches_per_call"]) == (2, 1)
+    assert [b for b, _ in every.seen] == [0, 1, 2, 3] * 2
+    assert h.history["loss"] == pytest.approx(h1.history["loss"], rel=1e-6)
+    assert h.history["accuracy"] == pytest.approx(h1.history["accuracy"], abs=1e-9)
+    for p, q in zip(model.parameters(), other.parameters(), strict=True):
+        torch.testing.assert_close(p, q, atol=1e-6, rtol=1e-5)
+
+
+def test_spans_keep_progress_and_epoch_callbacks(one_thread, monkeypatch):
+    """The progress bar (told of each batch after its span) and callbacks without batch
+    hooks (early stopping) leave fit on spans; every batch still reaches the bar."""
+    monkeypatch.setattr(train, "SPAN_BATCHES", 3)
+    model = _model("gru", "embedding")
+    ids, y = _data(n=70)  # 4 full batches of 16 and one of 6: spans 0-2, 3, then 4
+    stream = io.StringIO()
+    h = _fit(model, ids, y, callbacks=[callbacks.ProgressBar(one_line=False, stream=stream),
+                                       callbacks.EarlyStopping(monitor="loss", patience=5)])
+    assert h.params["batches_per_call"] == 3
+    assert "5/5" in stream.getvalue()
+    assert len(h.history["loss"]) == 2
+
+
+@pytest.mark.parametrize("cell", sorted(CELLS))
+@pytest.mark.parametrize("batch_size", [16, 100])
+def test_predict_in_one_call_equals_reference(one_thread, cell, batch_size, monkeypatch):
+    """``predict`` runs the full batches in one compiled call and a partial last batch on its
+    own (45 = 2 x 16 + 13; with 100 only the partial one)."""
+    calls = []
+    span = classifier.infer_span_kernel
+
+    def counted(*args):
+        calls.append(args[5])  # the number of batches
+        return span(*args)
+    monkeypatch.setattr(classifier, "infer_span_kernel", counted)
+    torch.manual_seed(5)
+    model = _model(cell, "embedding", units=6, classes=3, go_backwards=True)
+    ids, _ = _data(n=45)
+    out = train.predict(model, ids, batch_size=batch_size)
+    assert calls == ([2] if batch_size == 16 else [])
+    with torch.no_grad():
+        model[1].backend = "reference"
+        expected = model.eval()(ids)
+    torch.testing.assert_close(out, expected, atol=1e-6, rtol=1e-5)
 
 
 @pytest.mark.parametrize("cell", sorted(CELLS))

@@ -100,7 +100,7 @@ class RMSprop(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
-        from .kernels.classifier import update_in_place
+        from .kernels.optim import update_in_place
 
         loss = None
         if closure is not None:
@@ -144,7 +144,7 @@ class Adam(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
-        from .kernels.classifier import update_in_place
+        from .kernels.optim import update_in_place
 
         loss = None
         if closure is not None:
@@ -615,6 +615,12 @@ def predict(model: nn.Module, x: Any, batch_size: int = 32,
     model.eval()
     outs: list[Any] = []
     try:
+        if isinstance(x, Tensor) and device.type == "cpu" and batch_size > 0:
+            from .kernels.classifier import predict_no_grad
+
+            fused = predict_no_grad(model, x, batch_size)  # the IMDB shape: one call
+            if fused is not None:
+                return fused
         for inputs in batches:
             outs.append(_move(_call(model, _move(inputs, device)), torch.device("cpu")))
     finally:
@@ -627,6 +633,63 @@ def predict(model: nn.Module, x: Any, batch_size: int = 32,
 
 
 # -- fit --------------------------------------------------------------------------------------
+#: full batches per compiled call when fit runs spans of batches (:func:`_fused_epoch`)
+SPAN_BATCHES = 64
+
+
+def _spans_allowed(data: Iterable, cbs: Sequence[Callback]) -> bool:
+    """Whether fit may train spans of batches per call: tensor data batched by fit itself,
+    and no callback that acts on single batches except the progress bar (which only shows
+    them, and is told after each span)."""
+    def observer(c: Callback) -> bool:
+        return type(c) is ProgressBar or (
+            type(c).on_batch_begin is Callback.on_batch_begin
+            and type(c).on_batch_end is Callback.on_batch_end)
+    return (type(data) is _TensorBatches and isinstance(data.x, Tensor)
+            and isinstance(data.y, Tensor) and all(observer(c) for c in cbs))
+
+
+def _fused_epoch(step, data: _TensorBatches, arrays: tuple, cbs: Sequence[Callback],
+                 means: dict, metric_fns: dict[str, MetricFn], stop: Callable[[], bool]) -> int:
+    """One epoch of the fused classifier step (``kernels.classifier.TrainStep``): the full
+    batches in spans of :data:`SPAN_BATCHES` per compiled call, a last partial batch on its
+    own; the same batches in the same order (the same shuffle) as the per-batch loop. The
+    callbacks hear of each batch after its span. Returns the number of batches."""
+    idn, yb = arrays
+    n, bs = data.n, data.bs
+    order = torch.randperm(n, generator=data.gen) if data.shuffle else torch.arange(n)
+    full, total = n // bs, len(data)
+    b = 0
+    while b < total:
+        if b < full:
+            b1 = min(full, b + SPAN_BATCHES)
+            losses, outs = step.run_span(idn, yb, order.numpy(), b, b1, bs)
+            done = [(float(losses[j - b]), outs[(j - b) * bs:(j - b + 1) * bs], j)
+                    for j in range(b, b1)]
+        else:
+            b1 = b + 1
+            idx = order[b * bs:]
+            loss_value, outputs = step(data.x[idx], data.y[idx])
+            done = [(loss_value, outputs, b)]
+        for loss_value, outputs, j in done:
+            for c in cbs:
+                c.on_batch_begin(j, {})
+            nj = outputs.shape[0]
+            means["loss"].add(loss_value, nj)
+            if metric_fns:
+                targets = data.y[order[j * bs:j * bs + nj]]
+                with torch.no_grad():
+                    for k, fn in metric_fns.items():
+                        means[k].add(float(fn(outputs, targets)), nj)
+            blogs = {k: m.value for k, m in means.items()}
+            for c in cbs:
+                c.on_batch_end(j, blogs)
+        b = b1
+        if stop():
+            break
+    return b
+
+
 def fit(model: nn.Module, x: Any = None, y: Any = None, *,
         train_data: Iterable | None = None,
         validation_data: Any = None, validation_split: float = 0.0,
@@ -716,6 +779,7 @@ def fit(model: nn.Module, x: Any = None, y: Any = None, *,
     from .kernels.classifier import plan
 
     fused = plan(model, objective.name, opt, clip_norm, clip_value, dev)
+    span_data = None  # with it, when the callbacks allow, many batches per compiled call
     metric_fns = resolve_metrics(metrics, loss)
 
     # callbacks
@@ -727,8 +791,10 @@ def fit(model: nn.Module, x: Any = None, y: Any = None, *,
     if verbose and not any(isinstance(c, ProgressBar) for c in cbs):
         cbs.append(ProgressBar(one_line=True if verbose == 2 else None))
     steps = len(train_batches) if hasattr(train_batches, "__len__") else None
+    spans = fused is not None and _spans_allowed(train_batches, cbs)
     params = {"epochs": epochs, "steps": steps, "verbose": verbose, "batch_size": batch_size,
-              "fused_step": fused is not None}
+              "fused_step": fused is not None,
+              "batches_per_call": SPAN_BATCHES if spans else 1}
     for c in cbs:
         c.set_model(model)
         c.set_params(params)
@@ -738,6 +804,8 @@ def fit(model: nn.Module, x: Any = None, y: Any = None, *,
     def stop() -> bool:
         return any(c.stop_training for c in cbs)
 
+    if spans:
+        span_data = fused.prepare(train_batches.x, train_batches.y)
     for c in cbs:
         c.on_train_begin({})
     try:
@@ -747,37 +815,41 @@ def fit(model: nn.Module, x: Any = None, y: Any = None, *,
             model.train()
             means = {"loss": _Mean(), **{k: _Mean() for k in metric_fns}}
             n_batches = 0
-            with objective:
-                for b, batch in enumerate(train_batches):
-                    for c in cbs:
-                        c.on_batch_begin(b, {})
-                    inputs, targets = _split_batch(batch)
-                    inputs, targets = _move(inputs, dev), _move(targets, dev)
-                    n = _batch_size_of(inputs)
-                    if fused is not None and isinstance(inputs, Tensor):
-                        loss_value, outputs = fused(inputs, targets)
-                    else:
-                        opt.zero_grad(set_to_none=True)
-                        outputs = _call(model, inputs)
-                        batch_loss = objective(outputs, targets)
-                        if batch_loss.dim() != 0:
-                            raise ValueError("the loss must be a scalar tensor, got shape "
-                                             f"{tuple(batch_loss.shape)}")
-                        batch_loss.backward()
-                        if clip_norm is not None or clip_value is not None:
-                            clip_gradients(model.parameters(), clip_norm, clip_value)
-                        opt.step()
-                        loss_value = float(batch_loss.detach())
-                    means["loss"].add(loss_value, n)
-                    with torch.no_grad():
-                        for k, fn in metric_fns.items():
-                            means[k].add(float(fn(outputs, targets)), n)
-                    n_batches += 1
-                    blogs = {k: m.value for k, m in means.items()}
-                    for c in cbs:
-                        c.on_batch_end(b, blogs)
-                    if stop():
-                        break
+            if span_data is not None:
+                n_batches = _fused_epoch(fused, train_batches, span_data, cbs, means,
+                                         metric_fns, stop)
+            else:
+                with objective:
+                    for b, batch in enumerate(train_batches):
+                        for c in cbs:
+                            c.on_batch_begin(b, {})
+                        inputs, targets = _split_batch(batch)
+                        inputs, targets = _move(inputs, dev), _move(targets, dev)
+                        n = _batch_size_of(inputs)
+                        if fused is not None and isinstance(inputs, Tensor):
+                            loss_value, outputs = fused(inputs, targets)
+                        else:
+                            opt.zero_grad(set_to_none=True)
+                            outputs = _call(model, inputs)
+                            batch_loss = objective(outputs, targets)
+                            if batch_loss.dim() != 0:
+                                raise ValueError("the loss must be a scalar tensor, got shape "
+                                                 f"{tuple(batch_loss.shape)}")
+                            batch_loss.backward()
+                            if clip_norm is not None or clip_value is not None:
+                                clip_gradients(model.parameters(), clip_norm, clip_value)
+                            opt.step()
+                            loss_value = float(batch_loss.detach())
+                        means["loss"].add(loss_value, n)
+                        with torch.no_grad():
+                            for k, fn in metric_fns.items():
+                                means[k].add(float(fn(outputs, targets)), n)
+                        n_batches += 1
+                        blogs = {k: m.value for k, m in means.items()}
+                        for c in cbs:
+                            c.on_batch_end(b, blogs)
+                        if stop():
+                            break
             if n_batches == 0:
                 raise ValueError(f"train_data yielded no batches in epoch {epoch + 1}; pass a "
                                  "re-iterable (a list or a DataLoader), not a one-shot iterator")

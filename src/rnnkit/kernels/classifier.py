@@ -33,6 +33,7 @@ from torch import Tensor
 
 from . import lanes, mkl  # mkl registers its BLAS symbols before cached kernels load
 from .numba_cpu import _FM, run_threaded
+from .optim import optimizer_kernel
 
 _SER = {"cache": True, "fastmath": _FM, "nogil": True, "error_model": "numpy"}
 _PAR = {**_SER, "parallel": True}
@@ -163,61 +164,6 @@ def _dw_h(hrp, dhp, dwh, dbh, gru):
 
 
 @njit(**_SER)
-def optimizer_kernel(adam, params, grads, s1, s2, lr, a, b, eps, t, clip_value, clip_norm):
-    """Clip (each entry to +-clip_value, then the global norm to clip_norm; <= 0 = off) and
-    update every parameter in place. RMSprop (a = rho): ``s1 <- a s1 + (1-a) g^2``,
-    ``w <- w - lr g / sqrt(s1 + eps)``. Adam (a, b = beta_1, beta_2; step t):
-    ``s1 <- s1 + (g - s1)(1-a)``, ``s2 <- s2 + (g^2 - s2)(1-b)``,
-    ``w <- w - lr sqrt(1-b^t)/(1-a^t) s1 / (sqrt(s2) + eps)``."""
-    if clip_value > 0.0:
-        for j in range(len(grads)):
-            g = grads[j]
-            for i in range(g.size):
-                g[i] = min(max(g[i], -clip_value), clip_value)
-    if clip_norm > 0.0:
-        sq = 0.0
-        for j in range(len(grads)):
-            g = grads[j]
-            for i in range(g.size):
-                sq += float(g[i]) * g[i]
-        norm = math.sqrt(sq)
-        if norm > clip_norm:
-            scale = clip_norm / (norm + 1e-6)
-            for j in range(len(grads)):
-                g = grads[j]
-                for i in range(g.size):
-                    g[i] *= scale
-    alpha = lr * math.sqrt(1.0 - b ** t) / (1.0 - a ** t) if adam else lr
-    for j in range(len(params)):
-        p, g, m, v = params[j], grads[j], s1[j], s2[j]
-        if adam:
-            for i in range(p.size):
-                m[i] += (g[i] - m[i]) * (1.0 - a)
-                v[i] += (g[i] * g[i] - v[i]) * (1.0 - b)
-                p[i] -= alpha * m[i] / (math.sqrt(v[i]) + eps)
-        else:
-            for i in range(p.size):
-                m[i] = a * m[i] + (1.0 - a) * g[i] * g[i]
-                p[i] -= lr * g[i] / math.sqrt(m[i] + eps)
-
-
-def update_in_place(adam: bool, p: Tensor, g: Tensor, s1: Tensor, s2: Tensor, lr: float,
-                    a: float, b: float, eps: float, t: int) -> bool:
-    """One parameter's RMSprop/Adam update by :func:`optimizer_kernel` (one pass over memory
-    instead of torch's five element-wise ops), for :mod:`rnnkit.train`'s optimizers. Returns
-    False, touching nothing, when the tensors are not dense contiguous CPU float32/float64
-    tensors of one dtype (the caller then runs its torch ops)."""
-    ts = (p, g, s1, s2)
-    if p.dtype not in (torch.float32, torch.float64) or any(
-            x.device.type != "cpu" or x.dtype != p.dtype or x.layout != torch.strided
-            or not x.is_contiguous() or x.shape != p.shape for x in ts):
-        return False
-    v = tuple((x.detach().view(-1).numpy(),) for x in ts)
-    optimizer_kernel(adam, v[0], v[1], v[2], v[3], lr, a, b, eps, t, 0.0, 0.0)
-    return True
-
-
-@njit(**_SER)
 def _table(emb, e, wx, bx, table_t):
     """``T^T = (E W_x + b_x)^T = W_x^T E^T + b_x`` (G x V), or ``(W_x + b_x)^T`` for OneHot
     (``emb`` False)."""
@@ -287,6 +233,36 @@ def train_kernel(kind, relu, mask_zero, binary, emb, ids, y, e, wx, bx, wh, bh, 
 
 
 @njit(**_SER)
+def train_span_kernel(kind, relu, mask_zero, binary, emb, ids_all, y_all, order, b0, b1,
+                      rml_all, ids, y, e, wx, bx, wh, bh, wd, bd, table_t, idl, maskl, xp, hs,
+                      hrp, cs, gs, hh, last, h0, dxp, dhp, dh0, dc0, dlast, out, dz, dtable_t,
+                      de, dwx, dbx, dwh, dbh, dwd, dbd, adam, params, grads, s1, s2, hyper, t0,
+                      losses, outs):
+    """Batches ``b0 .. b1-1`` of an epoch, each one :func:`train_kernel` step: batch ``j``
+    holds the samples ``order[j B : (j+1) B]`` of ``ids_all``/``y_all`` (``B`` = rows of
+    the ``ids``/``y`` buffers), Adam step ``t0 + j - b0``, recurrent-dropout mask
+    ``rml_all[j - b0]`` (``rml_all[0]`` for every batch when it holds one). Writes
+    ``losses[j - b0]`` and the batch's outputs into ``outs[(j - b0) B : (j - b0 + 1) B]``."""
+    nb, nt = ids.shape
+    for j in range(b0, b1):
+        for r in range(nb):
+            s = order[j * nb + r]
+            for tt in range(nt):
+                ids[r, tt] = ids_all[s, tt]
+            y[r] = y_all[s]
+        rml = rml_all[j - b0] if rml_all.shape[0] > 1 else rml_all[0]
+        losses[j - b0] = train_kernel(
+            kind, relu, mask_zero, binary, emb, ids, y, e, wx, bx, wh, bh, wd, bd, rml,
+            table_t, idl, maskl, xp, hs, hrp, cs, gs, hh, last, h0, dxp, dhp, dh0, dc0, dlast,
+            out, dz, dtable_t, de, dwx, dbx, dwh, dbh, dwd, dbd, adam, params, grads, s1, s2,
+            hyper, t0 + j - b0)
+        k0 = (j - b0) * nb
+        for r in range(nb):
+            for k in range(out.shape[1]):
+                outs[k0 + r, k] = out[r, k]
+
+
+@njit(**_SER)
 def infer_kernel(kind, relu, mask_zero, emb, ids, e, wx, bx, wh, bh, rml, table_t, idl, maskl,
                  xp, hs, hrp, cs, gs, hh, last, h0):
     """The recurrence's last real output, forward only (one scratch row per step)."""
@@ -298,6 +274,24 @@ def infer_kernel(kind, relu, mask_zero, emb, ids, e, wx, bx, wh, bh, rml, table_
         _gather(ids, mask_zero, table_t, idl, maskl, xp)
         lanes.fwd1(kind, xp, h0, h0, wh, bh, maskl, rml, relu, hs, hrp, cs, gs, hh, last)
 
+
+
+@njit(**_SER)
+def infer_span_kernel(kind, relu, mask_zero, emb, ids_all, nbatch, ids, e, wx, bx, wh, bh,
+                      rml, table_t, idl, maskl, xp, hs, hrp, cs, gs, hh, last, h0, hidden):
+    """:func:`infer_kernel` over the first ``nbatch`` batches of ``B`` (rows of ``ids``)
+    consecutive sequences of ``ids_all``; ``hidden[b]`` gets sequence ``b``'s last output."""
+    nb, nt = ids.shape
+    nl = last.shape[2]
+    for j in range(nbatch):
+        for r in range(nb):
+            for tt in range(nt):
+                ids[r, tt] = ids_all[j * nb + r, tt]
+        infer_kernel(kind, relu, mask_zero, emb, ids, e, wx, bx, wh, bh, rml, table_t, idl,
+                     maskl, xp, hs, hrp, cs, gs, hh, last, h0)
+        for r in range(nb):
+            for k in range(hidden.shape[1]):
+                hidden[j * nb + r, k] = last[r // nl, k, r % nl]
 
 # ------------------------------------------------------------------------------ matching
 @dataclass
@@ -343,7 +337,9 @@ def parts(model) -> Parts | str:
     size = src.output_dim if isinstance(src, Embedding) else src.num_classes
     if cell.input_size != size:
         return "input size mismatch"
-    ws = [p for p in model.parameters()]
+    ws = [cell.kernel, cell.recurrent_kernel, cell.bias, dense.kernel, dense.bias]
+    if isinstance(src, Embedding):
+        ws.append(src.weight)
     if any(p.device.type != "cpu" or p.dtype not in (torch.float32, torch.float64)
            or p.dtype != ws[0].dtype for p in ws):
         return "parameters not all float32/float64 on the CPU"
@@ -381,6 +377,8 @@ class _Work:
         vocab = p.source.weight.shape[0] if hasattr(p.source, "weight") else \
             p.source.num_classes
         self.table_t = z((ng, vocab))
+        self.ids = np.zeros((nb, nt), np.int64)  # the batch's ids (span kernels)
+        self.y = np.zeros(nb, np.float64)
         if keep:
             self.out = torch.empty((nb, nk), dtype=cell.kernel.dtype)
             self.outn = self.out.numpy()
@@ -425,43 +423,84 @@ def _mask_zero(p: Parts) -> bool:
     return bool(p.source.mask_zero)
 
 
-@torch.no_grad()
-def infer_hidden(p: Parts, ids: Tensor) -> Tensor:
-    """The RNN's output (B, H) for ``ids``, without autograd (the Dense layer is left to
-    the caller, so its hooks and the losses' logits tap still see it)."""
+def _infer_args(p: Parts, idn: np.ndarray, nb: int) -> tuple[_Work, tuple]:
+    """Scratch for batches of ``nb`` (cached on the layer) and the weights, as the
+    inference kernels take them (``emb, e, wx, bx, wh, bh``)."""
     from ..layers import Embedding
 
     cell = p.rnn.cell
-    idn = _ids(p, ids)
     emb = isinstance(p.source, Embedding)
     vocab = p.source.weight.shape[0] if emb else p.source.num_classes
-    key = (idn.shape, cell.kernel.dtype, p.kind, cell.units, cell.kernel.shape[0], vocab)
+    key = (nb, idn.shape[1], cell.kernel.dtype, p.kind, cell.units, cell.kernel.shape[0],
+           vocab)
     cache = p.rnn.__dict__.setdefault("_infer_work", {})
     w = cache.get(key)
     if w is None:
         if len(cache) > 4:
             cache.clear()
-        w = cache[key] = _Work(p, idn.shape[0], idn.shape[1], keep=False)
+        w = cache[key] = _Work(p, nb, idn.shape[1], keep=False)
     e = p.source.weight.numpy() if emb else w.h0[0]
     bx = cell.bias[0] if p.kind == 2 else cell.bias
-    run_threaded(infer_kernel, p.kind, cell_relu(p), _mask_zero(p), emb, idn, e,
-                 cell.kernel.numpy(), bx.numpy(), cell.recurrent_kernel.numpy(),
-                 _bh(p).numpy(), w.ones, w.table_t, w.idl, w.maskl, w.xp, w.hs, w.hrp, w.cs,
-                 w.gs, w.hh, w.last, w.h0)
+    return w, (emb, e, cell.kernel.numpy(), bx.numpy(), cell.recurrent_kernel.numpy(),
+               _bh(p).numpy())
+
+
+@torch.no_grad()
+def infer_hidden(p: Parts, ids: Tensor) -> Tensor:
+    """The RNN's output (B, H) for ``ids``, without autograd (the Dense layer is left to
+    the caller, so its hooks and the losses' logits tap still see it)."""
+    idn = _ids(p, ids)
+    w, (emb, e, wx, bx, wh, bh) = _infer_args(p, idn, idn.shape[0])
+    run_threaded(infer_kernel, p.kind, cell_relu(p), _mask_zero(p), emb, idn, e, wx, bx, wh,
+                 bh, w.ones, w.table_t, w.idl, w.maskl, w.xp, w.hs, w.hrp, w.cs, w.gs, w.hh,
+                 w.last, w.h0)
     _ran_fused(p.rnn)
     return lanes.from_lanes(torch.from_numpy(w.last), idn.shape[0]).clone()
 
 
-def forward_no_grad(model, x: Tensor, mask: Tensor | None) -> Tensor | None:
-    """``model(x)`` through :func:`infer_hidden` when gradients are off and the model has
-    the fused classifier's shape (no recurrent dropout active), else None."""
+@torch.no_grad()
+def infer_hidden_batched(p: Parts, ids: Tensor, batch_size: int) -> Tensor:
+    """:func:`infer_hidden` of all ``ids`` in batches of ``batch_size``, the full batches in
+    one compiled call (:func:`infer_span_kernel`), the last partial one on its own."""
+    idn = _ids(p, ids)
+    n = idn.shape[0]
+    full = n // batch_size
+    hidden = torch.empty((n, p.rnn.cell.units), dtype=p.rnn.cell.kernel.dtype)
+    if full:
+        w, (emb, e, wx, bx, wh, bh) = _infer_args(p, idn, batch_size)
+        run_threaded(infer_span_kernel, p.kind, cell_relu(p), _mask_zero(p), emb, idn, full,
+                     w.ids, e, wx, bx, wh, bh, w.ones, w.table_t, w.idl, w.maskl, w.xp, w.hs,
+                     w.hrp, w.cs, w.gs, w.hh, w.last, w.h0, hidden.numpy())
+        _ran_fused(p.rnn)
+    if full * batch_size < n:
+        hidden[full * batch_size:] = infer_hidden(p, ids[full * batch_size:])
+    return hidden
+
+
+def _no_grad_parts(model, x: Tensor, mask: Tensor | None) -> Parts | None:
+    """The fused classifier's parts when ``model(x)`` may run it without autograd."""
     if torch.is_grad_enabled() or mask is not None or x.dim() != 2 \
             or x.is_floating_point() or x.device.type != "cpu" or x.shape[1] == 0:
         return None
     p = parts(model)
     if isinstance(p, str) or (p.rnn.training and p.rnn.recurrent_dropout > 0):
         return None
-    return p.dense(infer_hidden(p, x))
+    return p
+
+
+def forward_no_grad(model, x: Tensor, mask: Tensor | None) -> Tensor | None:
+    """``model(x)`` through :func:`infer_hidden` when gradients are off and the model has
+    the fused classifier's shape (no recurrent dropout active), else None."""
+    p = _no_grad_parts(model, x, mask)
+    return None if p is None else p.dense(infer_hidden(p, x))
+
+
+def predict_no_grad(model, x: Tensor, batch_size: int) -> Tensor | None:
+    """``model(x)`` in batches of ``batch_size`` through :func:`infer_hidden_batched` (for
+    :func:`rnnkit.train.predict`), under the conditions of :func:`forward_no_grad`; else
+    None."""
+    p = _no_grad_parts(model, x, None)
+    return None if p is None else p.dense(infer_hidden_batched(p, x, batch_size))
 
 
 def cell_relu(p: Parts) -> bool:
@@ -533,39 +572,90 @@ class TrainStep:
         self._views, self._ptrs, self._states = (ws, gs, flat), ptrs, states
         return self._views
 
-    def __call__(self, ids: Tensor, y: Tensor) -> tuple[float, Tensor]:
-        from ..recurrent import dropout_mask
-
-        p, cell = self.p, self.p.rnn.cell
-        idn = _ids(p, ids)
-        nb, nt = idn.shape
+    def _batch_work(self, nb: int, nt: int) -> _Work:
         w = self._work.get((nb, nt))
         if w is None:
-            w = self._work[(nb, nt)] = _Work(p, nb, nt, keep=True)
+            w = self._work[(nb, nt)] = _Work(self.p, nb, nt, keep=True)
+        return w
+
+    def targets(self, y: Tensor, nb: int) -> np.ndarray:
+        """``y`` as ``nb`` float64 targets (class ids checked for a softmax head)."""
+        p = self.p
         yb = y.detach().reshape(nb).to(torch.float64).numpy()
         if not p.binary and yb.size and (yb.min() < 0 or yb.max() >= p.dense.units):
             raise ValueError(f"class ids must lie in [0, {p.dense.units})")
-        rml = w.ones
+        return yb
+
+    def _rml(self, w: _Work, nb: int) -> np.ndarray:
+        """This batch's recurrent-dropout mask in lanes (ones without dropout)."""
+        from ..recurrent import dropout_mask
+
+        p, cell = self.p, self.p.rnn.cell
         if p.rnn.training and p.rnn.recurrent_dropout > 0:
             rm = dropout_mask((nb, cell.units), p.rnn.recurrent_dropout, cell.kernel)
-            rml = lanes.to_lanes(rm.detach(), w.nc, w.nl).numpy()
-        (e, wx, bx, wh, bh, wd, bd), (de, dwx, dbx, dwh, dbh, dwd, dbd), flat = self._arrays()
-        t = 0
-        if self.adam:
-            for st in self._states:
-                st["step"] += 1
-            t = self._states[0]["step"]
+            return lanes.to_lanes(rm.detach(), w.nc, w.nl).numpy()
+        return w.ones
+
+    def _steps(self, n: int) -> int:
+        """Advances Adam's step count by ``n`` batches; returns the first batch's step."""
+        if not self.adam:
+            return 0
+        for st in self._states:
+            st["step"] += n
+        return self._states[0]["step"] - n + 1
+
+    def _hyper(self) -> np.ndarray:
         group = self.opt.param_groups[0]
         a = group["beta_1"] if self.adam else group["rho"]
         b = group["beta_2"] if self.adam else 0.0
-        hyper = np.array([group["lr"], a, b, group["eps"], *self.clip])
+        return np.array([group["lr"], a, b, group["eps"], *self.clip])
+
+    def __call__(self, ids: Tensor, y: Tensor) -> tuple[float, Tensor]:
+        p = self.p
+        idn = _ids(p, ids)
+        nb, nt = idn.shape
+        w = self._batch_work(nb, nt)
+        yb = self.targets(y, nb)
+        rml = self._rml(w, nb)
+        (e, wx, bx, wh, bh, wd, bd), (de, dwx, dbx, dwh, dbh, dwd, dbd), flat = self._arrays()
         loss = run_threaded(
             train_kernel, p.kind, cell_relu(p), _mask_zero(p), p.binary, self.embedding, idn,
             yb, e, wx, bx, wh, bh, wd, bd, rml, w.table_t, w.idl, w.maskl, w.xp, w.hs, w.hrp,
             w.cs, w.gs, w.hh, w.last, w.h0, w.dxp, w.dhp, w.dh0, w.dc0, w.dlast, w.outn, w.dz,
-            w.dtable_t, de, dwx, dbx, dwh, dbh, dwd, dbd, self.adam, *flat, hyper, t)
+            w.dtable_t, de, dwx, dbx, dwh, dbh, dwd, dbd, self.adam, *flat, self._hyper(),
+            self._steps(1))
         _ran_fused(p.rnn)
         return loss, w.out.clone()
+
+    def prepare(self, x: Tensor, y: Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """All samples' ids (range checked once, reversed for ``go_backwards``) and targets,
+        for :meth:`run_span`."""
+        idn = _ids(self.p, x)
+        return idn, self.targets(y, idn.shape[0])
+
+    def run_span(self, idn: np.ndarray, yb: np.ndarray, order: np.ndarray, b0: int, b1: int,
+                 batch_size: int) -> tuple[np.ndarray, Tensor]:
+        """Training steps on the full batches ``b0 .. b1-1`` (batch ``j`` = samples
+        ``order[j B : (j+1) B]`` of :meth:`prepare`'s arrays) in one compiled call
+        (:func:`train_span_kernel`): the same steps, in the same order and with the same
+        random numbers, as calling the step on each batch. Returns the batches' losses and
+        their outputs ((b1 - b0) B, K)."""
+        p = self.p
+        n = b1 - b0
+        w = self._batch_work(batch_size, idn.shape[1])
+        rml = np.stack([self._rml(w, batch_size) for _ in range(n)]) \
+            if p.rnn.training and p.rnn.recurrent_dropout > 0 else w.ones[None]
+        (e, wx, bx, wh, bh, wd, bd), (de, dwx, dbx, dwh, dbh, dwd, dbd), flat = self._arrays()
+        losses = np.zeros(n, np.float64)
+        outs = torch.empty((n * batch_size, p.dense.units), dtype=p.rnn.cell.kernel.dtype)
+        run_threaded(
+            train_span_kernel, p.kind, cell_relu(p), _mask_zero(p), p.binary, self.embedding,
+            idn, yb, order, b0, b1, rml, w.ids, w.y, e, wx, bx, wh, bh, wd, bd, w.table_t,
+            w.idl, w.maskl, w.xp, w.hs, w.hrp, w.cs, w.gs, w.hh, w.last, w.h0, w.dxp, w.dhp,
+            w.dh0, w.dc0, w.dlast, w.outn, w.dz, w.dtable_t, de, dwx, dbx, dwh, dbh, dwd, dbd,
+            self.adam, *flat, self._hyper(), self._steps(n), losses, outs.numpy())
+        _ran_fused(p.rnn)
+        return losses, outs
 
 
 def plan(model, loss: str, opt, clip_norm: float | None, clip_value: float | None,

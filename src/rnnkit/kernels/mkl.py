@@ -66,14 +66,16 @@ def _scipy_blas() -> dict[str, int] | None:
     return out
 
 
-def _threads_local() -> int:
+def _threads_local(mkl: bool) -> int:
     """Address of ``int f(int)`` setting the calling thread's BLAS thread count and returning
-    the previous one: MKL's ``MKL_Set_Num_Threads_Local``, else a no-op of the same signature
-    (libc's ``abs``: returns its argument for the values passed here)."""
+    the previous one: with ``mkl``, MKL's ``MKL_Set_Num_Threads_Local``; otherwise, or where
+    torch's library lacks it, a no-op of the same signature (libc's ``abs``: returns its
+    argument for the values passed here; SciPy's BLAS keeps its own threads)."""
     import torch
 
     path = os.path.join(os.path.dirname(torch.__file__), "lib", "libtorch_cpu.so")
-    for lib, name in ((path, "MKL_Set_Num_Threads_Local"), (None, "abs")):
+    mkl_fn = ((path, "MKL_Set_Num_Threads_Local"),) if mkl else ()
+    for lib, name in (*mkl_fn, (None, "abs")):
         try:
             return ctypes.cast(getattr(ctypes.CDLL(lib), name), ctypes.c_void_p).value
         except (OSError, AttributeError):
@@ -93,10 +95,7 @@ def register(prefer_mkl: bool = True) -> str | None:
         addrs = find()
         if addrs and all(addrs.values()):
             addrs = {f"rnnkit_{p}gemm": a for p, a in addrs.items()}
-            # MKL's per-thread setting; with SciPy's BLAS a no-op (its threads are its own)
-            addrs["rnnkit_blas_threads_local"] = (_threads_local() if name == "mkl"
-                                                  else ctypes.cast(ctypes.CDLL(None).abs,
-                                                                   ctypes.c_void_p).value)
+            addrs["rnnkit_blas_threads_local"] = _threads_local(name == "mkl")
             for sym, a in addrs.items():
                 llvm.add_symbol(sym, a)
                 ADDRESSES[sym] = a
