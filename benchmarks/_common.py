@@ -96,7 +96,7 @@ def _torch_model(w: Workload, kind: str):
 
 def _run_rnnkit(w: Workload, kind: str) -> dict:
     """rnnkit as a user runs it: ``rnnkit.fit`` (its RMSprop, loss from logits) for one
-    epoch; inference by ``rnnkit.predict`` in batches (``model(x)`` per batch without
+    epoch; inference by ``rnnkit.train.predict`` in batches (``model(x)`` per batch without
     gradients is kept as ``infer_loop_s``)."""
     import torch
 
@@ -115,7 +115,7 @@ def _run_rnnkit(w: Workload, kind: str) -> dict:
                          loss="binary_crossentropy", metrics=None, verbose=0)
 
     def predict(xs):
-        rnnkit.predict(model, xs, batch_size=w.infer_batch)
+        train.predict(model, xs, batch_size=w.infer_batch)
 
     r, hist = _time_torch_model(w, model, epoch, ids, predict)
     r["kernel"] = model[1].last_backend + ("+fused-step" if hist.params.get("fused_step")

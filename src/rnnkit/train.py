@@ -666,11 +666,10 @@ def _fused_epoch(step, data: _TensorBatches, arrays: tuple, cbs: Sequence[Callba
             losses, outs = step.run_span(idn, yb, order.numpy(), b, b1, bs)
             done = [(float(losses[j - b]), outs[(j - b) * bs:(j - b + 1) * bs], j)
                     for j in range(b, b1)]
-        else:
+        else:  # the partial last batch
             b1 = b + 1
-            idx = order[b * bs:]
-            loss_value, outputs = step(data.x[idx], data.y[idx])
-            done = [(loss_value, outputs, b)]
+            losses, outs = step.run_span(idn, yb, order[b * bs:].numpy(), 0, 1, n - b * bs)
+            done = [(float(losses[0]), outs, b)]
         for loss_value, outputs, j in done:
             for c in cbs:
                 c.on_batch_begin(j, {})

@@ -4,8 +4,10 @@
                                                                    | Dense(K, softmax)
 
 the shape of the IMDB models. With a few hundred tiny torch operations per batch, the
-per-operation overhead of autograd and the optimizer costs more than the arithmetic; here a
-batch is one Numba call (plus one for the optimizer). What it computes, per batch of ``B``::
+per-operation overhead of autograd and the optimizer costs more than the arithmetic; here
+a span of batches (many, or one) is one Numba call: :func:`train_span_kernel` runs
+:func:`train_kernel` on each, :func:`infer_span_kernel` runs :func:`infer_kernel`. What a
+training step computes, per batch of ``B``::
 
     T     = E W_x + b_x              (OneHot: W_x + b_x)       vocabulary x gates*units
     xp_t  = T[id_t]                                            (the fold of kernels.fold)
@@ -16,8 +18,8 @@ batch is one Numba call (plus one for the optimizer). What it computes, per batc
     Keras RMSprop / Adam update (the rules of :mod:`rnnkit.train`) on every parameter
 
 It is used by :func:`rnnkit.train.fit` when :func:`plan` accepts the model, loss and
-optimizer (else fit runs the usual autograd loop), and by ``Sequential`` for inference
-without gradients. ``tests/test_kernels_classifier.py`` holds both to the autograd reference:
+optimizer (else fit runs the usual autograd loop), and by ``Sequential`` and
+:func:`rnnkit.train.predict` for inference without gradients. ``tests/test_kernels_classifier.py`` holds both to the autograd reference:
 same losses, outputs and parameters after several steps.
 """
 
@@ -446,34 +448,24 @@ def _infer_args(p: Parts, idn: np.ndarray, nb: int) -> tuple[_Work, tuple]:
 
 
 @torch.no_grad()
-def infer_hidden(p: Parts, ids: Tensor) -> Tensor:
-    """The RNN's output (B, H) for ``ids``, without autograd (the Dense layer is left to
-    the caller, so its hooks and the losses' logits tap still see it)."""
-    idn = _ids(p, ids)
-    w, (emb, e, wx, bx, wh, bh) = _infer_args(p, idn, idn.shape[0])
-    run_threaded(infer_kernel, p.kind, cell_relu(p), _mask_zero(p), emb, idn, e, wx, bx, wh,
-                 bh, w.ones, w.table_t, w.idl, w.maskl, w.xp, w.hs, w.hrp, w.cs, w.gs, w.hh,
-                 w.last, w.h0)
-    _ran_fused(p.rnn)
-    return lanes.from_lanes(torch.from_numpy(w.last), idn.shape[0]).clone()
-
-
-@torch.no_grad()
-def infer_hidden_batched(p: Parts, ids: Tensor, batch_size: int) -> Tensor:
-    """:func:`infer_hidden` of all ``ids`` in batches of ``batch_size``, the full batches in
-    one compiled call (:func:`infer_span_kernel`), the last partial one on its own."""
+def infer_hidden(p: Parts, ids: Tensor, batch_size: int | None = None) -> Tensor:
+    """The RNN's output (N, H) for ``ids``, without autograd (the Dense layer is left to
+    the caller, so its hooks and the losses' logits tap still see it): in batches of
+    ``batch_size`` (default: all at once), the full ones in one compiled call
+    (:func:`infer_span_kernel`), a partial last one in another."""
     idn = _ids(p, ids)
     n = idn.shape[0]
-    full = n // batch_size
+    bs = max(1, n if batch_size is None else min(batch_size, n))
+    full = n // bs
     hidden = torch.empty((n, p.rnn.cell.units), dtype=p.rnn.cell.kernel.dtype)
-    if full:
-        w, (emb, e, wx, bx, wh, bh) = _infer_args(p, idn, batch_size)
-        run_threaded(infer_span_kernel, p.kind, cell_relu(p), _mask_zero(p), emb, idn, full,
-                     w.ids, e, wx, bx, wh, bh, w.ones, w.table_t, w.idl, w.maskl, w.xp, w.hs,
-                     w.hrp, w.cs, w.gs, w.hh, w.last, w.h0, hidden.numpy())
-        _ran_fused(p.rnn)
-    if full * batch_size < n:
-        hidden[full * batch_size:] = infer_hidden(p, ids[full * batch_size:])
+    for first, nbatch, size in ((0, full, bs), (full * bs, 1, n - full * bs)):
+        if nbatch and size:
+            w, (emb, e, wx, bx, wh, bh) = _infer_args(p, idn, size)
+            run_threaded(infer_span_kernel, p.kind, cell_relu(p), _mask_zero(p), emb,
+                         idn[first:], nbatch, w.ids, e, wx, bx, wh, bh, w.ones, w.table_t,
+                         w.idl, w.maskl, w.xp, w.hs, w.hrp, w.cs, w.gs, w.hh, w.last, w.h0,
+                         hidden[first:].numpy())
+    _ran_fused(p.rnn)
     return hidden
 
 
@@ -496,11 +488,11 @@ def forward_no_grad(model, x: Tensor, mask: Tensor | None) -> Tensor | None:
 
 
 def predict_no_grad(model, x: Tensor, batch_size: int) -> Tensor | None:
-    """``model(x)`` in batches of ``batch_size`` through :func:`infer_hidden_batched` (for
+    """``model(x)`` in batches of ``batch_size`` through :func:`infer_hidden` (for
     :func:`rnnkit.train.predict`), under the conditions of :func:`forward_no_grad`; else
     None."""
     p = _no_grad_parts(model, x, None)
-    return None if p is None else p.dense(infer_hidden_batched(p, x, batch_size))
+    return None if p is None else p.dense(infer_hidden(p, x, batch_size))
 
 
 def cell_relu(p: Parts) -> bool:
@@ -611,21 +603,11 @@ class TrainStep:
         return np.array([group["lr"], a, b, group["eps"], *self.clip])
 
     def __call__(self, ids: Tensor, y: Tensor) -> tuple[float, Tensor]:
-        p = self.p
-        idn = _ids(p, ids)
-        nb, nt = idn.shape
-        w = self._batch_work(nb, nt)
-        yb = self.targets(y, nb)
-        rml = self._rml(w, nb)
-        (e, wx, bx, wh, bh, wd, bd), (de, dwx, dbx, dwh, dbh, dwd, dbd), flat = self._arrays()
-        loss = run_threaded(
-            train_kernel, p.kind, cell_relu(p), _mask_zero(p), p.binary, self.embedding, idn,
-            yb, e, wx, bx, wh, bh, wd, bd, rml, w.table_t, w.idl, w.maskl, w.xp, w.hs, w.hrp,
-            w.cs, w.gs, w.hh, w.last, w.h0, w.dxp, w.dhp, w.dh0, w.dc0, w.dlast, w.outn, w.dz,
-            w.dtable_t, de, dwx, dbx, dwh, dbh, dwd, dbd, self.adam, *flat, self._hyper(),
-            self._steps(1))
-        _ran_fused(p.rnn)
-        return loss, w.out.clone()
+        """One training step on one batch; returns its loss and outputs."""
+        idn = _ids(self.p, ids)
+        nb = idn.shape[0]
+        losses, outs = self.run_span(idn, self.targets(y, nb), np.arange(nb), 0, 1, nb)
+        return float(losses[0]), outs
 
     def prepare(self, x: Tensor, y: Tensor) -> tuple[np.ndarray, np.ndarray]:
         """All samples' ids (range checked once, reversed for ``go_backwards``) and targets,
@@ -639,7 +621,8 @@ class TrainStep:
         ``order[j B : (j+1) B]`` of :meth:`prepare`'s arrays) in one compiled call
         (:func:`train_span_kernel`): the same steps, in the same order and with the same
         random numbers, as calling the step on each batch. Returns the batches' losses and
-        their outputs ((b1 - b0) B, K)."""
+        their outputs ((b1 - b0) B, K). A partial last batch of ``m`` samples is the span
+        ``0 .. 1`` of ``order[-m:]`` with ``batch_size=m``."""
         p = self.p
         n = b1 - b0
         w = self._batch_work(batch_size, idn.shape[1])
