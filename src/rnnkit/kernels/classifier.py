@@ -19,8 +19,9 @@ training step computes, per batch of ``B``::
 
 It is used by :func:`rnnkit.train.fit` when :func:`plan` accepts the model, loss and
 optimizer (else fit runs the usual autograd loop), and by ``Sequential`` and
-:func:`rnnkit.train.predict` for inference without gradients. ``tests/test_kernels_classifier.py`` holds both to the autograd reference:
-same losses, outputs and parameters after several steps.
+:func:`rnnkit.train.predict` for inference without gradients.
+``tests/test_kernels_classifier.py`` holds both to the autograd reference: same losses,
+outputs and parameters after several steps.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from numba import njit, prange
 from torch import Tensor
 
 from . import lanes, mkl  # mkl registers its BLAS symbols before cached kernels load
+from .mkl import blas_threads_local
 from .numba_cpu import _FM, run_threaded
 from .optim import optimizer_kernel
 
@@ -244,8 +246,12 @@ def train_span_kernel(kind, relu, mask_zero, binary, emb, ids_all, y_all, order,
     holds the samples ``order[j B : (j+1) B]`` of ``ids_all``/``y_all`` (``B`` = rows of
     the ``ids``/``y`` buffers), Adam step ``t0 + j - b0``, recurrent-dropout mask
     ``rml_all[j - b0]`` (``rml_all[0]`` for every batch when it holds one). Writes
-    ``losses[j - b0]`` and the batch's outputs into ``outs[(j - b0) B : (j - b0 + 1) B]``."""
+    ``losses[j - b0]`` and the batch's outputs into ``outs[(j - b0) B : (j - b0 + 1) B]``.
+    With one chunk (the whole batch on this thread) its GEMMs run on this thread too: MKL's
+    threads cost more to wake than these small products take."""
     nb, nt = ids.shape
+    one = xp.shape[0] == 1
+    old = blas_threads_local(1) if one else 0
     for j in range(b0, b1):
         for r in range(nb):
             s = order[j * nb + r]
@@ -262,6 +268,8 @@ def train_span_kernel(kind, relu, mask_zero, binary, emb, ids_all, y_all, order,
         for r in range(nb):
             for k in range(out.shape[1]):
                 outs[k0 + r, k] = out[r, k]
+    if one:
+        blas_threads_local(old)
 
 
 @njit(**_SER)
@@ -282,9 +290,12 @@ def infer_kernel(kind, relu, mask_zero, emb, ids, e, wx, bx, wh, bh, rml, table_
 def infer_span_kernel(kind, relu, mask_zero, emb, ids_all, nbatch, ids, e, wx, bx, wh, bh,
                       rml, table_t, idl, maskl, xp, hs, hrp, cs, gs, hh, last, h0, hidden):
     """:func:`infer_kernel` over the first ``nbatch`` batches of ``B`` (rows of ``ids``)
-    consecutive sequences of ``ids_all``; ``hidden[b]`` gets sequence ``b``'s last output."""
+    consecutive sequences of ``ids_all``; ``hidden[b]`` gets sequence ``b``'s last output
+    (BLAS on this thread with one chunk, as in :func:`train_span_kernel`)."""
     nb, nt = ids.shape
     nl = last.shape[2]
+    one = xp.shape[0] == 1
+    old = blas_threads_local(1) if one else 0
     for j in range(nbatch):
         for r in range(nb):
             for tt in range(nt):
@@ -294,6 +305,8 @@ def infer_span_kernel(kind, relu, mask_zero, emb, ids_all, nbatch, ids, e, wx, b
         for r in range(nb):
             for k in range(hidden.shape[1]):
                 hidden[j * nb + r, k] = last[r // nl, k, r % nl]
+    if one:
+        blas_threads_local(old)
 
 # ------------------------------------------------------------------------------ matching
 @dataclass
