@@ -615,7 +615,7 @@ def predict(model: nn.Module, x: Any, batch_size: int = 32,
     model.eval()
     outs: list[Any] = []
     try:
-        if isinstance(x, Tensor) and device.type == "cpu" and batch_size > 0:
+        if isinstance(x, Tensor) and device.type == "cpu":
             from .kernels.classifier import predict_no_grad
 
             fused = predict_no_grad(model, x, batch_size)  # the IMDB shape: one call
@@ -649,6 +649,19 @@ def _spans_allowed(data: Iterable, cbs: Sequence[Callback]) -> bool:
             and isinstance(data.y, Tensor) and all(observer(c) for c in cbs))
 
 
+def _batch_done(b: int, loss_value: float, outputs: Any, targets: Any, n: int,
+                cbs: Sequence[Callback], means: dict, metric_fns: dict[str, MetricFn]) -> None:
+    """Adds trained batch ``b`` (``n`` samples) to the epoch's running means and tells the
+    callbacks (``on_batch_end`` with those means)."""
+    means["loss"].add(loss_value, n)
+    with torch.no_grad():
+        for k, fn in metric_fns.items():
+            means[k].add(float(fn(outputs, targets)), n)
+    blogs = {k: m.value for k, m in means.items()}
+    for c in cbs:
+        c.on_batch_end(b, blogs)
+
+
 def _fused_epoch(step, data: _TensorBatches, arrays: tuple, cbs: Sequence[Callback],
                  means: dict, metric_fns: dict[str, MetricFn], stop: Callable[[], bool]) -> int:
     """One epoch of the fused classifier step (``kernels.classifier.TrainStep``): the full
@@ -674,15 +687,8 @@ def _fused_epoch(step, data: _TensorBatches, arrays: tuple, cbs: Sequence[Callba
             for c in cbs:
                 c.on_batch_begin(j, {})
             nj = outputs.shape[0]
-            means["loss"].add(loss_value, nj)
-            if metric_fns:
-                targets = data.y[order[j * bs:j * bs + nj]]
-                with torch.no_grad():
-                    for k, fn in metric_fns.items():
-                        means[k].add(float(fn(outputs, targets)), nj)
-            blogs = {k: m.value for k, m in means.items()}
-            for c in cbs:
-                c.on_batch_end(j, blogs)
+            targets = data.y[order[j * bs:j * bs + nj]] if metric_fns else None
+            _batch_done(j, loss_value, outputs, targets, nj, cbs, means, metric_fns)
         b = b1
         if stop():
             break
@@ -778,7 +784,6 @@ def fit(model: nn.Module, x: Any = None, y: Any = None, *,
     from .kernels.classifier import plan
 
     fused = plan(model, objective.name, opt, clip_norm, clip_value, dev)
-    span_data = None  # with it, when the callbacks allow, many batches per compiled call
     metric_fns = resolve_metrics(metrics, loss)
 
     # callbacks
@@ -803,8 +808,8 @@ def fit(model: nn.Module, x: Any = None, y: Any = None, *,
     def stop() -> bool:
         return any(c.stop_training for c in cbs)
 
-    if spans:
-        span_data = fused.prepare(train_batches.x, train_batches.y)
+    # with the fused step and callbacks that allow it, many batches per compiled call
+    span_data = fused.prepare(train_batches.x, train_batches.y) if spans else None
     for c in cbs:
         c.on_train_begin({})
     try:
@@ -839,14 +844,8 @@ def fit(model: nn.Module, x: Any = None, y: Any = None, *,
                                 clip_gradients(model.parameters(), clip_norm, clip_value)
                             opt.step()
                             loss_value = float(batch_loss.detach())
-                        means["loss"].add(loss_value, n)
-                        with torch.no_grad():
-                            for k, fn in metric_fns.items():
-                                means[k].add(float(fn(outputs, targets)), n)
                         n_batches += 1
-                        blogs = {k: m.value for k, m in means.items()}
-                        for c in cbs:
-                            c.on_batch_end(b, blogs)
+                        _batch_done(b, loss_value, outputs, targets, n, cbs, means, metric_fns)
                         if stop():
                             break
             if n_batches == 0:

@@ -247,8 +247,8 @@ def train_span_kernel(kind, relu, mask_zero, binary, emb, ids_all, y_all, order,
     the ``ids``/``y`` buffers), Adam step ``t0 + j - b0``, recurrent-dropout mask
     ``rml_all[j - b0]`` (``rml_all[0]`` for every batch when it holds one). Writes
     ``losses[j - b0]`` and the batch's outputs into ``outs[(j - b0) B : (j - b0 + 1) B]``.
-    With one chunk (the whole batch on this thread) its GEMMs run on this thread too: MKL's
-    threads cost more to wake than these small products take."""
+    With one chunk (the whole batch on this thread) the batch's GEMMs run single-threaded
+    too, as the per-step products inside a chunk do."""
     nb, nt = ids.shape
     one = xp.shape[0] == 1
     old = blas_threads_local(1) if one else 0
@@ -285,7 +285,6 @@ def infer_kernel(kind, relu, mask_zero, emb, ids, e, wx, bx, wh, bh, rml, table_
         lanes.fwd1(kind, xp, h0, h0, wh, bh, maskl, rml, relu, hs, hrp, cs, gs, hh, last)
 
 
-
 @njit(**_SER)
 def infer_span_kernel(kind, relu, mask_zero, emb, ids_all, nbatch, ids, e, wx, bx, wh, bh,
                       rml, table_t, idl, maskl, xp, hs, hrp, cs, gs, hh, last, h0, hidden):
@@ -307,6 +306,7 @@ def infer_span_kernel(kind, relu, mask_zero, emb, ids_all, nbatch, ids, e, wx, b
                 hidden[j * nb + r, k] = last[r // nl, k, r % nl]
     if one:
         blas_threads_local(old)
+
 
 # ------------------------------------------------------------------------------ matching
 @dataclass
@@ -395,8 +395,7 @@ class _Work:
         self.ids = np.zeros((nb, nt), np.int64)  # the batch's ids (span kernels)
         self.y = np.zeros(nb, np.float64)
         if keep:
-            self.out = torch.empty((nb, nk), dtype=cell.kernel.dtype)
-            self.outn = self.out.numpy()
+            self.outn = z((nb, nk))
             self.dz = np.zeros((nb, nk), np.float64)
             self.dtable_t = z((ng, vocab))
             self.dxp = z((nc, ng, nt, nl))
