@@ -101,6 +101,20 @@ def test_fused_matches_reference(cell, backend, batch, time, feat, units, seq, b
 
 
 @pytest.mark.parametrize("cell", sorted(CELLS))
+@pytest.mark.parametrize("backend", ["numba", "blas"])
+def test_one_step_last_output(cell, backend):
+    """T = 1 with only the last output: the backward's "no per-step gradients" marker must
+    not be mistaken for a one-step gradient (it once was, and gradients read past an array
+    and came out NaN at random)."""
+    ref, fused = _pair(CELLS[cell], backend, units=3, return_state=True)
+    _build_same(ref, fused, 2, torch.float64)
+    for seed in range(3):
+        x = torch.randn(5, 1, 2, dtype=torch.float64,
+                        generator=torch.Generator().manual_seed(seed))
+        assert_same(ref, fused, x)
+
+
+@pytest.mark.parametrize("cell", sorted(CELLS))
 def test_float32_auto_uses_numba(cell):
     ref, fused = _pair(CELLS[cell], "auto", units=6, return_sequences=True,
                        recurrent_dropout=0.2)

@@ -91,6 +91,22 @@ def test_softmax_head_recurrent_dropout_and_backwards(one_thread, cell):
         torch.testing.assert_close(p, q, atol=2e-6, rtol=1e-4)
 
 
+@pytest.mark.parametrize("cell", sorted(CELLS))
+def test_one_step_sequences(one_thread, cell):
+    """Sequences of one token: the step's backward gets no per-step output gradients."""
+    torch.manual_seed(6)
+    model = _model(cell, "embedding", time=1)
+    ref = _reference(model)
+    ids, y = _data(time=1)
+    ids[ids == 0] = 1  # every sequence one real token
+    h = _fit(model, ids, y)
+    h_ref = _fit(ref, ids, y)
+    assert h.params["fused_step"]
+    assert h.history["loss"] == pytest.approx(h_ref.history["loss"], rel=1e-5)
+    for p, q in zip(model.parameters(), ref.parameters(), strict=True):
+        torch.testing.assert_close(p, q, atol=2e-6, rtol=1e-4)
+
+
 def test_float64_and_relu(one_thread):
     torch.manual_seed(2)
     model = _model("simple", "embedding", units=4).double()

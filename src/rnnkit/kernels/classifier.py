@@ -218,7 +218,7 @@ def train_kernel(kind, relu, mask_zero, binary, emb, ids, y, e, wx, bx, wh, bh, 
         lanes.fwd1(kind, xp, h0, h0, wh, bh, maskl, rml, relu, hs, hrp, cs, gs, hh, last)
     loss = _head(last, wd, bd, y, binary, nb, out, dz)
     _head_back(last, wd, dz, nb, dwd, dbd, dlast)
-    dys = np.zeros((1, 1, 1, 1), hs.dtype)
+    dys = np.zeros((1, 1, 0, 1), hs.dtype)  # no per-step output gradients (see lanes)
     if par:
         lanes.bwd(kind, hs, h0, cs, h0, gs, hh, wh, maskl, rml, relu, dys, dlast, h0, h0,
                   dxp, dhp, dh0, dc0)

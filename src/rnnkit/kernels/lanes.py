@@ -296,10 +296,10 @@ def _gru_back(gh, g, hhv, hp, m, dx, dz):
 def _bwd_chunk(c, kind, hs, h0, cs, c0, gs, hh, w, mask, rm, relu, dys, dlast, dhT, dcT,
                dxp, dhp, dh0, dc0, blas):
     """Chunk ``c`` of :func:`bwd`: BPTT of :func:`fwd` (same chunk-major layout).
-    ``dys (C,H,T,L)`` is the gradient of every output (time extent 1 when only the last
-    output is used), ``dlast (C,H,L)`` that of the last real output, ``dhT, dcT (C,H,L)``
-    of the final state. Writes ``dxp (C,G,T,L)``, ``dhp`` (GRU only; for SimpleRNN and
-    LSTM it is ``dxp``) and ``dh0, dc0 (C,H,L)``."""
+    ``dys (C,H,T,L)`` is the gradient of every output (time extent 0 when only the last
+    output is used: 1 would be ambiguous with T = 1), ``dlast (C,H,L)`` that of the last
+    real output, ``dhT, dcT (C,H,L)`` of the final state. Writes ``dxp (C,G,T,L)``,
+    ``dhp`` (GRU only; for SimpleRNN and LSTM it is ``dxp``) and ``dh0, dc0 (C,H,L)``."""
     nc, nh, nt, n = hs.shape
     ng = w.shape[1]
     seq = dys.shape[2] == nt
@@ -527,7 +527,7 @@ def backward(kind, saved, w, h0, c0, mask, rm, relu, dy, seq, dh_t, dc_t):
     if seq:
         dys, dlast = to_lanes(dy.transpose(1, 2), nc, nl), torch.zeros((nc, nh, nl), **kw)
     else:
-        dys, dlast = torch.zeros((1, 1, 1, 1), **kw), to_lanes(dy, nc, nl)
+        dys, dlast = torch.zeros((1, 1, 0, 1), **kw), to_lanes(dy, nc, nl)
     dctl = to_lanes(dc_t, nc, nl) if k == 1 else torch.zeros((nc, nh, nl), **kw)
     dxp = torch.empty((nc, ng, nt, nl), **kw)
     dhp = torch.empty((nc, ng, nt, nl), **kw) if k == 2 else dxp
