@@ -674,21 +674,16 @@ def _fused_epoch(step, data: _TensorBatches, arrays: tuple, cbs: Sequence[Callba
     full, total = n // bs, len(data)
     b = 0
     while b < total:
-        if b < full:
-            b1 = min(full, b + SPAN_BATCHES)
-            losses, outs = step.run_span(idn, yb, order.numpy(), b, b1, bs)
-            done = [(float(losses[j - b]), outs[(j - b) * bs:(j - b + 1) * bs], j)
-                    for j in range(b, b1)]
-        else:  # the partial last batch
-            b1 = b + 1
-            losses, outs = step.run_span(idn, yb, order[b * bs:].numpy(), 0, 1, n - b * bs)
-            done = [(float(losses[0]), outs, b)]
-        for loss_value, outputs, j in done:
+        # a span of full batches, or the partial last batch alone (a span of one)
+        b1, size = (min(full, b + SPAN_BATCHES), bs) if b < full else (b + 1, n - b * bs)
+        losses, outs = step.run_span(idn, yb, order[b * bs:].numpy(), 0, b1 - b, size)
+        for j in range(b, b1):
             for c in cbs:
                 c.on_batch_begin(j, {})
-            nj = outputs.shape[0]
-            targets = data.y[order[j * bs:j * bs + nj]] if metric_fns else None
-            _batch_done(j, loss_value, outputs, targets, nj, cbs, means, metric_fns)
+            rows = slice((j - b) * size, (j - b + 1) * size)
+            targets = data.y[order[b * bs:][rows]] if metric_fns else None
+            _batch_done(j, float(losses[j - b]), outs[rows], targets, size, cbs, means,
+                        metric_fns)
         b = b1
         if stop():
             break
