@@ -171,22 +171,30 @@ def test_spans_keep_progress_and_epoch_callbacks(one_thread, monkeypatch):
 
 
 @pytest.mark.parametrize("cell", sorted(CELLS))
-@pytest.mark.parametrize("batch_size", [16, 100])
-def test_predict_in_one_call_equals_reference(one_thread, cell, batch_size, monkeypatch):
-    """``predict`` runs the full batches in one compiled call and a partial last batch in
-    another (45 = 2 x 16 + 13; a batch size above 45 is one batch of 45)."""
+@pytest.mark.parametrize("lanes", [8, 64])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_predict_in_one_call_equals_reference(cell, lanes, threads, monkeypatch):
+    """``predict`` runs all sequences in one compiled call whatever its batch size, in
+    chunks of ``INFER_LANES`` (45 = 5 x 8 + 5: a partial last chunk; or one chunk of 48
+    lanes, 3 of them padding), on one thread or two."""
     calls = []
-    span = classifier.infer_span_kernel
+    kernel = classifier.infer_kernel
 
     def counted(*args):
-        calls.append(args[5])  # the number of batches
-        return span(*args)
-    monkeypatch.setattr(classifier, "infer_span_kernel", counted)
+        calls.append(args[4].shape[0])  # the number of sequences
+        return kernel(*args)
+    monkeypatch.setattr(classifier, "infer_kernel", counted)
+    monkeypatch.setattr(classifier, "INFER_LANES", lanes)
     torch.manual_seed(5)
     model = _model(cell, "embedding", units=6, classes=3, go_backwards=True)
     ids, _ = _data(n=45)
-    out = train.predict(model, ids, batch_size=batch_size)
-    assert calls == ([2, 1] if batch_size == 16 else [1])
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        out = train.predict(model, ids, batch_size=16)
+    finally:
+        torch.set_num_threads(old)
+    assert calls == [45]
     with torch.no_grad():
         model[1].backend = "reference"
         expected = model.eval()(ids)
@@ -196,9 +204,11 @@ def test_predict_in_one_call_equals_reference(one_thread, cell, batch_size, monk
 @pytest.mark.parametrize("cell", sorted(CELLS))
 @pytest.mark.parametrize("batch", [1, 7, 40])
 @pytest.mark.parametrize("units", [6, 20])
-def test_inference_equals_reference(one_thread, cell, batch, units):
+@pytest.mark.parametrize("source", ["embedding", "onehot"])
+def test_inference_equals_reference(one_thread, cell, batch, units, source):
+    """6 units: recurrent products in the compiled loop; 20: through BLAS."""
     torch.manual_seed(3)
-    model = _model(cell, "embedding", units=units, classes=4).eval()
+    model = _model(cell, source, units=units, classes=4).eval()
     ids, _ = _data(n=batch)
     with torch.no_grad():
         out = model(ids)

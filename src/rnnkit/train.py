@@ -618,7 +618,7 @@ def predict(model: nn.Module, x: Any, batch_size: int = 32,
         if isinstance(x, Tensor) and device.type == "cpu":
             from .kernels.classifier import predict_no_grad
 
-            fused = predict_no_grad(model, x, batch_size)  # the IMDB shape: one call
+            fused = predict_no_grad(model, x)  # the IMDB shape: one call
             if fused is not None:
                 return fused
         for inputs in batches:
@@ -676,7 +676,7 @@ def _fused_epoch(step, data: _TensorBatches, arrays: tuple, cbs: Sequence[Callba
     while b < total:
         # a span of full batches, or the partial last batch alone (a span of one)
         b1, size = (min(full, b + SPAN_BATCHES), bs) if b < full else (b + 1, n - b * bs)
-        losses, outs = step.run_span(idn, yb, order[b * bs:].numpy(), 0, b1 - b, size)
+        losses, outs = step.run_span(idn, yb, order[b * bs:].numpy(), b1 - b, size)
         for j in range(b, b1):
             for c in cbs:
                 c.on_batch_begin(j, {})

@@ -5,9 +5,10 @@
 
 the shape of the IMDB models. With a few hundred tiny torch operations per batch, the
 per-operation overhead of autograd and the optimizer costs more than the arithmetic; here
-a span of batches (many, or one) is one Numba call: :func:`train_span_kernel` runs
-:func:`train_kernel` on each, :func:`infer_span_kernel` runs :func:`infer_kernel`. What a
-training step computes, per batch of ``B``::
+a span of training batches (many, or one) is one Numba call (:func:`train_span_kernel` runs
+:func:`train_kernel` on each), and inference over any number of sequences is another
+(:func:`infer_kernel`: chunks of sequences in parallel, each step's input gathered from the
+table as it is needed, nothing per step kept). What a training step computes, per batch of ``B``::
 
     T     = E W_x + b_x              (OneHot: W_x + b_x)       vocabulary x gates*units
     xp_t  = T[id_t]                                            (the fold of kernels.fold)
@@ -237,34 +238,34 @@ def train_kernel(kind, relu, mask_zero, binary, emb, ids, y, e, wx, bx, wh, bh, 
 
 
 @njit(**_SER)
-def train_span_kernel(kind, relu, mask_zero, binary, emb, ids_all, y_all, order, b0, b1,
+def train_span_kernel(kind, relu, mask_zero, binary, emb, ids_all, y_all, order, nbatch,
                       rml_all, ids, y, e, wx, bx, wh, bh, wd, bd, table_t, idl, maskl, xp, hs,
                       hrp, cs, gs, hh, last, h0, dxp, dhp, dh0, dc0, dlast, out, dz, dtable_t,
                       de, dwx, dbx, dwh, dbh, dwd, dbd, adam, params, grads, s1, s2, hyper, t0,
                       losses, outs):
-    """Batches ``b0 .. b1-1`` of an epoch, each one :func:`train_kernel` step: batch ``j``
-    holds the samples ``order[j B : (j+1) B]`` of ``ids_all``/``y_all`` (``B`` = rows of
-    the ``ids``/``y`` buffers), Adam step ``t0 + j - b0``, recurrent-dropout mask
-    ``rml_all[j - b0]`` (``rml_all[0]`` for every batch when it holds one). Writes
-    ``losses[j - b0]`` and the batch's outputs into ``outs[(j - b0) B : (j - b0 + 1) B]``.
+    """``nbatch`` batches, each one :func:`train_kernel` step: batch ``j`` holds the
+    samples ``order[j B : (j+1) B]`` of ``ids_all``/``y_all`` (``B`` = rows of the
+    ``ids``/``y`` buffers), Adam step ``t0 + j``, recurrent-dropout mask ``rml_all[j]``
+    (``rml_all[0]`` for every batch when it holds one). Writes ``losses[j]`` and the
+    batch's outputs into ``outs[j B : (j+1) B]``.
     With one chunk (the whole batch on this thread) the batch's GEMMs run single-threaded
     too, as the per-step products inside a chunk do."""
     nb, nt = ids.shape
     one = xp.shape[0] == 1
     old = blas_threads_local(1) if one else 0
-    for j in range(b0, b1):
+    for j in range(nbatch):
         for r in range(nb):
             s = order[j * nb + r]
             for tt in range(nt):
                 ids[r, tt] = ids_all[s, tt]
             y[r] = y_all[s]
-        rml = rml_all[j - b0] if rml_all.shape[0] > 1 else rml_all[0]
-        losses[j - b0] = train_kernel(
+        rml = rml_all[j] if rml_all.shape[0] > 1 else rml_all[0]
+        losses[j] = train_kernel(
             kind, relu, mask_zero, binary, emb, ids, y, e, wx, bx, wh, bh, wd, bd, rml,
             table_t, idl, maskl, xp, hs, hrp, cs, gs, hh, last, h0, dxp, dhp, dh0, dc0, dlast,
             out, dz, dtable_t, de, dwx, dbx, dwh, dbh, dwd, dbd, adam, params, grads, s1, s2,
-            hyper, t0 + j - b0)
-        k0 = (j - b0) * nb
+            hyper, t0 + j)
+        k0 = j * nb
         for r in range(nb):
             for k in range(out.shape[1]):
                 outs[k0 + r, k] = out[r, k]
@@ -272,40 +273,57 @@ def train_span_kernel(kind, relu, mask_zero, binary, emb, ids_all, y_all, order,
         blas_threads_local(old)
 
 
-@njit(**_SER)
-def infer_kernel(kind, relu, mask_zero, emb, ids, e, wx, bx, wh, bh, rml, table_t, idl, maskl,
-                 xp, hs, hrp, cs, gs, hh, last, h0):
-    """The recurrence's last real output, forward only (one scratch row per step)."""
-    _table(emb, e, wx, bx, table_t)
-    if xp.shape[0] > 1:
-        _gather_par(ids, mask_zero, table_t, idl, maskl, xp)
-        lanes.fwd(kind, xp, h0, h0, wh, bh, maskl, rml, relu, hs, hrp, cs, gs, hh, last)
-    else:
-        _gather(ids, mask_zero, table_t, idl, maskl, xp)
-        lanes.fwd1(kind, xp, h0, h0, wh, bh, maskl, rml, relu, hs, hrp, cs, gs, hh, last)
-
-
-@njit(**_SER)
-def infer_span_kernel(kind, relu, mask_zero, emb, ids_all, nbatch, ids, e, wx, bx, wh, bh,
-                      rml, table_t, idl, maskl, xp, hs, hrp, cs, gs, hh, last, h0, hidden):
-    """:func:`infer_kernel` over the first ``nbatch`` batches of ``B`` (rows of ``ids``)
-    consecutive sequences of ``ids_all``; ``hidden[b]`` gets sequence ``b``'s last output
-    (BLAS on this thread with one chunk, as in :func:`train_span_kernel`)."""
+@njit(inline="always", fastmath=_FM)
+def _infer_chunk(c, kind, relu, mask_zero, ids, table_t, wh, bh, nl, hidden, blas):
+    """Sequences ``c L .. c L + L - 1`` of ``ids`` (N x T) on ``L = nl`` lanes: the
+    recurrence (:func:`.lanes.step`, each step's input ``T[id_t]`` gathered from ``table_t``
+    as it is needed) and its last real output into ``hidden`` (N x H; 0 when a sequence has
+    no real step). Nothing per step is kept."""
     nb, nt = ids.shape
-    nl = last.shape[2]
-    one = xp.shape[0] == 1
-    old = blas_threads_local(1) if one else 0
-    for j in range(nbatch):
-        for r in range(nb):
-            for tt in range(nt):
-                ids[r, tt] = ids_all[j * nb + r, tt]
-        infer_kernel(kind, relu, mask_zero, emb, ids, e, wx, bx, wh, bh, rml, table_t, idl,
-                     maskl, xp, hs, hrp, cs, gs, hh, last, h0)
-        for r in range(nb):
-            for k in range(hidden.shape[1]):
-                hidden[j * nb + r, k] = last[r // nl, k, r % nl]
-    if one:
+    ng, nh = table_t.shape[0], wh.shape[0]
+    dt = hidden.dtype
+    x = np.empty((ng, nl), dt)
+    pr = np.empty((ng, nl), dt)
+    h = np.zeros((nh, nl), dt)
+    cc = np.zeros((nh, nl), dt)
+    lst = np.zeros((nh, nl), dt)
+    m = np.empty(nl, dt)
+    idv = np.empty(nl, np.int64)
+    old = blas_threads_local(1) if blas else 0
+    for t in range(nt):
+        for i in range(nl):
+            b = c * nl + i
+            v = ids[b, t] if b < nb else 0
+            idv[i] = v
+            m[i] = 0.0 if b >= nb or (mask_zero and v == 0) else 1.0
+        for g in range(ng):
+            for i in range(nl):
+                x[g, i] = table_t[g, idv[i]]
+        lanes.step(kind, x, pr, h, cc, h, wh, bh, m, relu, blas)
+        for k in range(nh):
+            for i in range(nl):
+                lst[k, i] = h[k, i] if m[i] != 0.0 else lst[k, i]
+    for i in range(min(nl, nb - c * nl)):
+        for k in range(nh):
+            hidden[c * nl + i, k] = lst[k, i]
+    if blas:
         blas_threads_local(old)
+
+
+@njit(**_PAR)
+def infer_kernel(kind, relu, mask_zero, emb, ids, e, wx, bx, wh, bh, nl, table_t, hidden):
+    """The recurrence's last real output ``hidden[b]`` for every sequence ``b`` of ``ids``
+    (N x T), forward only: the table ``T`` once, then chunks of ``nl`` sequences in
+    parallel (:func:`_infer_chunk`; sequences are independent, so how they are batched does
+    not matter)."""
+    _table(emb, e, wx, bx, table_t)
+    nc = -(-ids.shape[0] // nl)
+    if lanes._use_blas(wh):
+        for c in prange(nc):
+            _infer_chunk(c, kind, relu, mask_zero, ids, table_t, wh, bh, nl, hidden, True)
+    else:
+        for c in prange(nc):
+            _infer_chunk(c, kind, relu, mask_zero, ids, table_t, wh, bh, nl, hidden, False)
 
 
 # ------------------------------------------------------------------------------ matching
@@ -365,14 +383,13 @@ def parts(model) -> Parts | str:
 
 # ------------------------------------------------------------------------------ runners
 class _Work:
-    """Scratch arrays for one batch size (reused across batches)."""
+    """A training step's scratch arrays for one batch size (reused across batches)."""
 
-    def __init__(self, p: Parts, nb: int, nt: int, keep: bool):
+    def __init__(self, p: Parts, nb: int, nt: int):
         cell = p.rnn.cell
         dt = cell.kernel.dtype
         nh, ng, nk = cell.units, cell.kernel.shape[1], p.dense.units
         nc, nl = lanes.chunking(nb, nt, ng, nh)
-        ntk = nt if keep else 1
         npdt = np.float32 if dt == torch.float32 else np.float64
 
         def z(shape):
@@ -382,10 +399,10 @@ class _Work:
         self.maskl = np.zeros((nc, nt, nl), np.uint8)
         self.xp = z((nc, ng, nt, nl))
         self.hs = z((nc, nh, nt, nl))
-        self.hrp = z((nc, nh, ntk, nl))
-        self.cs = z((nc, nh, ntk, nl) if p.kind == 1 else (1, 1, 1, 1))
-        self.gs = z((nc, ng, ntk, nl) if p.kind else (1, 1, ntk, 1))
-        self.hh = z((nc, nh, ntk, nl) if p.kind == 2 else (1, 1, 1, 1))
+        self.hrp = z((nc, nh, nt, nl))
+        self.cs = z((nc, nh, nt, nl) if p.kind == 1 else (1, 1, 1, 1))
+        self.gs = z((nc, ng, nt, nl) if p.kind else (1, 1, nt, 1))
+        self.hh = z((nc, nh, nt, nl) if p.kind == 2 else (1, 1, 1, 1))
         self.last = z((nc, nh, nl))
         self.h0 = z((nc, nh, nl))
         self.ones = np.ones((nc, nh, nl), npdt)
@@ -394,14 +411,13 @@ class _Work:
         self.table_t = z((ng, vocab))
         self.ids = np.zeros((nb, nt), np.int64)  # the batch's ids (span kernels)
         self.y = np.zeros(nb, np.float64)
-        if keep:
-            self.outn = z((nb, nk))
-            self.dz = np.zeros((nb, nk), np.float64)
-            self.dtable_t = z((ng, vocab))
-            self.dxp = z((nc, ng, nt, nl))
-            self.dhp = z((nc, ng, nt, nl)) if p.kind == 2 else z((1, 1, 1, 1))
-            self.dh0, self.dc0 = z((nc, nh, nl)), z((nc, nh, nl))
-            self.dlast = z((nc, nh, nl))
+        self.outn = z((nb, nk))
+        self.dz = np.zeros((nb, nk), np.float64)
+        self.dtable_t = z((ng, vocab))
+        self.dxp = z((nc, ng, nt, nl))
+        self.dhp = z((nc, ng, nt, nl)) if p.kind == 2 else z((1, 1, 1, 1))
+        self.dh0, self.dc0 = z((nc, nh, nl)), z((nc, nh, nl))
+        self.dlast = z((nc, nh, nl))
 
 
 def _bh(p: Parts) -> Tensor:
@@ -437,46 +453,32 @@ def _mask_zero(p: Parts) -> bool:
     return bool(p.source.mask_zero)
 
 
-def _infer_args(p: Parts, idn: np.ndarray, nb: int) -> tuple[_Work, tuple]:
-    """Scratch for batches of ``nb`` (cached on the layer) and the weights, as the
-    inference kernels take them (``emb, e, wx, bx, wh, bh``)."""
-    from ..layers import Embedding
-
-    cell = p.rnn.cell
-    emb = isinstance(p.source, Embedding)
-    vocab = p.source.weight.shape[0] if emb else p.source.num_classes
-    key = (nb, idn.shape[1], cell.kernel.dtype, p.kind, cell.units, cell.kernel.shape[0],
-           vocab)
-    cache = p.rnn.__dict__.setdefault("_infer_work", {})
-    w = cache.get(key)
-    if w is None:
-        if len(cache) > 4:
-            cache.clear()
-        w = cache[key] = _Work(p, nb, idn.shape[1], keep=False)
-    e = p.source.weight.numpy() if emb else w.h0[0]
-    bx = cell.bias[0] if p.kind == 2 else cell.bias
-    return w, (emb, e, cell.kernel.numpy(), bx.numpy(), cell.recurrent_kernel.numpy(),
-               _bh(p).numpy())
+#: sequences per inference chunk (the lanes of :func:`_infer_chunk`; a multiple of
+#: :data:`.lanes.LANES`): with 32-unit LSTM gates a chunk's step is 128 x 64 floats, 32 KB
+INFER_LANES = 64
 
 
 @torch.no_grad()
-def infer_hidden(p: Parts, ids: Tensor, batch_size: int | None = None) -> Tensor:
-    """The RNN's output (N, H) for ``ids``, without autograd (the Dense layer is left to
-    the caller, so its hooks and the losses' logits tap still see it): in batches of
-    ``batch_size`` (default: all at once), the full ones in one compiled call
-    (:func:`infer_span_kernel`), a partial last one in another."""
+def infer_hidden(p: Parts, ids: Tensor) -> Tensor:
+    """The RNN's output (N, H) for ``ids``, without autograd, in one compiled call
+    (:func:`infer_kernel`; the Dense layer is left to the caller, so its hooks and the
+    losses' logits tap still see it)."""
+    from ..layers import Embedding
+
     idn = _ids(p, ids)
     n = idn.shape[0]
-    bs = max(1, n if batch_size is None else min(batch_size, n))
-    full = n // bs
-    hidden = torch.empty((n, p.rnn.cell.units), dtype=p.rnn.cell.kernel.dtype)
-    for first, nbatch, size in ((0, full, bs), (full * bs, 1, n - full * bs)):
-        if nbatch and size:
-            w, (emb, e, wx, bx, wh, bh) = _infer_args(p, idn, size)
-            run_threaded(infer_span_kernel, p.kind, cell_relu(p), _mask_zero(p), emb,
-                         idn[first:], nbatch, w.ids, e, wx, bx, wh, bh, w.ones, w.table_t,
-                         w.idl, w.maskl, w.xp, w.hs, w.hrp, w.cs, w.gs, w.hh, w.last, w.h0,
-                         hidden[first:].numpy())
+    cell = p.rnn.cell
+    npdt = cell.kernel.detach().numpy().dtype
+    emb = isinstance(p.source, Embedding)
+    e = p.source.weight.numpy() if emb else np.zeros((1, 1), npdt)
+    vocab = e.shape[0] if emb else p.source.num_classes
+    bx = cell.bias[0] if p.kind == 2 else cell.bias
+    nl = min(INFER_LANES, -(-max(n, 1) // lanes.LANES) * lanes.LANES)
+    hidden = torch.empty((n, cell.units), dtype=cell.kernel.dtype)
+    run_threaded(infer_kernel, p.kind, cell_relu(p), _mask_zero(p), emb, idn, e,
+                 cell.kernel.numpy(), bx.numpy(), cell.recurrent_kernel.numpy(),
+                 _bh(p).numpy(), nl, np.empty((cell.kernel.shape[1], vocab), npdt),
+                 hidden.numpy())
     _ran_fused(p.rnn)
     return hidden
 
@@ -499,12 +501,12 @@ def forward_no_grad(model, x: Tensor, mask: Tensor | None) -> Tensor | None:
     return None if p is None else p.dense(infer_hidden(p, x))
 
 
-def predict_no_grad(model, x: Tensor, batch_size: int) -> Tensor | None:
-    """``model(x)`` in batches of ``batch_size`` through :func:`infer_hidden` (for
-    :func:`rnnkit.train.predict`), under the conditions of :func:`forward_no_grad`; else
-    None."""
+def predict_no_grad(model, x: Tensor) -> Tensor | None:
+    """``model(x)`` through :func:`infer_hidden` (for :func:`rnnkit.train.predict`: the
+    sequences are independent, so its batch size does not change the result), under the
+    conditions of :func:`forward_no_grad`; else None."""
     p = _no_grad_parts(model, x, None)
-    return None if p is None else p.dense(infer_hidden(p, x, batch_size))
+    return None if p is None else p.dense(infer_hidden(p, x))
 
 
 def cell_relu(p: Parts) -> bool:
@@ -579,7 +581,7 @@ class TrainStep:
     def _batch_work(self, nb: int, nt: int) -> _Work:
         w = self._work.get((nb, nt))
         if w is None:
-            w = self._work[(nb, nt)] = _Work(self.p, nb, nt, keep=True)
+            w = self._work[(nb, nt)] = _Work(self.p, nb, nt)
         return w
 
     def targets(self, y: Tensor, nb: int) -> np.ndarray:
@@ -618,7 +620,7 @@ class TrainStep:
         """One training step on one batch; returns its loss and outputs."""
         idn = _ids(self.p, ids)
         nb = idn.shape[0]
-        losses, outs = self.run_span(idn, self.targets(y, nb), np.arange(nb), 0, 1, nb)
+        losses, outs = self.run_span(idn, self.targets(y, nb), np.arange(nb), 1, nb)
         return float(losses[0]), outs
 
     def prepare(self, x: Tensor, y: Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -627,16 +629,15 @@ class TrainStep:
         idn = _ids(self.p, x)
         return idn, self.targets(y, idn.shape[0])
 
-    def run_span(self, idn: np.ndarray, yb: np.ndarray, order: np.ndarray, b0: int, b1: int,
+    def run_span(self, idn: np.ndarray, yb: np.ndarray, order: np.ndarray, n: int,
                  batch_size: int) -> tuple[np.ndarray, Tensor]:
-        """Training steps on the full batches ``b0 .. b1-1`` (batch ``j`` = samples
-        ``order[j B : (j+1) B]`` of :meth:`prepare`'s arrays) in one compiled call
-        (:func:`train_span_kernel`): the same steps, in the same order and with the same
-        random numbers, as calling the step on each batch. Returns the batches' losses and
-        their outputs ((b1 - b0) B, K). A partial last batch of ``m`` samples is the span
-        ``0 .. 1`` of ``order[-m:]`` with ``batch_size=m``."""
+        """``n`` training steps in one compiled call (:func:`train_span_kernel`), batch
+        ``j`` = samples ``order[j B : (j+1) B]`` of :meth:`prepare`'s arrays: the same
+        steps, in the same order and with the same random numbers, as calling the step on
+        each batch. Returns the batches' losses and their outputs (n B, K). A partial last
+        batch of ``m`` samples is a span of one over ``order[-m:]`` with
+        ``batch_size=m``."""
         p = self.p
-        n = b1 - b0
         w = self._batch_work(batch_size, idn.shape[1])
         rml = np.stack([self._rml(w, batch_size) for _ in range(n)]) \
             if p.rnn.training and p.rnn.recurrent_dropout > 0 else w.ones[None]
@@ -645,7 +646,7 @@ class TrainStep:
         outs = torch.empty((n * batch_size, p.dense.units), dtype=p.rnn.cell.kernel.dtype)
         run_threaded(
             train_span_kernel, p.kind, cell_relu(p), _mask_zero(p), p.binary, self.embedding,
-            idn, yb, order, b0, b1, rml, w.ids, w.y, e, wx, bx, wh, bh, wd, bd, w.table_t,
+            idn, yb, order, n, rml, w.ids, w.y, e, wx, bx, wh, bh, wd, bd, w.table_t,
             w.idl, w.maskl, w.xp, w.hs, w.hrp, w.cs, w.gs, w.hh, w.last, w.h0, w.dxp, w.dhp,
             w.dh0, w.dc0, w.dlast, w.outn, w.dz, w.dtable_t, de, dwx, dbx, dwh, dbh, dwd, dbd,
             self.adam, *flat, self._hyper(), self._steps(n), losses, outs.numpy())

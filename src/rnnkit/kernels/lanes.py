@@ -185,6 +185,27 @@ def _gru_step(x, p, h, m):
 
 
 @njit(inline="always", fastmath=_FM)
+def step(kind, x, p, h, cc, hr, w, bh, m, relu, blas):
+    """One forward step on a chunk's lanes (all ``(rows, L)``): ``x`` holds the step's
+    input pre-activations ``xp_t`` and becomes ``z`` (SimpleRNN) or the post-activation
+    gates (LSTM, GRU); ``h``, ``cc`` (LSTM cell) are updated on the lanes where ``m`` is 1;
+    GRU: ``p`` gets ``hr W_h + b_h``. ``hr`` may be ``h`` itself (no recurrent dropout):
+    it is read before ``h`` is written."""
+    if kind == 2:
+        for g in range(p.shape[0]):
+            for i in range(p.shape[1]):
+                p[g, i] = bh[g]
+        _rec(p, w, hr, blas)
+        _gru_step(x, p, h, m)
+    else:
+        _rec(x, w, hr, blas)
+        if kind == 0:
+            _simple_step(x, h, m, relu)
+        else:
+            _lstm_step(x, cc, h, m)
+
+
+@njit(inline="always", fastmath=_FM)
 def _fwd_chunk(c, kind, xp, h0, c0, w, bh, mask, rm, relu, hs, hrp, cs, gs, hh, last, blas):
     """Chunk ``c`` of :func:`fwd`. kind 0 SimpleRNN, 1 LSTM, 2 GRU. Chunk-major arrays
     (leading dimension: chunk ``c``,
@@ -219,22 +240,13 @@ def _fwd_chunk(c, kind, xp, h0, c0, w, bh, mask, rm, relu, hs, hrp, cs, gs, hh, 
                 hr[k, i] = h[k, i] * r[k, i]
         _put(hrp, c, tg, hr)
         _get(x, xp, c, t)
+        step(kind, x, p, h, cc, hr, w, bh, m, relu, blas)
         if kind == 2:
-            for g in range(ng):
-                for i in range(n):
-                    p[g, i] = bh[g]
-            _rec(p, w, hr, blas)
-            _gru_step(x, p, h, m)
             _put(hh, c, tg, p[2 * nh:])
             _put(gs, c, tg, x)
-        else:
-            _rec(x, w, hr, blas)
-            if kind == 0:
-                _simple_step(x, h, m, relu)
-            else:
-                _lstm_step(x, cc, h, m)
-                _put(gs, c, tg, x)
-                _put(cs, c, tg, cc)
+        elif kind == 1:
+            _put(gs, c, tg, x)
+            _put(cs, c, tg, cc)
         for k in range(nh):
             for i in range(n):
                 lst[k, i] = h[k, i] if m[i] != 0.0 else lst[k, i]
