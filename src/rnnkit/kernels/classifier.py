@@ -468,17 +468,16 @@ def infer_hidden(p: Parts, ids: Tensor) -> Tensor:
     idn = _ids(p, ids)
     n = idn.shape[0]
     cell = p.rnn.cell
-    npdt = cell.kernel.detach().numpy().dtype
+    wx = cell.kernel.numpy()
     emb = isinstance(p.source, Embedding)
-    e = p.source.weight.numpy() if emb else np.zeros((1, 1), npdt)
+    e = p.source.weight.numpy() if emb else np.zeros((1, 1), wx.dtype)
     vocab = e.shape[0] if emb else p.source.num_classes
     bx = cell.bias[0] if p.kind == 2 else cell.bias
     nl = min(INFER_LANES, -(-max(n, 1) // lanes.LANES) * lanes.LANES)
     hidden = torch.empty((n, cell.units), dtype=cell.kernel.dtype)
-    run_threaded(infer_kernel, p.kind, cell_relu(p), _mask_zero(p), emb, idn, e,
-                 cell.kernel.numpy(), bx.numpy(), cell.recurrent_kernel.numpy(),
-                 _bh(p).numpy(), nl, np.empty((cell.kernel.shape[1], vocab), npdt),
-                 hidden.numpy())
+    run_threaded(infer_kernel, p.kind, cell_relu(p), _mask_zero(p), emb, idn, e, wx,
+                 bx.numpy(), cell.recurrent_kernel.numpy(), _bh(p).numpy(), nl,
+                 np.empty((wx.shape[1], vocab), wx.dtype), hidden.numpy())
     _ran_fused(p.rnn)
     return hidden
 
