@@ -616,9 +616,11 @@ def predict(model: nn.Module, x: Any, batch_size: int = 32,
     outs: list[Any] = []
     try:
         if isinstance(x, Tensor) and device.type == "cpu":
-            from .kernels.classifier import predict_no_grad
+            from .kernels.classifier import forward_no_grad
 
-            fused = predict_no_grad(model, x)  # the IMDB shape: one call
+            # the IMDB shape: one call for all sequences (they are independent, so the
+            # batch size does not change the result)
+            fused = forward_no_grad(model, x, None)
             if fused is not None:
                 return fused
         for inputs in batches:
@@ -676,12 +678,13 @@ def _fused_epoch(step, data: _TensorBatches, arrays: tuple, cbs: Sequence[Callba
     while b < total:
         # a span of full batches, or the partial last batch alone (a span of one)
         b1, size = (min(full, b + SPAN_BATCHES), bs) if b < full else (b + 1, n - b * bs)
-        losses, outs = step.run_span(idn, yb, order[b * bs:].numpy(), b1 - b, size)
+        rest = order[b * bs:]
+        losses, outs = step.run_span(idn, yb, rest.numpy(), b1 - b, size)
         for j in range(b, b1):
             for c in cbs:
                 c.on_batch_begin(j, {})
             rows = slice((j - b) * size, (j - b + 1) * size)
-            targets = data.y[order[b * bs:][rows]] if metric_fns else None
+            targets = data.y[rest[rows]] if metric_fns else None
             _batch_done(j, float(losses[j - b]), outs[rows], targets, size, cbs, means,
                         metric_fns)
         b = b1

@@ -482,30 +482,16 @@ def infer_hidden(p: Parts, ids: Tensor) -> Tensor:
     return hidden
 
 
-def _no_grad_parts(model, x: Tensor, mask: Tensor | None) -> Parts | None:
-    """The fused classifier's parts when ``model(x)`` may run it without autograd."""
+def forward_no_grad(model, x: Tensor, mask: Tensor | None) -> Tensor | None:
+    """``model(x)`` through :func:`infer_hidden` when gradients are off and the model has
+    the fused classifier's shape (no recurrent dropout active), else None."""
     if torch.is_grad_enabled() or mask is not None or x.dim() != 2 \
             or x.is_floating_point() or x.device.type != "cpu" or x.shape[1] == 0:
         return None
     p = parts(model)
     if isinstance(p, str) or (p.rnn.training and p.rnn.recurrent_dropout > 0):
         return None
-    return p
-
-
-def forward_no_grad(model, x: Tensor, mask: Tensor | None) -> Tensor | None:
-    """``model(x)`` through :func:`infer_hidden` when gradients are off and the model has
-    the fused classifier's shape (no recurrent dropout active), else None."""
-    p = _no_grad_parts(model, x, mask)
-    return None if p is None else p.dense(infer_hidden(p, x))
-
-
-def predict_no_grad(model, x: Tensor) -> Tensor | None:
-    """``model(x)`` through :func:`infer_hidden` (for :func:`rnnkit.train.predict`: the
-    sequences are independent, so its batch size does not change the result), under the
-    conditions of :func:`forward_no_grad`; else None."""
-    p = _no_grad_parts(model, x, None)
-    return None if p is None else p.dense(infer_hidden(p, x))
+    return p.dense(infer_hidden(p, x))
 
 
 def cell_relu(p: Parts) -> bool:
