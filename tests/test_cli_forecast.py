@@ -11,6 +11,11 @@ from rnnkit.cli import main
 CSV = Path(__file__).parent / "fixtures" / "daily_visitors.csv"
 
 
+def _json_lines(out: str) -> list:
+    """``predict``/``tag --json`` output: one JSON object per input line."""
+    return [json.loads(x) for x in out.strip().splitlines() if x.startswith("{")]
+
+
 def _last_json(out: str):
     return json.loads(out.strip().splitlines()[-1])
 
@@ -41,7 +46,7 @@ def test_train_forecast_evaluate(model, capsys):
     assert main(["forecast", str(model), "--file", str(CSV), "--horizon", "9"]) == 2
     assert "recursive forecasts need every input column" in capsys.readouterr().err
 
-    assert main(["evaluate", str(model), "--json"]) == 0
+    assert main(["evaluate", str(model), "--file", str(CSV), "--json"]) == 0
     ev = _last_json(capsys.readouterr().out)
     assert ev["metrics"] == res["metrics"]
 

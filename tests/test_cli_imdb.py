@@ -12,6 +12,11 @@ import pytest
 from rnnkit.cli import main
 
 
+def _json_lines(out: str) -> list:
+    """``predict``/``tag --json`` output: one JSON object per input line."""
+    return [json.loads(x) for x in out.strip().splitlines() if x.startswith("{")]
+
+
 def _last_json(out: str):
     return json.loads(out.strip().splitlines()[-1])
 
@@ -40,7 +45,7 @@ def test_train_predict_evaluate(trained, capsys):
         assert (out / name).is_file(), name
 
     assert main(["predict", str(out), "a wonderful film", "dull and awful", "--json"]) == 0
-    preds = _last_json(capsys.readouterr().out)
+    preds = _json_lines(capsys.readouterr().out)
     assert len(preds) == 2
     assert all(p["label"] in ("positive", "negative") and 0.5 <= p["probability"] <= 1
                for p in preds)
@@ -54,11 +59,12 @@ def test_predict_reads_file_and_stdin(trained, tmp_path, capsys):
     f = tmp_path / "reviews.txt"
     f.write_text("great movie\n\nterrible movie\n", encoding="utf-8")
     assert main(["predict", str(out), "--file", str(f), "--json"]) == 0
-    assert len(_last_json(capsys.readouterr().out)) == 2
+    rows = _json_lines(capsys.readouterr().out)
+    assert [r["index"] for r in rows] == [0, 1, 2] and rows[1]["label"] is None  # blank kept
     r = subprocess.run([sys.executable, "-m", "rnnkit", "predict", str(out), "--json"],
                        input=b"fine film\n", capture_output=True)
     assert r.returncode == 0, r.stderr
-    assert len(_last_json(r.stdout.decode())) == 1
+    assert len(_json_lines(r.stdout.decode())) == 1
 
 
 def test_summary_of_seed_specs(capsys):

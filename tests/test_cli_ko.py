@@ -31,6 +31,11 @@ def split_files(tmp_path_factory) -> tuple[Path, Path]:
     return train, test
 
 
+def _json_lines(out: str) -> list:
+    """``predict``/``tag --json`` output: one JSON object per input line."""
+    return [json.loads(x) for x in out.strip().splitlines() if x.startswith("{")]
+
+
 def _last_json(out: str):
     return json.loads(out.strip().splitlines()[-1])
 
@@ -65,12 +70,12 @@ def test_train_nsmc_ko_learns_above_chance(ko_model):
 
 def test_evaluate_and_predict_tokenize_like_training(ko_model, split_files, capsys):
     out, res = ko_model
-    assert main(["evaluate", str(out), "--json"]) == 0        # the recorded --test-file
+    assert main(["evaluate", str(out), "--file", str(split_files[1]), "--json"]) == 0
     ev = _last_json(capsys.readouterr().out)
     assert ev["accuracy"] == res["test"]["accuracy"] and ev["n"] == 100
     assert main(["predict", str(out), "이 영화 정말 재밌다", "시간 낭비 최악이다 ㅠㅠㅠㅠ",
                  "--json"]) == 0
-    preds = _last_json(capsys.readouterr().out)
+    preds = _json_lines(capsys.readouterr().out)
     assert [p["label"] for p in preds] == ["positive", "negative"]
     # same model, same texts -> the library gives the same probabilities
     from rnnkit.tasks.classify import TextClassifier
@@ -94,7 +99,7 @@ def test_sentencepiece_option_end_to_end(split_files, tmp_path, capsys):
     tok = json.loads((out / "text.json").read_text(encoding="utf-8"))["tokenizer"]
     assert tok["name"] == "sentencepiece" and tok["vocab_size"] == 150
     assert main(["predict", str(out), "이 영화 정말 재밌다", "--json"]) == 0
-    assert len(_last_json(capsys.readouterr().out)) == 1
+    assert len(_json_lines(capsys.readouterr().out)) == 1
 
 
 @pytest.mark.parametrize("flags, message", [

@@ -11,6 +11,11 @@ from rnnkit.cli import main
 FIX = Path(__file__).parent / "fixtures"
 
 
+def _json_lines(out: str) -> list:
+    """``predict``/``tag --json`` output: one JSON object per input line."""
+    return [json.loads(x) for x in out.strip().splitlines() if x.startswith("{")]
+
+
 def _last_json(out: str):
     return json.loads(out.strip().splitlines()[-1])
 
@@ -35,14 +40,16 @@ def test_train_tag_evaluate(model, capsys):
         assert (out / f).is_file(), f
 
     assert main(["tag", str(out), "The dog sat .", "--json"]) == 0
-    tagged = _last_json(capsys.readouterr().out)
-    assert [t["token"] for t in tagged[0]] == ["The", "dog", "sat", "."]
-    assert all(t["tag"] != "<pad>" for t in tagged[0])
+    tagged = _json_lines(capsys.readouterr().out)
+    assert [t["token"] for t in tagged[0]["tokens"]] == ["The", "dog", "sat", "."]
+    assert all(t["tag"] != "<pad>" for t in tagged[0]["tokens"])
 
     assert main(["tag", str(out), "A cat ."]) == 0
     assert capsys.readouterr().out.strip().startswith("A/")
 
-    assert main(["evaluate", str(out), "--json"]) == 0
+    assert main(["evaluate", str(out), "--json"]) == 2  # the data is named on the command line
+    assert "--file" in capsys.readouterr().err
+    assert main(["evaluate", str(out), "--file", str(FIX / "tiny.conllu"), "--json"]) == 0
     ev = _last_json(capsys.readouterr().out)
     assert ev["tokens"] == res["test"]["tokens"]
     assert ev["token_accuracy"] == pytest.approx(res["test"]["token_accuracy"])

@@ -22,6 +22,11 @@ SMS = FIX / "sms_spam_tiny.tsv"
 NEWS = FIX / "headlines_tiny.csv"
 
 
+def _json_lines(out: str) -> list:
+    """``predict``/``tag --json`` output: one JSON object per input line."""
+    return [json.loads(x) for x in out.strip().splitlines() if x.startswith("{")]
+
+
 def _last_json(out: str):
     return json.loads(out.strip().splitlines()[-1])
 
@@ -103,14 +108,14 @@ def test_cli_train_evaluate_predict(tmp_path, capsys, fixture, cols, multi):
     # binary -> one sigmoid unit, multi-class -> softmax over k
     assert cfg["model"]["config"]["layers"][-1]["config"]["units"] == (k if multi else 1)
 
-    assert main(["evaluate", str(out), "--json"]) == 0
+    assert main(["evaluate", str(out), "--file", str(fixture), "--json"]) == 0
     ev = _last_json(capsys.readouterr().out)
     assert ev["accuracy"] == test["accuracy"] and ev["n"] == test["n"]
 
     text = "WINNER! Claim your FREE prize, call now" if not multi else \
         "United beat City 2-1 in the cup final"
     assert main(["predict", str(out), text, "--json"]) == 0
-    pred = _last_json(capsys.readouterr().out)[0]
+    pred = _json_lines(capsys.readouterr().out)[0]
     assert pred["label"] == ("sports" if multi else "spam")
     assert set(pred["probabilities"]) == set(cfg["labels"])
 

@@ -14,10 +14,12 @@ from torch import nn
 
 import rnnkit as rk
 from rnnkit.callbacks import Callback, EarlyStopping, History, TerminateOnNaN
+from rnnkit.errors import UserError
 from rnnkit.train import (
     RECOMMENDED,
     Adam,
     RMSprop,
+    TrainingDiverged,
     binary_crossentropy,
     categorical_crossentropy,
     evaluate,
@@ -225,8 +227,11 @@ def test_terminate_on_nan():
         seen.append(1)
         return out.mean() * float("nan")
 
-    h = fit(model, x[:, 0], y, loss=bad_loss, metrics=None, batch_size=8, epochs=3,
-            callbacks=[TerminateOnNaN()], verbose=0, optimizer="sgd")
+    h = History()
+    with pytest.raises(TrainingDiverged, match="diverged") as e:
+        fit(model, x[:, 0], y, loss=bad_loss, metrics=None, batch_size=8, epochs=3,
+            callbacks=[TerminateOnNaN(), h], verbose=0, optimizer="sgd")
+    assert e.value.epoch == 0 and isinstance(e.value, UserError)
     assert len(seen) == 1 and h.epoch == [0] and math.isnan(h.history["loss"][0])
 
 

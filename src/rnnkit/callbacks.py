@@ -88,6 +88,14 @@ class History(Callback):
         return {"epoch": list(self.epoch), "history": {k: list(v) for k, v in
                                                        self.history.items()}}
 
+    def state_dict(self) -> dict:
+        """What :class:`rnnkit.backup.Backup` keeps to resume (see :meth:`to_dict`)."""
+        return self.to_dict()
+
+    def load_state_dict(self, d: dict) -> None:
+        self.epoch = [int(e) for e in d["epoch"]]
+        self.history = {k: [float(x) for x in v] for k, v in d["history"].items()}
+
     def to_json(self) -> str:
         """JSON text; non-finite values are written as null."""
         def fin(v: float) -> float | None:
@@ -185,6 +193,16 @@ class EarlyStopping(Callback):
         self._reset()
         self.stop_training = False
 
+    def state_dict(self) -> dict:
+        """The early-stopping state (best weights included) for resuming."""
+        return {"wait": self.wait, "best": self.best, "best_epoch": self.best_epoch,
+                "stopped_epoch": self.stopped_epoch, "best_weights": self.best_weights}
+
+    def load_state_dict(self, d: dict) -> None:
+        self.wait, self.best = int(d["wait"]), float(d["best"])
+        self.best_epoch, self.stopped_epoch = int(d["best_epoch"]), int(d["stopped_epoch"])
+        self.best_weights = d["best_weights"]
+
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         current = _monitor_value("EarlyStopping", self.monitor, logs)
         if self.restore_best_weights and self.best_weights is None:
@@ -246,8 +264,19 @@ class ModelCheckpoint(Callback):
     def on_train_begin(self, logs: dict | None = None) -> None:
         self.best = math.inf if self.mode == "min" else -math.inf
 
+    def state_dict(self) -> dict:
+        """The best value so far and the saved epochs, for resuming."""
+        return {"best": self.best, "saved_epochs": list(self.saved_epochs),
+                "last_saved": self.last_saved}
+
+    def load_state_dict(self, d: dict) -> None:
+        self.best, self.saved_epochs = float(d["best"]), [int(e) for e in d["saved_epochs"]]
+        self.last_saved = d["last_saved"]
+
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         current = _monitor_value("ModelCheckpoint", self.monitor, logs)
+        if not math.isfinite(current):
+            return  # a non-finite epoch never replaces a finite checkpoint
         if self.save_best_only:
             improved = current < self.best if self.mode == "min" else current > self.best
             if not improved:

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -78,6 +79,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f"{suffix}.tmp", dir=path.parent)
+    os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 -> what open() would give
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -91,6 +93,13 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
         raise
 
 
+def _umask() -> int:
+    """The process umask (read by setting and restoring it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically (temp file in the same dir + ``os.replace``)."""
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
@@ -102,9 +111,156 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def json_safe(obj: Any) -> Any:
+    """``obj`` with every NaN or infinite float replaced by None (JSON has no such numbers,
+    and a diverged metric must not make an output file or ``--json`` line invalid)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
-    """Write ``obj`` as indented UTF-8 JSON atomically (fails on non-JSON values)."""
-    atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, allow_nan=False) + "\n")
+    """Write ``obj`` as indented UTF-8 JSON atomically (non-finite floats as null)."""
+    atomic_write_text(path, json.dumps(json_safe(obj), indent=2, ensure_ascii=False,
+                                       allow_nan=False) + "\n")
+
+
+# -- reading untrusted files --------------------------------------------------------------
+#: the largest JSON file read from a model directory (a vocabulary of millions of words fits)
+MAX_JSON_BYTES = 256 * 2**20
+#: the largest int accepted anywhere in a model's config (sizes of layers, vocabularies)
+MAX_CONFIG_INT = 2**24
+
+
+def read_json(path: str | os.PathLike, what: str = "JSON", max_bytes: int = MAX_JSON_BYTES
+              ) -> Any:
+    """Parse the JSON file ``path``: its size is checked before reading, and every failure
+    (missing, unreadable, too big, not UTF-8, corrupt, nested too deeply, non-standard
+    constants) is a one-line :class:`UserError` naming ``what``."""
+    path = Path(path)
+    try:
+        if not path.is_file():
+            raise UserError(f"{what} file not found: {path}")
+        size = path.stat().st_size
+        if size > max_bytes:
+            raise UserError(f"{path}: {what} file too large ({size} bytes, at most {max_bytes})")
+        raw = path.read_bytes()
+    except OSError as e:
+        raise UserError(f"cannot read {what} file {path}: {e.strerror or e}") from None
+    try:
+        return json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: corrupt JSON in the {what} file (not UTF-8 at byte {e.start})"
+                        ) from None
+    except RecursionError:
+        raise UserError(f"{path}: corrupt JSON in the {what} file (nested too deeply)") from None
+    except ValueError as e:  # JSONDecodeError and the constants refused below
+        raise UserError(f"{path}: corrupt JSON in the {what} file "
+                        f"({str(e).splitlines()[0]})") from None
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"non-standard JSON constant {name}")
+
+
+def check_config_values(obj: Any, where: str, depth: int = 0) -> None:
+    """UserError unless ``obj`` is JSON made of bounded parts: ints within
+    ±:data:`MAX_CONFIG_INT`, finite floats, nesting at most 32 deep. Run on every config
+    read from a model directory before anything is built from it."""
+    if depth > 32:
+        raise UserError(f"{where}: config nested too deeply")
+    if isinstance(obj, bool) or obj is None or isinstance(obj, str):
+        return
+    if isinstance(obj, int):
+        if abs(obj) > MAX_CONFIG_INT:
+            raise UserError(f"{where}: value {obj} is out of range (at most {MAX_CONFIG_INT})")
+    elif isinstance(obj, float):
+        if not math.isfinite(obj):
+            raise UserError(f"{where}: non-finite value {obj}")
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            check_config_values(v, f"{where}.{k}", depth + 1)
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            check_config_values(v, f"{where}[{i}]", depth + 1)
+    else:
+        raise UserError(f"{where}: unexpected value of type {type(obj).__name__}")
+
+
+#: safetensors dtype names -> bytes per element
+_ST_DTYPES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2,
+              "I8": 1, "U8": 1, "BOOL": 1}
+_ST_MAX_HEADER = 100 * 2**20
+
+
+def safetensors_header(path: str | os.PathLike) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """``{name: (dtype, shape)}`` from a safetensors file's JSON header, read without loading
+    the tensors and checked: the header length, every dtype, shape and byte range must be
+    consistent with each other and with the file's size. UserError otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"weights file not found: {path}")
+    size = path.stat().st_size
+    bad = f"{path}: corrupt or truncated weights file"
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise UserError(f"{bad} (shorter than its header)")
+        n = int.from_bytes(head, "little")
+        if n > min(_ST_MAX_HEADER, size - 8):
+            raise UserError(f"{bad} (header of {n} bytes in a file of {size})")
+        raw = f.read(n)
+    try:
+        header = json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise UserError(f"{bad} (header is not JSON)") from None
+    if not isinstance(header, dict):
+        raise UserError(f"{bad} (header is not an object)")
+    out: dict[str, tuple[str, tuple[int, ...]]] = {}
+    data_len = size - 8 - n
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            dtype, shape, (a, b) = info["dtype"], info["shape"], info["data_offsets"]
+            ok = (dtype in _ST_DTYPES and isinstance(shape, list)
+                  and all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d for d in shape)
+                  and all(isinstance(o, int) and not isinstance(o, bool) for o in (a, b))
+                  and 0 <= a <= b <= data_len
+                  and math.prod(shape) * _ST_DTYPES[dtype] == b - a)
+        except (KeyError, TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise UserError(f"{bad} (entry {name!r:.60} is inconsistent)")
+        out[name] = (dtype, tuple(shape))
+    return out
+
+
+def file_record(path: str | os.PathLike) -> dict[str, Any]:
+    """``{"name", "size", "sha256"}`` of a data file: what a model directory records about
+    its training data instead of a path (a directory never makes rnnkit read a file)."""
+    import hashlib
+
+    path = Path(path)
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return {"name": path.name, "size": path.stat().st_size, "sha256": h.hexdigest()}
+
+
+def same_file(path: str | os.PathLike, record: Any) -> bool:
+    """Whether ``path`` has the checksum in ``record`` (a :func:`file_record`)."""
+    if not isinstance(record, dict) or not isinstance(record.get("sha256"), str):
+        return False
+    p = Path(path)
+    if not p.is_file() or p.stat().st_size != record.get("size"):
+        return False
+    return file_record(p)["sha256"] == record["sha256"]
 
 
 # -- registry ---------------------------------------------------------------------------------
@@ -153,12 +309,46 @@ def deserialize(spec: dict) -> nn.Module:
                         " is the module that registers it imported?)")
     cls = MODEL_REGISTRY[name]
     config = spec.get("config") or {}
+    if not isinstance(config, dict):
+        raise UserError(f"model type {name!r}: config must be an object, got "
+                        f"{type(config).__name__}")
+    _check_types(cls, name, config)
     try:
         if hasattr(cls, "from_config"):
             return cls.from_config(config)
         return cls(**config)
     except (TypeError, ValueError, KeyError) as e:
         raise UserError(f"cannot rebuild model type {name!r} from its config: {e}") from None
+
+
+def _check_types(cls: type, name: str, config: dict) -> None:
+    """A saved value must have the type of the constructor parameter's default (a bool flag
+    stays a bool, a size an int, a rate a number, a name a string): a tampered config with
+    ``"return_sequences": -1`` would otherwise build a model of another shape."""
+    import inspect
+
+    try:
+        params = inspect.signature(cls.__init__).parameters
+    except (TypeError, ValueError):
+        return
+    for key, value in config.items():
+        p = params.get(key)
+        if p is None or p.default is inspect.Parameter.empty or p.default is None:
+            continue
+        d = p.default
+        if isinstance(d, bool):
+            ok = isinstance(value, bool)
+        elif isinstance(d, int):
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif isinstance(d, float):
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        elif isinstance(d, str):
+            ok = isinstance(value, str)
+        else:
+            continue
+        if not ok:
+            raise UserError(f"model type {name!r}: {key} must be a {type(d).__name__}, got "
+                            f"{value!r:.40}")
 
 
 def _register_builtins() -> None:
@@ -193,7 +383,7 @@ def save_model(model_dir: str | os.PathLike, model: nn.Module, *, task: str,
     if clash:
         raise ValueError(f"extra must not use the reserved keys {sorted(clash)}")
     config = {"format": FORMAT, "format_version": FORMAT_VERSION, "version": __version__,
-              "task": task, "model": serialize(model), **extra}
+              "task": task, "model": serialize(model), **json_safe(extra)}
     text = json.dumps(config, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
@@ -212,17 +402,18 @@ def read_config(model_dir: str | os.PathLike) -> dict:
     path = model_dir / CONFIG_FILE
     if not path.is_file():
         raise UserError(f"{model_dir} is not an rnnkit model directory (no {CONFIG_FILE})")
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"{path}: corrupt JSON ({str(e).splitlines()[0]})") from None
+    config = read_json(path, "model config", max_bytes=16 * 2**20)
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise UserError(f"{path}: not an rnnkit model config (missing \"format\": \"rnnkit\")")
-    if "model" not in config or "task" not in config:
+    if not isinstance(config.get("model"), dict) or not isinstance(config.get("task"), str):
         raise UserError(f"{path}: incomplete rnnkit config (needs \"task\" and \"model\")")
-    if int(config.get("format_version", 1)) > FORMAT_VERSION:
-        raise UserError(f"{path}: format version {config['format_version']} is newer than this "
+    version = config.get("format_version", 1)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise UserError(f"{path}: format_version must be an integer, got {version!r:.40}")
+    if version > FORMAT_VERSION:
+        raise UserError(f"{path}: format version {version} is newer than this "
                         f"rnnkit understands ({FORMAT_VERSION}); upgrade rnnkit")
+    check_config_values(config, str(path))
     return config
 
 
@@ -254,6 +445,42 @@ def load_weights(model: nn.Module, path: str | os.PathLike) -> None:
     model.load_state_dict(tensors, strict=True)
 
 
+def _build_checked(spec: dict, header: dict[str, tuple[str, tuple[int, ...]]],
+                   path: Path) -> nn.Module:
+    """Rebuild the model of ``spec`` and check its parameter names and shapes against the
+    weights file's ``header`` *before* any real allocation: the model is first built on
+    PyTorch's ``meta`` device (shapes without storage), so a config asking for 10**9 units
+    costs nothing; only a model that matches the file (whose size bounds it) is built for
+    real."""
+    try:
+        with torch.device("meta"):
+            ghost = deserialize(spec)
+        shapes = {k: tuple(v.shape) for k, v in ghost.state_dict().items()}
+    except UserError:
+        raise
+    except Exception as e:  # noqa: BLE001 - any failure to rebuild from a file is the file's
+        why = str(e).splitlines()[0][:120] if str(e) else ""
+        raise UserError(f"{path.parent / CONFIG_FILE}: cannot rebuild the model from its "
+                        f"config ({type(e).__name__}: {why})") from None
+    missing = sorted(shapes.keys() - header.keys())
+    unexpected = sorted(header.keys() - shapes.keys())
+    if missing or unexpected:
+        raise UserError(f"{path} does not match the model: missing {missing[:3]}"
+                        f"{'...' if len(missing) > 3 else ''}, unexpected {unexpected[:3]}"
+                        f"{'...' if len(unexpected) > 3 else ''}")
+    for k, shape in shapes.items():
+        if header[k][1] != shape:
+            raise UserError(f"{path}: weight {k!r} has shape {header[k][1]}, "
+                            f"the model expects {shape}")
+    try:
+        return deserialize(spec)
+    except UserError:
+        raise
+    except Exception as e:  # noqa: BLE001
+        raise UserError(f"{path.parent / CONFIG_FILE}: cannot rebuild the model from its "
+                        f"config ({type(e).__name__})") from None
+
+
 def load_model(model_dir: str | os.PathLike, device: str | torch.device | None = None
                ) -> tuple[nn.Module, dict]:
     """Rebuild the model saved in ``model_dir`` and load its weights.
@@ -261,10 +488,17 @@ def load_model(model_dir: str | os.PathLike, device: str | torch.device | None =
     Returns ``(model, config)`` with the model in eval mode on ``device`` (default CPU) and
     ``config`` the parsed ``config.json``. Task modules that register model types must be
     imported before calling this.
+
+    A model directory is treated as untrusted data: the config is size- and range-checked,
+    the weights' header is validated against the file, and the model's shapes are checked
+    against that header before anything is allocated (:func:`_build_checked`); types come
+    only from :data:`MODEL_REGISTRY`.
     """
     config = read_config(model_dir)
-    model = deserialize(config["model"])
-    load_weights(model, Path(model_dir) / WEIGHTS_FILE)
+    wpath = Path(model_dir) / WEIGHTS_FILE
+    header = safetensors_header(wpath)
+    model = _build_checked(config["model"], header, wpath)
+    load_weights(model, wpath)
     if device is not None:
         model.to(device)
     model.eval()

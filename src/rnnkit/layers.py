@@ -23,7 +23,8 @@ def one_hot(ids: Tensor, num_classes: int, dtype: torch.dtype = torch.float32) -
     ids = torch.as_tensor(ids)
     if ids.is_floating_point():
         raise ValueError(f"one_hot expects integer ids, got {ids.dtype}")
-    if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= num_classes):
+    if ids.numel() and ids.device.type != "meta" and (int(ids.min()) < 0
+                                                      or int(ids.max()) >= num_classes):
         raise ValueError(f"ids must lie in [0, {num_classes}), got range "
                          f"[{int(ids.min())}, {int(ids.max())}]")
     return nn.functional.one_hot(ids.long(), num_classes).to(dtype)
@@ -32,7 +33,7 @@ def one_hot(ids: Tensor, num_classes: int, dtype: torch.dtype = torch.float32) -
 def _check_ids(ids: Tensor, n: int, who: str) -> None:
     if ids.is_floating_point():
         raise ValueError(f"{who} expects integer token ids, got {ids.dtype}")
-    if ids.numel():
+    if ids.numel() and ids.device.type != "meta":  # meta: shapes only, no values
         lo, hi = (int(v) for v in torch.aminmax(ids))
         if lo < 0 or hi >= n:
             raise ValueError(f"{who}({n}) got token ids outside [0, {n}): min {lo}, max {hi}")
@@ -226,11 +227,12 @@ class Sequential(nn.Sequential):
 
     @torch.no_grad()
     def build(self, input_shape, dtype: torch.dtype | None = None) -> None:
-        """Create all lazily-sized weights by running a dummy batch."""
+        """Create all lazily-sized weights by running a dummy batch of one time step (the
+        weights' shapes do not depend on the sequence length)."""
         self.input_shape = tuple(input_shape)
         was = self.training
         self.eval()
-        self(self.dummy_input(input_shape, dtype))
+        self(self.dummy_input((1, *self.input_shape[1:]), dtype))
         self.train(was)
 
     def forward_with_mask(self, x: Tensor, mask: Tensor | None = None

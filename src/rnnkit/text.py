@@ -47,7 +47,7 @@ import numpy as np
 import torch
 
 from .errors import UserError
-from .io import atomic_write_text
+from .io import atomic_write_text, check_config_values
 
 __all__ = [
     "PAD", "START", "OOV", "INDEX_FROM",
@@ -67,6 +67,8 @@ _UNUSED = "<unused>"  # id 3 of a vocabulary built from a Keras word index
 _R = TypeVar("_R")
 
 TEXT_JSON = "text.json"
+#: the longest ``maxlen`` a saved text encoder may ask for (tokens per text)
+MAX_MAXLEN = 100_000
 _FORMAT = "rnnkit.text"
 _FORMAT_VERSION = 1
 
@@ -117,8 +119,9 @@ class Tokenizer:
     Saving contract (used by :meth:`TextEncoder.save`):
 
     * ``get_config()`` returns a JSON-safe dict containing ``"name"`` (the registered name) and
-      ``"module"`` (where the class is defined; :func:`tokenizer_from_config` imports it when
-      the name is not registered yet, but only for modules inside the ``rnnkit`` package).
+      ``"module"`` (where the class is defined; informational only: loading never imports a
+      module named in a file, so the class must be registered before loading, or be one of
+      the built-in lazy names in ``_LAZY``).
     * ``from_config(cfg, model_dir)`` rebuilds the tokenizer; the default calls
       ``cls(**options)`` with every key except ``name`` and ``module``.
     * A tokenizer with state that is not JSON (e.g. a sentencepiece model) overrides
@@ -212,20 +215,17 @@ def get_tokenizer(name: str | Tokenizer = "basic", **options: Any) -> Tokenizer:
 
 def tokenizer_from_config(cfg: dict[str, Any], model_dir: str | os.PathLike | None = None
                           ) -> Tokenizer:
-    """Rebuild a tokenizer from :meth:`Tokenizer.get_config` output."""
+    """Rebuild a tokenizer from :meth:`Tokenizer.get_config` output.
+
+    The class comes from the registry by ``name`` only; a name with an optional dependency
+    loads its module from the fixed table ``_LAZY`` written in this file. Nothing read from
+    the config (e.g. its ``module`` key) ever chooses a module to import."""
     if not isinstance(cfg, dict) or not isinstance(cfg.get("name"), str):
-        raise ValueError(f"a tokenizer config must be a dict with a 'name', got {cfg!r}")
+        raise ValueError(f"a tokenizer config must be a dict with a 'name', got {cfg!r:.80}")
     name = cfg["name"]
-    module = cfg.get("module")
-    if name not in _REGISTRY and isinstance(module, str) and (
-            module == "rnnkit" or module.startswith("rnnkit.")):
-        try:
-            importlib.import_module(module)
-        except ImportError as e:
-            raise ValueError(f"tokenizer {name!r} needs module {module}, which failed to "
-                             f"import: {e}") from None
+    _import_lazy(name)
     if name not in _REGISTRY:
-        raise ValueError(f"unknown tokenizer {name!r}; available: "
+        raise ValueError(f"unknown tokenizer {name!r:.40}; available: "
                          f"{', '.join(available_tokenizers())}")
     try:
         return _REGISTRY[name].from_config(cfg, model_dir)
@@ -437,15 +437,9 @@ class Vocabulary:
 
 
 def _read_json(path: Path, what: str) -> Any:
-    if not path.is_file():
-        raise UserError(f"{what} file not found: {path}")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"{path}: corrupt {what} file ({type(e).__name__}: "
-                        f"{str(e).splitlines()[0]})") from None
-    except OSError as e:
-        raise UserError(f"cannot read {what} file {path}: {e.strerror or e}") from None
+    from .io import read_json
+
+    return read_json(path, what)
 
 
 # --------------------------------------------------------------------------- padding
@@ -739,6 +733,12 @@ class TextEncoder:
         try:
             if not isinstance(cfg, dict) or cfg.get("format") != _FORMAT:
                 raise ValueError(f"not an {_FORMAT} file")
+            check_config_values({k: v for k, v in cfg.items() if k != "vocabulary"}, str(path))
+            maxlen = cfg["maxlen"]
+            if maxlen is not None and (not isinstance(maxlen, int) or isinstance(maxlen, bool)
+                                       or not 1 <= maxlen <= MAX_MAXLEN):
+                raise ValueError(f"maxlen must be an integer in [1, {MAX_MAXLEN}], "
+                                 f"got {maxlen!r:.40}")
             if cfg.get("version") != _FORMAT_VERSION:
                 raise ValueError(f"unsupported version {cfg.get('version')!r}")
             return cls(tokenizer_from_config(cfg["tokenizer"], model_dir),

@@ -62,14 +62,18 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from .callbacks import Callback, History, ProgressBar
+from .errors import UserError
 from .layers import Dense, Sequential, clip_gradients
+
+if TYPE_CHECKING:
+    from .backup import Backup
 
 #: rnnkit's recommended optimizer settings for the IMDB-style sentiment models: the seed
 #: model Embedding(500,16) -> SimpleRNN(8) -> Dense(1) passes 0.70 validation accuracy on
@@ -702,7 +706,7 @@ def fit(model: nn.Module, x: Any = None, y: Any = None, *,
         batch_size: int = 32, epochs: int = 1, callbacks: Sequence[Callback] = (),
         seed: int | None = None, shuffle: bool = True, clip_norm: float | None = None,
         clip_value: float | None = None, verbose: int = 1,
-        device: str | torch.device | None = None) -> History:
+        device: str | torch.device | None = None, backup: Backup | None = None) -> History:
     """Train ``model`` (see the module docstring for data, losses, metrics and optimizers).
 
     ``seed`` seeds Python, NumPy and torch (dropout, shuffling) at the start, so the same
@@ -710,6 +714,13 @@ def fit(model: nn.Module, x: Any = None, y: Any = None, *,
     progress bar on a terminal (one line per epoch otherwise), 2 one line per epoch; all
     progress goes to stderr. Returns the :class:`History` (the one in ``callbacks`` if
     given). The model is left in eval mode.
+
+    ``backup``: a :class:`rnnkit.backup.Backup`; the whole training state is saved there
+    after every epoch and, when it holds a state, restored before the first epoch, so an
+    interrupted run resumes where it stopped (see :mod:`rnnkit.backup`).
+
+    A non-finite epoch loss stops training: the callbacks' ``on_train_end`` still runs (so
+    EarlyStopping restores its best weights), then :class:`TrainingDiverged` is raised.
     """
     if seed is not None:
         seed_everything(seed)
@@ -810,8 +821,10 @@ def fit(model: nn.Module, x: Any = None, y: Any = None, *,
     span_data = fused.prepare(train_batches.x, train_batches.y) if spans else None
     for c in cbs:
         c.on_train_begin({})
+    start = backup.restore(model, opt, gen, train_batches, cbs) if backup is not None else 0
+    diverged: tuple[int, float] | None = None
     try:
-        for epoch in range(epochs):
+        for epoch in range(start, epochs):
             for c in cbs:
                 c.on_epoch_begin(epoch, {})
             model.train()
@@ -853,12 +866,30 @@ def fit(model: nn.Module, x: Any = None, y: Any = None, *,
             if val_batches is not None:
                 vals = _run_eval(model, val_batches, objective, metric_fns, dev)
                 logs.update({f"val_{k}": v for k, v in vals.items()})
+            if not math.isfinite(logs["loss"]):
+                diverged = (epoch, logs["loss"])
             for c in cbs:
                 c.on_epoch_end(epoch, logs)
+            if diverged:
+                break
+            if backup is not None:
+                backup.save(epoch + 1, model, opt, gen, train_batches, cbs)
             if stop():
                 break
     finally:
         model.eval()
     for c in cbs:
         c.on_train_end({})
+    if diverged:
+        raise TrainingDiverged(diverged[0], diverged[1])
     return history
+
+
+class TrainingDiverged(UserError):
+    """Training stopped because an epoch's loss was NaN or infinite (``epoch`` counts from
+    0). The model holds the best weights an EarlyStopping callback kept, if any."""
+
+    def __init__(self, epoch: int, loss: float) -> None:
+        self.epoch, self.loss = epoch, loss
+        super().__init__(f"training diverged: the loss became {loss} in epoch {epoch + 1} "
+                         "and training stopped; try a lower --lr or --clip-norm")

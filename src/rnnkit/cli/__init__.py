@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import UserError
-from .common import add_model_args, apply_config_file, classifier_spec
+from .common import add_model_args, apply_config_file, check_flag_bounds, classifier_spec
 
 #: task modules, in the order their commands appear in ``--help``
 TASK_MODULES = ["imdb", "text", "tagger", "forecast", "seq2seq", "lm", "siamese"]
@@ -25,16 +24,10 @@ TASKS: dict[str, dict[str, Callable[[argparse.Namespace], int | None]]] = {}
 
 
 def model_task(model_dir: str) -> str:
-    """The task a saved model directory belongs to (from its ``config.json``)."""
-    cfg = Path(model_dir) / "config.json"
-    if not Path(model_dir).is_dir():
-        raise UserError(f"model directory not found: {model_dir}")
-    if not cfg.is_file():
-        raise UserError(f"{model_dir} is not an rnnkit model directory (no config.json)")
-    try:
-        return json.loads(cfg.read_text(encoding="utf-8"))["task"]
-    except (json.JSONDecodeError, KeyError, UnicodeDecodeError) as e:
-        raise UserError(f"{cfg}: not a valid rnnkit config ({e})") from None
+    """The task a saved model directory belongs to (from its checked ``config.json``)."""
+    from ..io import read_config
+
+    return read_config(model_dir)["task"]
 
 
 def _dispatch(verb: str) -> Callable[[argparse.Namespace], int | None]:
@@ -46,9 +39,16 @@ def _dispatch(verb: str) -> Callable[[argparse.Namespace], int | None]:
     return run
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the CLI's error contract: one line on stderr, exit status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"rnnkit: error: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rnnkit", description="Recurrent neural networks: "
-                                     "train, evaluate, predict, summarise.")
+    parser = _Parser(prog="rnnkit", description="Recurrent neural networks: "
+                     "train, evaluate, predict, summarise.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     train = sub.add_parser("train", help="train a model for a task")
     train_sub = train.add_subparsers(dest="task", required=True, metavar="TASK")
@@ -93,6 +93,38 @@ def summary_cmd(args: argparse.Namespace) -> int:
     return 0
 
 
+#: parsed values that do not change what a training run computes
+_NOT_SETTINGS = {"func", "task_func", "argv", "quiet", "json", "resume", "config", "out",
+                 "out_default", "backup", "final_out"}
+
+
+def _train(args: argparse.Namespace) -> int:
+    """Every ``rnnkit train <task>``: the task writes its model directory into a staged
+    folder, with a lock on ``--out`` and a backup after each epoch, and the folder becomes
+    ``--out`` in one rename when the task returns (see :mod:`rnnkit.rundir`). When training
+    diverges, the best finite checkpoint (if any) is published and the error is reported."""
+    from ..backup import Backup
+    from ..rundir import TrainingRun
+    from ..train import TrainingDiverged
+
+    out = Path(args.out or getattr(args, "out_default", None) or "model")
+    settings = {k: v for k, v in vars(args).items() if k not in _NOT_SETTINGS}
+    with TrainingRun(out, settings, resume=getattr(args, "resume", False)) as run:
+        if run.resumed_epochs:
+            print(f"resuming {out} after epoch {run.resumed_epochs}", file=sys.stderr)
+        args.out, args.final_out = str(run.stage), str(out)
+        args.backup = Backup(run.backup_dir)
+        try:
+            rc = int(args.task_func(args) or 0)
+        except TrainingDiverged as e:
+            if (run.stage / "config.json").is_file():
+                run.publish()
+                raise UserError(f"{e}; the best finite checkpoint was saved to {out}") from None
+            raise UserError(f"{e}; no finite checkpoint, {out} was left as it was") from None
+        run.publish()
+    return rc
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
@@ -100,9 +132,17 @@ def main(argv: list[str] | None = None) -> int:
         apply_config_file(parser, argv)
         args = parser.parse_args(argv)
         args.argv = argv
+        check_flag_bounds(args)
+        if args.command == "train":
+            args.task_func = args.func
+            return _train(args)
         return int(args.func(args) or 0)
     except UserError as e:
         print(f"rnnkit: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # disk full, permissions, a path that vanished: not a bug
+        print(f"rnnkit: error: {e.strerror or e}{f': {e.filename}' if e.filename else ''}",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("rnnkit: interrupted", file=sys.stderr)

@@ -15,6 +15,8 @@ horizon: recursively, when every input column is a target).
 from __future__ import annotations
 
 import argparse
+import math
+import sys
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -22,8 +24,9 @@ from typing import Any
 import numpy as np
 
 from ..errors import UserError
-from ..io import atomic_write_json
+from ..io import atomic_write_json, file_record
 from ..plots import plot_history
+from ..rundir import check_output_file
 from ..tasks.forecast import Forecaster, ForecastSpec, plot_forecast, read_series_csv
 from .common import add_training_args, check_positive, print_json, read_model_json
 
@@ -134,8 +137,9 @@ def train(args: argparse.Namespace) -> int:
     history = fc.fit(v[:val_start], v[:test_start], val_start=val_start,
                      optimizer=args.optimizer, lr=args.lr, batch_size=args.batch_size,
                      epochs=args.epochs, patience=args.patience, seed=args.seed, out=out,
+                     backup=args.backup,
                      verbose=0 if args.quiet else 1)
-    data = {"file": str(Path(args.file).resolve()), "date_col": date_col,
+    data = {"file": file_record(args.file), "date_col": date_col,
             "val_fraction": args.val_fraction, "test_fraction": args.test_fraction,
             "step": args.step}
     fc.save(out)
@@ -146,23 +150,38 @@ def train(args: argparse.Namespace) -> int:
     plot_forecast(res, v[:, fc.target_idx[0]], out / "forecast.png",
                   name=f"{Path(args.file).name} ({fc.targets[0]})")
     metrics = _rounded(res["metrics"])
+    _warn_if_exploded(res["metrics"])
     say(f"walk-forward on the test part: {len(res['origins'])} origins, horizon "
         f"{res['horizon']}, step {res['step']}")
     say(_table(res["metrics"]))
-    say(f"model saved to {out} (forecast plot: {out / 'forecast.png'})")
+    say(f"model saved to {args.final_out} (forecast plot: "
+        f"{Path(args.final_out) / 'forecast.png'})")
     if args.json:
         print_json({"metrics": metrics, "season": fc.season, "origins": len(res["origins"]),
                     "epochs": len(history.epoch), "train_seconds": round(fc.train_seconds, 1),
-                    "model_dir": str(out)})
+                    "model_dir": args.final_out})
     return 0
+
+
+def _warn_if_exploded(metrics: dict[str, dict[str, float | None]], factor: float = 10.0
+                      ) -> None:
+    """A warning on stderr when the model's test MAE is ``factor`` times the naive
+    forecast's or worse: training that blew up without reaching NaN."""
+    model, naive = metrics.get("model", {}).get("mae"), metrics.get("naive", {}).get("mae")
+    if model is None or naive is None or not naive > 0:
+        return
+    if not math.isfinite(model) or model > factor * naive:
+        print(f"rnnkit: warning: the model's test MAE {model:.4g} is {model / naive:.0f}x the "
+              f"naive forecast's ({naive:.4g}): training probably diverged; try a lower --lr",
+              file=sys.stderr)
 
 
 def evaluate_cmd(args: argparse.Namespace) -> int:
     fc, _ = Forecaster.load(args.model_dir)
     data = read_model_json(args.model_dir, DATA_JSON)
-    path = args.file or data.get("file")
+    path = args.file
     if not path:
-        raise UserError("no data: pass --file FILE")
+        raise UserError("pass --file FILE with the series to evaluate on")
     series = read_series_csv(path, data.get("date_col", "auto"), fc.columns)
     v = series.values
     _, test_start = _split(len(v), data.get("val_fraction", 0.1), data.get("test_fraction", 0.2))
@@ -193,6 +212,7 @@ def forecast_cmd(args: argparse.Namespace) -> int:
     data = read_model_json(args.model_dir, DATA_JSON)
     if not getattr(args, "file", None):
         raise UserError("pass --file FILE with the series to forecast from")
+    check_output_file(getattr(args, "plot", None), "--plot")
     horizon = getattr(args, "horizon", None) or fc.spec.horizon
     check_positive(horizon=horizon)
     series = read_series_csv(args.file, data.get("date_col", "auto"), fc.columns)

@@ -107,19 +107,19 @@ def train(args: argparse.Namespace) -> int:
 
     history = clf.fit(x_tr, tr_y, validation_data=(x_va, va_y), optimizer=args.optimizer,
                       lr=args.lr, batch_size=args.batch_size, epochs=args.epochs,
-                      patience=args.patience, seed=args.seed, out=out,
+                      patience=args.patience, seed=args.seed, out=out, backup=args.backup,
                       clip_norm=args.clip_norm, verbose=0 if args.quiet else 1)
     clf.save(out)  # the restored best weights (identical to the best checkpoint)
-    (out / "history.json").write_text(history.to_json(), encoding="utf-8")
+    history.save(out / "history.json")
     plot_history(history, out / "history.png")
     test = clf.evaluate_ids(x_te, test_y)
     val_acc = history.history.get("val_accuracy", [float("nan")])
     result = {"test_accuracy": round(test["accuracy"], 4), "test_loss": round(test["loss"], 4),
               "best_val_accuracy": round(max(val_acc), 4), "epochs": len(history.epoch),
-              "train_seconds": round(clf.train_seconds, 1), "model_dir": str(out)}
+              "train_seconds": round(clf.train_seconds, 1), "model_dir": args.final_out}
     say(f"test accuracy {result['test_accuracy']:.4f} (best validation accuracy "
         f"{result['best_val_accuracy']:.4f}) after {result['epochs']} epochs in "
-        f"{result['train_seconds']:.1f} s; model saved to {out}")
+        f"{result['train_seconds']:.1f} s; model saved to {args.final_out}")
     if args.json:
         print_json(result)
     return 0

@@ -74,8 +74,8 @@ def train(args: argparse.Namespace) -> int:
                         epochs=args.epochs, batches_per_epoch=args.batches_per_epoch,
                         lr=args.lr, clip_norm=args.clip_norm, seed=args.seed,
                         backend=args.backend, patience=args.patience,
-                        verbose=verbosity(args))
-    res = {"task": "lm", "model_dir": args.out, "level": args.level,
+                        verbose=verbosity(args), backup=args.backup)
+    res = {"task": "lm", "model_dir": args.final_out, "level": args.level,
            "vocabulary_size": len(lm.vocab), "train_tokens": None, "loss": hist["loss"][-1]}
     res["train_tokens"] = len(lm.ids(train_text))
     if val_text.strip():
@@ -84,7 +84,7 @@ def train(args: argparse.Namespace) -> int:
                                                            lm.vocab)
     res["sample"] = lm.generate(train_text[:10] if args.level == "char" else "", 100,
                                 temperature=0.8, top_k=10, seed=args.seed)
-    lm.save(args.out, extra={"history": hist, "source_file": str(args.file)})
+    lm.save(args.out, extra={"history": hist, "source_file": Path(args.file).name})
     atomic_write_json(Path(args.out) / "metrics.json", res)
     if args.json:
         print_json(res)
@@ -93,7 +93,7 @@ def train(args: argparse.Namespace) -> int:
             print(f"held-out perplexity {res['val_perplexity']:.2f} (unigram baseline "
                   f"{res['val_unigram_perplexity']:.2f})")
         print(f"sample: {res['sample']!r}")
-        print(f"saved to {args.out}")
+        print(f"saved to {args.final_out}")
     return 0
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..io import atomic_write_json
-from .common import check_positive, print_json, read_texts
+from .common import add_resume_arg, check_positive, print_json, text_batches
 
 
 def add_seq_training_flags(p: argparse.ArgumentParser, *, out: str, epochs: int, lr: float,
@@ -40,6 +41,7 @@ def add_seq_training_flags(p: argparse.ArgumentParser, *, out: str, epochs: int,
     g.add_argument("--backend", default="auto",
                    help="recurrent kernel backend (auto, reference, numba, blas, torch)")
     g.add_argument("--out", default=out, help=f"model directory to write (default {out})")
+    add_resume_arg(g)
     g.add_argument("--quiet", action="store_true", help="no progress on stderr")
     g.add_argument("--json", action="store_true", help="print one JSON object last")
 
@@ -111,21 +113,22 @@ def train(args: argparse.Namespace) -> int:
         max_source_len=args.max_source_len, max_target_len=args.max_target_len,
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, clip_norm=args.clip_norm,
         seed=args.seed, backend=args.backend, patience=args.patience,
-        verbose=verbosity(args))
-    res: dict[str, Any] = {"task": "seq2seq", "model_dir": args.out, "train_pairs": len(train_p),
+        verbose=verbosity(args), backup=args.backup)
+    res: dict[str, Any] = {"task": "seq2seq", "model_dir": args.final_out,
+                           "train_pairs": len(train_p),
                            "validation_pairs": len(val_p), "loss": hist["loss"][-1]}
     if val_p:
         ev = evaluate_translator(tr, val_p, beam_width=args.beam_width)
         res.update({"val_bleu": ev["bleu"], "val_baseline_bleu": ev["baseline_bleu"],
                     "val_exact_match": ev["exact_match"], "val_perplexity": ev["perplexity"],
                     "examples": ev["examples"]})
-    tr.save(args.out, extra={"history": hist, "source_file": str(args.file)})
+    tr.save(args.out, extra={"history": hist, "source_file": Path(args.file).name})
     atomic_write_json(Path(args.out) / "metrics.json", res)
     if not args.json:
         if val_p:
             print(f"validation BLEU {res['val_bleu']:.1f} (constant baseline "
                   f"{res['val_baseline_bleu']:.1f}), exact match {res['val_exact_match']:.3f}")
-        print(f"saved to {args.out}")
+        print(f"saved to {args.final_out}")
     else:
         print_json(res)
     return 0
@@ -138,17 +141,22 @@ def _load(model_dir: str):
 
 
 def translate_cmd(args: argparse.Namespace) -> int:
+    """Translate one input per line, streamed; ``--json``: JSON Lines ``{index, source,
+    translation}`` (a blank line gets ``translation: null``)."""
     tr = _load(args.model_dir)
     beam = getattr(args, "beam_width", 1)
     check_positive(beam_width=beam)
-    texts = read_texts(args.texts, args.file)
-    out = tr.translate(texts, beam_width=beam)
-    if args.json:
-        print_json({"translations": [{"source": s, "translation": t}
-                                     for s, t in zip(texts, out, strict=True)]})
-    else:
-        for t in out:
-            print(t)
+    for batch in text_batches(args.texts, args.file):
+        full = [(i, t) for i, t in batch if t.strip()]
+        done = dict(zip([i for i, _ in full],
+                        tr.translate([t for _, t in full], beam_width=beam) if full else [],
+                        strict=True))
+        for i, text in batch:
+            if args.json:
+                print_json({"index": i, "source": text, "translation": done.get(i)})
+            else:
+                print(done.get(i, ""))
+        sys.stdout.flush()
     return 0
 
 

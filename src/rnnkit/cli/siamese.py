@@ -13,12 +13,13 @@ on unlabelled pairs the rate at which each ``text_a`` finds its own ``text_b`` a
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
 from ..io import atomic_write_json
-from .common import check_positive, print_json, read_texts
+from .common import check_positive, print_json, text_batches
 from .seq2seq import add_seq_training_flags, split, verbosity
 
 
@@ -97,22 +98,23 @@ def train(args: argparse.Namespace) -> int:
                             batch_size=args.batch_size, lr=args.lr, clip_norm=args.clip_norm,
                             seed=args.seed, backend=args.backend,
                             val_pairs=val_pairs or None, val_labels=val_labels,
-                            patience=args.patience, verbose=verbosity(args))
-    res: dict[str, Any] = {"task": "siamese", "model_dir": args.out,
+                            patience=args.patience, verbose=verbosity(args),
+                            backup=args.backup)
+    res: dict[str, Any] = {"task": "siamese", "model_dir": args.final_out,
                            "train_pairs": len(tr_pairs), "loss": hist["loss"][-1]}
     if val_rows:
         vl = None if labels is None else [y for _, y in val_rows]
         if vl is None or len(set(vl)) == 2:
             res.update({f"val_{k}": v for k, v in
                         _scores(m, [p for p, _ in val_rows], vl).items()})
-    m.save(args.out, extra={"history": hist, "source_file": str(args.file)})
+    m.save(args.out, extra={"history": hist, "source_file": Path(args.file).name})
     atomic_write_json(Path(args.out) / "metrics.json", res)
     if args.json:
         print_json(res)
     else:
         print(", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
                         for k, v in res.items() if k.startswith("val_")))
-        print(f"saved to {args.out}")
+        print(f"saved to {args.final_out}")
     return 0
 
 
@@ -123,21 +125,28 @@ def _load(model_dir: str):
 
 
 def match_cmd(args: argparse.Namespace) -> int:
+    """The ``--top-k`` references nearest to each query line, streamed; ``--json``: JSON
+    Lines ``{index, query, top: [{text, cosine}]}`` (a blank line gets an empty ``top``)."""
     from ..tasks.siamese import read_references
 
     check_positive(top_k=args.top_k)
     m = _load(args.model_dir)
     refs = read_references(args.against)
-    queries = read_texts(args.texts, args.file)
-    results = m.match(queries, refs, args.top_k)
-    if args.json:
-        print_json({"matches": [{"query": q, "top": [{"text": t, "cosine": s} for t, s in r]}
-                                for q, r in zip(queries, results, strict=True)]})
-    else:
-        for q, r in zip(queries, results, strict=True):
-            print(q)
-            for t, s in r:
-                print(f"  {s:.4f}  {t}")
+    for batch in text_batches(args.texts, args.file):
+        full = [(i, t) for i, t in batch if t.strip()]
+        found = dict(zip([i for i, _ in full],
+                         m.match([t for _, t in full], refs, args.top_k) if full else [],
+                         strict=True))
+        for i, q in batch:
+            r = found.get(i, [])
+            if args.json:
+                print_json({"index": i, "query": q,
+                            "top": [{"text": t, "cosine": s} for t, s in r]})
+            else:
+                print(q)
+                for t, s in r:
+                    print(f"  {s:.4f}  {t}")
+        sys.stdout.flush()
     return 0
 
 

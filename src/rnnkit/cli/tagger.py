@@ -15,16 +15,22 @@ early stopping on validation loss (patience 3) restoring the best weights.
 from __future__ import annotations
 
 import argparse
-import json
+import sys
 from pathlib import Path
 from typing import Any
 
 from ..datasets import train_val_split
 from ..errors import UserError
-from ..io import atomic_write_json
+from ..io import atomic_write_json, file_record
 from ..plots import plot_history
 from ..tasks.tagging import Tagger, TaggerSpec, read_tagged, tokenize_sentence
-from .common import add_training_args, check_positive, print_json, read_texts
+from .common import (
+    add_training_args,
+    check_positive,
+    print_json,
+    read_model_json,
+    text_batches,
+)
 
 DATA_JSON = "data.json"
 
@@ -111,18 +117,17 @@ def train(args: argparse.Namespace) -> int:
     history = tagger.fit(train_s, dev_s, optimizer=args.optimizer, lr=args.lr,
                          batch_size=args.batch_size, epochs=args.epochs,
                          patience=args.patience, seed=args.seed, clip_norm=args.clip_norm,
-                         out=out, verbose=0 if args.quiet else 1)
+                         out=out, verbose=0 if args.quiet else 1, backup=args.backup)
     tagger.save(out)
     history.save(out / "history.json")
     plot_history(history, out / "history.png")
-    data = {"format": args.format, "tag_column": col,
-            "train": str(Path(args.train).resolve()),
-            "test": str(Path(args.test).resolve()) if args.test else None}
+    data = {"format": args.format, "tag_column": col, "train": file_record(args.train),
+            "test": file_record(args.test) if args.test else None}
     atomic_write_json(out / DATA_JSON, data)
 
     result: dict[str, Any] = {"epochs": len(history.epoch),
                               "train_seconds": round(tagger.train_seconds, 1),
-                              "model_dir": str(out), "tags": len(tagger.tags) - 1}
+                              "model_dir": args.final_out, "tags": len(tagger.tags) - 1}
     val = tagger.evaluate(dev_s)
     result["val"] = _rounded(val)
     if test_s:
@@ -130,7 +135,7 @@ def train(args: argparse.Namespace) -> int:
     for split in ("val", "test"):
         if split in result:
             say(_summary_line(split, result[split]))
-    say(f"model saved to {out}")
+    say(f"model saved to {args.final_out}")
     if args.json:
         print_json(result)
     return 0
@@ -162,17 +167,14 @@ def _summary_line(name: str, r: dict[str, Any]) -> str:
 def evaluate_cmd(args: argparse.Namespace) -> int:
     tagger = Tagger.load(args.model_dir)
     path = args.file
-    fmt, col = "auto", None
-    data_file = Path(args.model_dir) / DATA_JSON
-    if data_file.is_file():
-        try:
-            data = json.loads(data_file.read_text(encoding="utf-8"))
-            fmt, col = data.get("format", "auto"), data.get("tag_column")
-            path = path or data.get("test")
-        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
-            raise UserError(f"{data_file}: corrupt JSON") from None
+    data = read_model_json(args.model_dir, DATA_JSON)
+    fmt, col = data.get("format", "auto"), data.get("tag_column")
+    if fmt not in ("auto", "conllu", "conll", "tsv") or not isinstance(col, (str, int, type(None))):
+        raise UserError(f"{args.model_dir}/{DATA_JSON}: corrupt data settings")
     if not path:
-        raise UserError("no test data: pass --file FILE (the model was trained without --test)")
+        test = data.get("test") if isinstance(data.get("test"), dict) else {}
+        raise UserError("pass --file FILE with the tagged test data"
+                        + (f" (the model's test file was {test.get('name')})" if test else ""))
     res = _rounded(tagger.evaluate(read_tagged(path, fmt, col)))
     if args.json:
         print_json({**res, "file": str(path), "model_dir": args.model_dir})
@@ -182,19 +184,26 @@ def evaluate_cmd(args: argparse.Namespace) -> int:
 
 
 def tag_cmd(args: argparse.Namespace) -> int:
+    """Tag sentences, one answer per input line, streamed (``--json``: JSON Lines
+    ``{index, tokens: [{token, tag}]}``; a line without tokens gets ``error``)."""
     tagger = Tagger.load(args.model_dir)
-    texts = read_texts(args.texts, args.file)
-    token_lists = []
-    for i, t in enumerate(texts, 1):
-        toks = tokenize_sentence(t)
-        if not toks:
-            raise UserError(f"sentence {i} has no tokens")
-        token_lists.append(toks)
-    tagged = tagger.predict(token_lists)
-    if args.json:
-        print_json([[{"token": w, "tag": g} for w, g in zip(toks, tags, strict=True)]
-                    for toks, tags in zip(token_lists, tagged, strict=True)])
-    else:
-        for toks, tags in zip(token_lists, tagged, strict=True):
-            print(" ".join(f"{w}/{g}" for w, g in zip(toks, tags, strict=True)))
+    for batch in text_batches(args.texts, args.file):
+        toks = {i: tokenize_sentence(t) for i, t in batch}
+        if args.texts:
+            empty = next((i for i, t in toks.items() if not t), None)
+            if empty is not None:
+                raise UserError(f"sentence {empty + 1} has no tokens")
+        full = [i for i, _ in batch if toks[i]]
+        tagged = dict(zip(full, tagger.predict([toks[i] for i in full]) if full else [],
+                          strict=True))
+        for i, _ in batch:
+            if args.json:
+                print_json({"index": i, "tokens": [{"token": w, "tag": g} for w, g in
+                                                   zip(toks[i], tagged[i], strict=True)]}
+                           if i in tagged else {"index": i, "tokens": [],
+                                                "error": "no tokens"})
+            else:
+                print(" ".join(f"{w}/{g}" for w, g in zip(toks[i], tagged.get(i, []),
+                                                          strict=True)))
+        sys.stdout.flush()
     return 0

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
-from ..io import atomic_write_json
+from ..io import atomic_write_json, file_record, same_file
 from ..metrics import format_classification_report
 from ..nsmc import read_nsmc_labelled
 from ..plots import plot_history
@@ -109,19 +109,20 @@ def train(args: argparse.Namespace) -> int:
                       validation_data=(enc.encode(va.texts), encode_labels(va.labels, names)),
                       optimizer=args.optimizer, lr=args.lr, batch_size=args.batch_size,
                       epochs=args.epochs, patience=args.patience, seed=args.seed, out=out,
+                      backup=args.backup,
                       clip_norm=args.clip_norm, verbose=0 if args.quiet else 1)
     clf.save(out)
     history.save(out / "history.json")
     plot_history(history, out / "history.png")
     atomic_write_json(out / DATA_JSON, {
-        "file": str(Path(args.file).resolve()), "format": args.format,
+        "file": file_record(args.file), "format": args.format,
         "text_col": args.text_col, "label_col": args.label_col,
-        "test_file": str(Path(args.test_file).resolve()) if args.test_file else None,
+        "test_file": file_record(args.test_file) if args.test_file else None,
         "test_fraction": test_fraction, "validation_split": args.validation_split,
         "seed": args.seed, "drop_duplicates": args.drop_duplicates})
     result: dict[str, Any] = {"labels": names, "epochs": len(history.epoch),
                               "train_seconds": round(clf.train_seconds, 1),
-                              "model_dir": str(out)}
+                              "model_dir": args.final_out}
     if stats is not None:
         result["data_stats"] = stats.as_dict()
     if len(te):
@@ -130,7 +131,7 @@ def train(args: argparse.Namespace) -> int:
         say(f"majority-class baseline accuracy {report['baseline_majority_accuracy']:.4f} "
             f"({report['baseline_majority_label']})")
         result["test"] = _compact(report)
-    say(f"model saved to {out}")
+    say(f"model saved to {args.final_out}")
     if args.json:
         print_json(result)
     return 0
@@ -151,17 +152,21 @@ def evaluate_cmd(args: argparse.Namespace) -> int:
     d = read_model_json(args.model_dir, DATA_JSON)
     fmt, tcol, lcol = d.get("format", "auto"), d.get("text_col"), d.get("label_col")
     dedup = bool(d.get("drop_duplicates", False))
-    if args.file:
-        data, where = read_labelled(args.file, tcol, lcol, fmt, dedup), args.file
-    elif d.get("test_file"):
-        data, where = read_labelled(d["test_file"], tcol, lcol, fmt, dedup), d["test_file"]
-    elif d.get("file") and d.get("test_fraction"):
-        full = read_labelled(d["file"], tcol, lcol, fmt, dedup)
-        _, _, data = split_data(full, d["test_fraction"], d.get("validation_split", 0.1),
-                                d.get("seed", 42))
-        where = f"the held-out {d['test_fraction']:.0%} of {d['file']}"
+    if not args.file:
+        trained = d.get("file", {}).get("name") if isinstance(d.get("file"), dict) else None
+        raise UserError("pass --file FILE with the labelled data to evaluate on"
+                        + (f" (the model was trained on {trained}; giving that file "
+                           "evaluates its held-out test part)" if trained else ""))
+    full = read_labelled(args.file, tcol, lcol, fmt, dedup)
+    fraction = d.get("test_fraction")
+    if (isinstance(fraction, float) and 0 < fraction < 1 and same_file(args.file, d.get("file"))):
+        split, seed = d.get("validation_split", 0.1), d.get("seed", 42)
+        if not (isinstance(split, float) and 0 <= split < 1 and isinstance(seed, int)):
+            raise UserError(f"{args.model_dir}/{DATA_JSON}: corrupt split settings")
+        _, _, data = split_data(full, fraction, split, seed)
+        where = f"the held-out {fraction:.0%} of {args.file} (the training file)"
     else:
-        raise UserError("no test data recorded with the model: pass --file FILE")
+        data, where = full, args.file
     report = evaluate_texts(clf, data, batch_size=args.batch_size)
     if args.json:
         print_json({**_compact(report), "model_dir": args.model_dir, "data": str(where)})

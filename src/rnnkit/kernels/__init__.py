@@ -97,7 +97,10 @@ def unsupported(name: str, layer, x: Tensor, mask: Tensor | None,
 def select(layer, x: Tensor, mask: Tensor | None, in_mask: Tensor | None,
            rec_mask: Tensor | None) -> str:
     """Name of the backend to run this call: the layer's explicit choice, else the fastest
-    backend that supports the call."""
+    backend that supports the call. Tensors on the ``meta`` device (shapes only, as when a
+    saved model's shapes are checked before loading) always take the reference loop."""
+    if x.device.type == "meta":
+        return "reference"
     if layer.backend != "auto":
         if layer.backend not in BACKENDS:
             raise ValueError(f"unknown backend {layer.backend!r}; available: {sorted(BACKENDS)}")

@@ -20,7 +20,7 @@ import math
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -30,6 +30,9 @@ from ..callbacks import Callback
 from ..errors import UserError
 from ..text import INDEX_FROM, PAD, Vocabulary
 from ..train import seed_everything
+
+if TYPE_CHECKING:
+    from ..backup import Backup
 
 __all__ = ["END", "END_TOKEN", "Batches", "EpochValue", "train", "token_cross_entropy",
            "seed_everything", "read_lines", "tokenize", "detokenize", "word_tokens",
@@ -118,6 +121,13 @@ class Batches:
     def __iter__(self) -> Iterator[Any]:
         return iter(self.make(self.rng))
 
+    def state_dict(self) -> dict[str, Any]:
+        """The generator's state, so a resumed run draws the same batches."""
+        return dict(self.rng.bit_generator.state)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.rng.bit_generator.state = state
+
     def __len__(self) -> int:
         return self.steps
 
@@ -143,14 +153,15 @@ def train(model: nn.Module, batches: Batches, loss: Callable[[Any, Any], Tensor]
           epochs: int, lr: float = 1e-3, clip_norm: float | None = 5.0, seed: int = 0,
           validation_data: Iterable[Any] | None = None,
           validation_fn: Callable[[], float] | None = None, patience: int | None = None,
-          verbose: int = 0) -> dict[str, list[float]]:
+          verbose: int = 0, backup: Backup | None = None) -> dict[str, list[float]]:
     """Train ``model`` with :func:`rnnkit.train.fit` (Adam, ``clip_norm``); returns the
     per-epoch history ``{"loss": [...], "val_loss": [...]}``.
 
     Validation loss comes from ``validation_data`` (batches scored with ``loss``) or from
     ``validation_fn()`` (e.g. a log perplexity). ``patience``: stop once ``val_loss`` has not
     improved for that many epochs and restore the weights of the best epoch (needs
-    validation). UserError when the loss becomes NaN or infinite.
+    validation). UserError when the loss becomes NaN or infinite. ``backup``: see
+    :func:`rnnkit.train.fit`.
     """
     from ..callbacks import EarlyStopping, History, TerminateOnNaN
     from ..train import fit
@@ -173,7 +184,7 @@ def train(model: nn.Module, batches: Batches, loss: Callable[[Any, Any], Tensor]
                                  verbose=verbose))
     fit(model, train_data=batches, validation_data=validation_data, loss=loss, metrics=None,
         optimizer="adam", lr=lr, epochs=epochs, clip_norm=clip_norm, seed=seed,
-        callbacks=cbs, verbose=verbose)
+        callbacks=cbs, verbose=verbose, backup=backup)
     out = history.history
     if not all(math.isfinite(v) for v in out.get("loss", [])):
         raise UserError(f"training diverged (loss {out['loss'][-1]} in epoch "

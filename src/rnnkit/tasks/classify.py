@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -32,6 +32,9 @@ from ..recurrent import GRU, LSTM, Bidirectional, SimpleRNN
 from ..text import TextEncoder
 from ..train import evaluate, fit, predict
 from .spec import Spec
+
+if TYPE_CHECKING:
+    from ..backup import Backup
 
 RNN_LAYERS = {"simple": SimpleRNN, "lstm": LSTM, "gru": GRU}
 
@@ -120,11 +123,12 @@ class TextClassifier:
     def fit(self, x: torch.Tensor, y, *, validation_data=None, optimizer: str = "rmsprop",
             lr: float = 1e-4, batch_size: int = 64, epochs: int = 100, patience: int = 3,
             seed: int | None = 42, out: str | Path | None = None, clip_norm: float | None = None,
-            verbose: int = 1):
+            verbose: int = 1, backup: Backup | None = None):
         """Train on encoded ids ``x`` and class indices ``y``; returns the History.
 
         Early stopping on validation loss restores the best epoch's weights; with ``out``,
-        every improvement is checkpointed there (model, text encoder, labels)."""
+        every improvement is checkpointed there (model, text encoder, labels). ``backup``: see
+        :func:`rnnkit.train.fit` (resumable runs)."""
         callbacks = stop_and_checkpoint(validation_data is not None, patience, out, self.save)
         val = None
         if validation_data is not None:
@@ -133,7 +137,7 @@ class TextClassifier:
         history = fit(self.model, x, self.targets(y), validation_data=val, loss=self.loss,
                       metrics=("accuracy",), optimizer=optimizer, lr=lr, batch_size=batch_size,
                       epochs=epochs, callbacks=callbacks, seed=seed, clip_norm=clip_norm,
-                      verbose=verbose)
+                      verbose=verbose, backup=backup)
         self.train_seconds = time.perf_counter() - start
         return history
 
@@ -178,6 +182,40 @@ class TextClassifier:
         try:
             labels = list(cfg["labels"])
             spec = ClassifierSpec.from_dict(cfg["classifier"])
-        except (KeyError, TypeError) as e:
+        except (KeyError, TypeError, ValueError) as e:
             raise UserError(f"{model_dir}: config.json is not a text classifier's ({e})") from None
+        _check_consistent(model_dir, model, encoder, labels)
         return cls(model, encoder, labels, spec, cfg.get("task", "text"))
+
+
+def _check_consistent(model_dir: str | Path, model: nn.Module, encoder: TextEncoder,
+                      labels: list) -> None:
+    """UserError unless the saved labels, the model's head and input and the vocabulary fit
+    together (a directory whose parts disagree would predict silently wrong)."""
+    where = f"{model_dir}/config.json"
+    if (len(labels) < 2 or not all(isinstance(x, str) for x in labels)
+            or len(set(labels)) != len(labels)):
+        raise UserError(f"{where}: labels must be at least 2 distinct strings, got "
+                        f"{labels!r:.80}")
+    if not isinstance(model, Sequential) or not len(model):
+        raise UserError(f"{where}: the model is not a text classifier")
+    head = model[-1]
+    want = 1 if len(labels) == 2 else len(labels)
+    if getattr(head, "units", None) != want:
+        raise UserError(f"{where}: {len(labels)} labels need an output of {want} unit(s), the "
+                        f"model has {getattr(head, 'units', '?')}")
+    try:
+        with torch.no_grad():
+            shape = tuple(model(torch.ones((1, 1), dtype=torch.long)).shape)
+    except (RuntimeError, ValueError, TypeError, IndexError) as e:
+        raise UserError(f"{where}: the model cannot run ({type(e).__name__}: "
+                        f"{str(e).splitlines()[0][:120] if str(e) else ''})") from None
+    if shape != (1, want):
+        raise UserError(f"{where}: the model gives outputs of shape {shape} for one text, a "
+                        f"classifier of {len(labels)} labels needs (1, {want})")
+    first = model[0]
+    width = getattr(first, "input_dim", getattr(first, "num_classes", None))
+    ids = encoder.vocab.num_words or len(encoder.vocab)
+    if width is None or ids > width:
+        raise UserError(f"{model_dir}: the vocabulary has ids up to {ids - 1}, the model's "
+                        f"input takes {width}")

@@ -39,7 +39,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -51,6 +51,9 @@ from ..layers import Dense
 from ..metrics import mae, mase, rmse
 from ..recurrent import GRU, LSTM, SimpleRNN, lengths_to_mask
 from .spec import Spec
+
+if TYPE_CHECKING:
+    from ..backup import Backup
 
 __all__ = [
     "Series", "read_series_csv", "Scaler", "make_windows", "detect_season", "ForecastSpec",
@@ -78,7 +81,21 @@ class Series:
         return self.values[:, idx]
 
 
+#: the largest magnitude a series value may have (squares and sums must stay finite)
+MAX_VALUE = 1e100
+
+
 def read_series_csv(path: str | Path, date_col: str | None = "auto",
+                    value_cols: list[str] | None = None) -> Series:
+    """Read a CSV (or TSV) time series (see :func:`_read_series_csv`); a line the CSV
+    parser rejects (e.g. a field over its size limit) is a one-line UserError."""
+    try:
+        return _read_series_csv(path, date_col, value_cols)
+    except csv.Error as e:
+        raise UserError(f"{path}: malformed CSV ({e})") from None
+
+
+def _read_series_csv(path: str | Path, date_col: str | None = "auto",
                     value_cols: list[str] | None = None) -> Series:
     """Read a CSV (or TSV) time series. ``date_col="auto"`` uses a column named like a date
     (``date``, ``time``, ``timestamp``, ``ds``, ...) when there is one; ``None`` means none.
@@ -135,6 +152,9 @@ def read_series_csv(path: str | Path, date_col: str | None = "auto",
                 raise UserError(f"{path}:{n}: column {c!r}: {cell!r} is not a number") from None
             if not math.isfinite(v):
                 raise UserError(f"{path}:{n}: column {c!r}: {cell!r} is not a finite number")
+            if abs(v) > MAX_VALUE:
+                raise UserError(f"{path}:{n}: column {c!r}: {cell} is out of range (|value| "
+                                f"> {MAX_VALUE:g} overflows the statistics); rescale the column")
             vals.append(v)
         if didx is not None:
             cell = row[didx].strip()
@@ -343,7 +363,8 @@ class Forecaster:
     def fit(self, train: np.ndarray, validation: np.ndarray | None = None, *,
             val_start: int = 0, optimizer: str = "adam", lr: float = 3e-3,
             batch_size: int = 32, epochs: int = 30, patience: int = 5,
-            seed: int | None = 42, out: str | Path | None = None, verbose: int = 0):
+            seed: int | None = 42, out: str | Path | None = None, verbose: int = 0,
+            backup: Backup | None = None):
         """Train on windows of ``train``; validation windows are the origins ``>= val_start``
         of ``validation`` (pass the training tail plus the validation part so the first
         validation forecasts have their lookback)."""
@@ -361,7 +382,8 @@ class Forecaster:
         start = time.perf_counter()
         history = fit(self.model, x, y, validation_data=val, loss="mse", metrics=("mae",),
                       optimizer=optimizer, lr=lr, batch_size=batch_size, epochs=epochs,
-                      callbacks=callbacks, seed=seed, verbose=verbose, clip_norm=5.0)
+                      callbacks=callbacks, seed=seed, verbose=verbose, clip_norm=5.0,
+                      backup=backup)
         self.train_seconds = time.perf_counter() - start
         return history
 
@@ -445,7 +467,7 @@ class Forecaster:
             side = Path(model_dir) / "forecast.json"
             train = None
             if side.is_file():
-                tv = json.loads(side.read_text(encoding="utf-8")).get("train_targets")
+                tv = io.read_json(side, "forecast").get("train_targets")
                 train = None if tv is None else np.asarray(tv, np.float64)
         except (KeyError, TypeError, ValueError, json.JSONDecodeError) as e:
             raise UserError(f"{model_dir}: not a forecast model ({type(e).__name__}: {e})"

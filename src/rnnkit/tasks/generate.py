@@ -30,7 +30,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -57,6 +57,9 @@ from ._seqtools import (
 from ._seqtools import (
     check_task as _check_task,
 )
+
+if TYPE_CHECKING:
+    from ..backup import Backup
 
 __all__ = ["read_text", "LanguageModel", "TextLM", "train_lm", "unigram_perplexity",
            "sample_next", "ConditionalGenerator", "Captioner", "train_captioner",
@@ -222,7 +225,8 @@ def train_lm(text: str, *, level: str = "char", val_text: str | None = None,
              cell: str = "lstm", seq_len: int = 64, batch_size: int = 32, epochs: int = 5,
              batches_per_epoch: int | None = None, lr: float = 3e-3, clip_norm: float = 5.0,
              seed: int = 0, backend: str = "auto", patience: int | None = None,
-             verbose: int = 0) -> tuple[TextLM, dict[str, list[float]]]:
+             verbose: int = 0, backup: Backup | None = None
+             ) -> tuple[TextLM, dict[str, list[float]]]:
     """Fit a vocabulary on ``text`` and train a language model on windows of it
     (:func:`rnnkit.train.fit`, Adam).
 
@@ -262,7 +266,7 @@ def train_lm(text: str, *, level: str = "char", val_text: str | None = None,
     val = (lambda: math.log(lm.perplexity(val_text))) if val_text else None
     history = train(model, Batches(batches, seed, steps), token_cross_entropy, epochs=epochs,
                     lr=lr, clip_norm=clip_norm, seed=seed, validation_fn=val,
-                    patience=patience, verbose=verbose)
+                    patience=patience, verbose=verbose, backup=backup)
     return lm, history
 
 

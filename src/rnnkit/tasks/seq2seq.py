@@ -31,7 +31,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -58,6 +58,9 @@ from ._seqtools import (
 from ._seqtools import (
     check_task as _check_task,
 )
+
+if TYPE_CHECKING:
+    from ..backup import Backup
 
 __all__ = ["read_pairs", "BahdanauAttention", "LuongAttention", "Seq2Seq", "Translator",
            "train_translator", "bleu", "TASK"]
@@ -402,7 +405,8 @@ def train_translator(pairs: Sequence[tuple[str, str]], *, val_pairs: Sequence[tu
                      max_target_len: int | None = None, epochs: int = 20,
                      batch_size: int = 32, lr: float = 3e-3, clip_norm: float = 5.0,
                      seed: int = 0, backend: str = "auto", patience: int | None = None,
-                     verbose: int = 0) -> tuple[Translator, dict[str, list[float]]]:
+                     verbose: int = 0, backup: Backup | None = None
+                     ) -> tuple[Translator, dict[str, list[float]]]:
     """Fit vocabularies on ``pairs`` and train a :class:`Seq2Seq` with teacher forcing
     (:func:`rnnkit.train.fit`, Adam).
 
@@ -439,7 +443,7 @@ def train_translator(pairs: Sequence[tuple[str, str]], *, val_pairs: Sequence[tu
     history = train(model, Batches(lambda rng: batches(data, rng), seed,
                                    math.ceil(len(pairs) / batch_size)),
                     token_cross_entropy, epochs=epochs, lr=lr, clip_norm=clip_norm, seed=seed,
-                    validation_data=val, patience=patience, verbose=verbose)
+                    validation_data=val, patience=patience, verbose=verbose, backup=backup)
     return tr, history
 
 

@@ -37,7 +37,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -50,6 +50,9 @@ from ..recurrent import GRU, LSTM, Bidirectional
 from ..text import PAD, Vocabulary, pad_sequences
 from ._seqtools import Batches, minibatches, read_lines, seed_everything, train
 from ._seqtools import check_task as _check_task
+
+if TYPE_CHECKING:
+    from ..backup import Backup
 
 __all__ = ["SiameseEncoder", "Matcher", "margin_loss", "contrastive_loss", "read_pairs",
            "read_references", "train_matcher", "generate_addresses", "make_typo",
@@ -361,7 +364,8 @@ def train_matcher(pairs: Sequence[tuple[str, str]], labels: Sequence[int] | None
                   seed: int = 0, backend: str = "auto",
                   val_pairs: Sequence[tuple[str, str]] | None = None,
                   val_labels: Sequence[int] | None = None, patience: int | None = None,
-                  verbose: int = 0) -> tuple[Matcher, dict[str, list[float]]]:
+                  verbose: int = 0, backup: Backup | None = None
+                  ) -> tuple[Matcher, dict[str, list[float]]]:
     """Train the twin encoder on labelled pairs (or similar-only pairs plus fresh random
     negatives each epoch when ``labels`` is None) with :func:`rnnkit.train.fit` (Adam).
 
@@ -390,7 +394,7 @@ def train_matcher(pairs: Sequence[tuple[str, str]], labels: Sequence[int] | None
         return m, _train_in_batch(m, pairs, labels, IN_BATCH_LOSSES[loss], margin,
                                   val_pairs, val_labels, epochs=epochs, batch_size=batch_size,
                                   lr=lr, clip_norm=clip_norm, seed=seed, patience=patience,
-                                  verbose=verbose)
+                                  verbose=verbose, backup=backup)
     fn = LOSSES[loss]
 
     def batches(ps: Sequence[tuple[str, str]], ys: Sequence[int] | None,
@@ -420,7 +424,7 @@ def train_matcher(pairs: Sequence[tuple[str, str]], labels: Sequence[int] | None
                     Batches(lambda rng: batches(pairs, labels, rng), seed,
                             math.ceil(len(pairs) / batch_size)),
                     loss_fn, epochs=epochs, lr=lr, clip_norm=clip_norm, seed=seed,
-                    validation_data=val, patience=patience, verbose=verbose)
+                    validation_data=val, patience=patience, verbose=verbose, backup=backup)
     return m, history
 
 
@@ -429,7 +433,7 @@ def _train_in_batch(m: Matcher, pairs: Sequence[tuple[str, str]], labels: Sequen
                     val_pairs: Sequence[tuple[str, str]] | None,
                     val_labels: Sequence[int] | None, *, epochs: int, batch_size: int,
                     lr: float, clip_norm: float, seed: int, patience: int | None,
-                    verbose: int) -> dict[str, list[float]]:
+                    verbose: int, backup: Backup | None = None) -> dict[str, list[float]]:
     def prepare(ps: Sequence[tuple[str, str]], ys: Sequence[int] | None):
         ys = [1] * len(ps) if ys is None else list(ys)
         pos = [p for p, y in zip(ps, ys, strict=True) if y == 1]
@@ -459,7 +463,7 @@ def _train_in_batch(m: Matcher, pairs: Sequence[tuple[str, str]], labels: Sequen
                  Batches(lambda rng: batches(pos, hard, rng), seed,
                          math.ceil(len(pos) / batch_size)),
                  loss_fn, epochs=epochs, lr=lr, clip_norm=clip_norm, seed=seed,
-                 validation_data=val, patience=patience, verbose=verbose)
+                 validation_data=val, patience=patience, verbose=verbose, backup=backup)
 
 
 class _InBatchSimilarity(nn.Module):

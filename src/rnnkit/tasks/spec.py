@@ -22,9 +22,15 @@ class Spec:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Self:
-        """Build from a saved dict, ignoring keys this version does not know."""
+        """Build from a saved dict, ignoring keys this version does not know; a value of the
+        wrong type or range (e.g. from a tampered config) is a one-line UserError."""
+        if not isinstance(d, dict):
+            raise UserError(f"{cls.__name__}: expected an object, got {type(d).__name__}")
         names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
-        return cls(**{k: v for k, v in d.items() if k in names})
+        try:
+            return cls(**{k: v for k, v in d.items() if k in names})
+        except (TypeError, ValueError, AttributeError) as e:
+            raise UserError(f"{cls.__name__}: bad saved value ({e})") from None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)  # type: ignore[call-overload]

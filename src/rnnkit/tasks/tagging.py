@@ -30,7 +30,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -44,6 +44,9 @@ from ..metrics import entity_scores
 from ..recurrent import GRU, LSTM, Bidirectional, SimpleRNN
 from ..text import OOV, Vocabulary
 from .spec import Spec
+
+if TYPE_CHECKING:
+    from ..backup import Backup
 
 __all__ = [
     "Sentence", "CONLLU_COLUMNS", "read_conllu", "read_conll", "read_tagged", "tokenize_sentence",
@@ -110,7 +113,7 @@ def read_conllu(path: str | Path, tag_column: str | int = "upos") -> list[Senten
         tid = parts[0]
         if re.fullmatch(r"\d+-\d+", tid) or re.fullmatch(r"\d+\.\d+", tid):
             continue  # multi-word token range or empty node
-        if not tid.isdigit():
+        if not re.fullmatch(r"[0-9]+", tid):
             raise UserError(f"{path}:{n}: bad token ID {tid!r} (expected an integer, a range "
                             "like 3-4, or a decimal like 5.1)")
         if int(tid) != expect:
@@ -349,7 +352,8 @@ class Tagger:
     def fit(self, train: Sequence[Sentence], validation: Sequence[Sentence] | None = None, *,
             optimizer: str = "adam", lr: float = 1e-2, batch_size: int = 32, epochs: int = 10,
             patience: int = 0, seed: int | None = 42, clip_norm: float | None = 5.0,
-            unk_singletons: float = 0.5, out: str | Path | None = None, verbose: int = 0):
+            unk_singletons: float = 0.5, out: str | Path | None = None, verbose: int = 0,
+            backup: Backup | None = None):
         """Train with the masked cross-entropy; returns the trainer's History.
 
         ``unk_singletons``: each occurrence of a word seen only once in ``train`` is replaced
@@ -367,7 +371,7 @@ class Tagger:
         history = fit(self.model, x, y, validation_data=val, loss=masked_cross_entropy,
                       metrics={"accuracy": _masked_accuracy}, optimizer=optimizer, lr=lr,
                       batch_size=batch_size, epochs=epochs, callbacks=callbacks, seed=seed,
-                      clip_norm=clip_norm, verbose=verbose)
+                      clip_norm=clip_norm, verbose=verbose, backup=backup)
         self.train_seconds = time.perf_counter() - start
         return history
 
@@ -489,7 +493,7 @@ class Tagger:
         if not path.is_file():
             raise UserError(f"{model_dir} has no {TAGS_JSON}")
         try:
-            side = json.loads(path.read_text(encoding="utf-8"))
+            side = io.read_json(path, "tagger vocabulary")
             vocab = Vocabulary.from_json(side["vocabulary"])
             spec = TaggerSpec.from_dict(cfg["tagger"])
             tags = list(cfg["tags"])

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import csv
 import io as _io
+import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,7 +88,7 @@ def read_sms_spam(path: str | Path) -> LabelledTexts:
 def _column(header: list[str], col: str, path: Path, what: str) -> int:
     if col in header:
         return header.index(col)
-    if col.lstrip("-").isdigit() and -len(header) <= int(col) < len(header):
+    if re.fullmatch(r"-?[0-9]+", col) and -len(header) <= int(col) < len(header):
         return int(col) % len(header)
     raise UserError(f"{path}: no {what} column {col!r} (columns: {', '.join(header)})")
 
