@@ -492,8 +492,7 @@ def test_fuzz_every_reader_raises_only_user_errors(tmp_path, data):
 @st.composite
 def _json_mutation(draw, obj):
     """``obj`` with one value somewhere replaced by a hostile one."""
-    hostile = st.sampled_from([None, -1, 0, 10**9, 2**63, 1.5, float("inf"), "x" * 50, [],
-                               {}, [[[[]]]], True, "rnnkit.__main__", "../../etc/passwd"])
+    hostile = st.sampled_from(_HOSTILE + [2**63, float("inf"), "x" * 50])
     paths = []
 
     def walk(o, path):
@@ -543,3 +542,66 @@ def test_fuzz_tampered_model_directories_load_or_fail_cleanly(model, tmp_path, d
         clf.predict(["free prize"])
     except UserError:
         pass
+
+
+@pytest.fixture(scope="module")
+def task_models(tmp_path_factory, model) -> dict[str, tuple[Path, list[str]]]:
+    """A tiny trained model of every task, with the command that uses it."""
+    root = tmp_path_factory.mktemp("tasks")
+    pairs = root / "pairs.tsv"
+    pairs.write_text("".join("\t".join(line.split("\t")[:2]) + "\n" for line in
+                             (FIX / "pairs_en_fr.tsv").read_text().splitlines()))
+    train = {
+        "tagger": ["train", "tagger", "--train", str(FIX / "tiny.conllu"), "--units", "4",
+                   "--embed-dim", "4"],
+        "forecast": ["train", "forecast", "--file", str(FIX / "daily_visitors.csv"),
+                     "--units", "4"],
+        "seq2seq": ["train", "seq2seq", "--file", str(pairs), "--units", "8",
+                    "--embed-dim", "8"],
+        "lm": ["train", "lm", "--file", str(FIX / "small_text.txt"), "--units", "8",
+               "--embed-dim", "8"],
+        "siamese": ["train", "siamese", "--file", str(pairs), "--units", "4",
+                    "--embed-dim", "4"],
+    }
+    out = {"text": (model, ["predict", "{d}", "free prize"])}
+    use = {"tagger": ["tag", "{d}", "the dog runs"],
+           "forecast": ["forecast", "{d}", "--file", str(FIX / "daily_visitors.csv")],
+           "seq2seq": ["translate", "{d}", "I see the cat."],
+           "lm": ["generate", "{d}", "--length", "5"],
+           "siamese": ["match", "{d}", "cat", "--against", str(pairs)]}
+    for task, argv in train.items():
+        d = root / task
+        assert main([*argv, "--epochs", "1", "--quiet", "--out", str(d)]) == 0, task
+        out[task] = (d, use[task])
+    return out
+
+
+_HOSTILE = [None, -1, 0, 10**9, 2**40, 1.5, 1e300, "x", "", [], {}, [[[]]], True, False,
+            "../../etc/passwd", "rnnkit.__main__", [1, 2, 3], {"a": 1}]
+
+
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_fuzz_every_task_directory_gives_an_answer_or_one_line(task_models, tmp_path, data,
+                                                               capsys):
+    """Any task's model directory with one or two JSON values replaced by hostile ones: the
+    command that uses it answers or exits 2 with one line; it never raises."""
+    import shutil
+
+    task = data.draw(st.sampled_from(sorted(task_models)))
+    src, argv = task_models[task]
+    d = tmp_path / "fz"
+    shutil.rmtree(d, ignore_errors=True)
+    shutil.copytree(src, d)
+    name = data.draw(st.sampled_from(sorted(f.name for f in d.iterdir() if f.suffix == ".json")))
+    obj = json.loads((d / name).read_text())
+    for _ in range(data.draw(st.integers(1, 2))):
+        obj = data.draw(_json_mutation(obj))
+    (d / name).write_text(json.dumps(obj))
+    capsys.readouterr()
+    rc = main([a.replace("{d}", str(d)) for a in argv])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc in (0, 2)
+    if rc == 2:
+        assert err and err[-1].startswith("rnnkit: error:")

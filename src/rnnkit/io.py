@@ -472,6 +472,14 @@ def _build_checked(spec: dict, header: dict[str, tuple[str, tuple[int, ...]]],
         if header[k][1] != shape:
             raise UserError(f"{path}: weight {k!r} has shape {header[k][1]}, "
                             f"the model expects {shape}")
+    from .kernels import BACKENDS
+
+    for m in ghost.modules():
+        backend = getattr(m, "backend", None)
+        if backend is not None and not (isinstance(backend, str)
+                                        and (backend == "auto" or backend in BACKENDS)):
+            raise UserError(f"{path.parent / CONFIG_FILE}: unknown backend {backend!r:.40} "
+                            f"(known: auto, {', '.join(sorted(BACKENDS))})")
     try:
         return deserialize(spec)
     except UserError:

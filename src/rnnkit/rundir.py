@@ -3,6 +3,7 @@
 Layout while a run is alive (all beside ``OUT``, in its parent directory)::
 
     .OUT.lock          flock'ed by the live run: a second run into OUT exits 2 at once
+                       (removed when the run ends; a killed run's stale file is harmless)
     .OUT.run/          the run's work area
         run.json       the run's settings (flags), checked again by --resume
         model/         the staged model directory: checkpoints and final files go here
@@ -132,20 +133,32 @@ class TrainingRun:
             self._unlock()
 
     def _lock(self) -> None:
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o666)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        """flock ``.OUT.lock``; the file is removed again on release. After locking, the
+        path must still name the locked file (else a finishing run unlinked it meanwhile,
+        and the lock is taken again on the new file)."""
+        while True:
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise UserError(f"another training run is writing {self.out} (lock "
+                                f"{self.lock_path} is held); wait for it or choose another "
+                                "--out") from None
+            try:
+                same = os.stat(self.lock_path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                self._lock_fd = fd
+                return
             os.close(fd)
-            raise UserError(f"another training run is writing {self.out} (lock "
-                            f"{self.lock_path} is held); wait for it or choose another --out"
-                            ) from None
-        self._lock_fd = fd
 
     def _unlock(self) -> None:
         if self._lock_fd is not None:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
-            os.close(self._lock_fd)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.lock_path)
+            os.close(self._lock_fd)  # closing releases the flock
             self._lock_fd = None
 
     def _prepare(self) -> None:

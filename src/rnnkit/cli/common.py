@@ -94,6 +94,10 @@ def apply_config_file(parser: argparse.ArgumentParser, argv: list[str] | None) -
         raise UserError(f"config file not found: {path}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise UserError(f"{path}: not valid TOML ({str(e).splitlines()[0]})") from None
+    except RecursionError:
+        raise UserError(f"{path}: not valid TOML (nested too deeply)") from None
+    except OSError as e:
+        raise UserError(f"cannot read config file {path}: {e.strerror or e}") from None
     flat: dict[str, Any] = {}
     for k, v in data.items():
         if isinstance(v, dict):

@@ -177,6 +177,22 @@ def _read_series_csv(path: str | Path, date_col: str | None = "auto",
 
 # --------------------------------------------------------------------------- windows
 
+def _check_names(columns: Any, targets: Any, season: int, scaled: int) -> None:
+    """ValueError unless a saved forecaster's columns, targets and season fit together."""
+    if (not isinstance(columns, list) or not columns
+            or not all(isinstance(c, str) and c for c in columns)
+            or len(set(columns)) != len(columns)):
+        raise ValueError("columns must be distinct non-empty names")
+    if (not isinstance(targets, list) or not targets
+            or not all(isinstance(t, str) and t in columns for t in targets)
+            or len(set(targets)) != len(targets)):
+        raise ValueError("targets must be distinct names among the columns")
+    if season < 1:
+        raise ValueError(f"season must be positive, got {season}")
+    if scaled != len(columns):
+        raise ValueError(f"the scaler has {scaled} columns, the model {len(columns)}")
+
+
 class Scaler:
     """Per-column standardisation ``z = (y - mean) / std`` fitted on training rows only
     (a constant column gets ``std = 1``)."""
@@ -202,7 +218,16 @@ class Scaler:
 
     @classmethod
     def from_json(cls, d: dict) -> Scaler:
-        return cls(np.asarray(d["mean"]), np.asarray(d["std"]))
+        """Inverse of :meth:`to_json`; ValueError unless both are equal-length lists of
+        finite numbers with positive ``std``."""
+        mean, std = d["mean"], d["std"]
+        ok = all(isinstance(v, list) and v and all(
+            isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+            for x in v) for v in (mean, std))
+        if not ok or len(mean) != len(std) or min(std) <= 0:
+            raise ValueError("scaler mean/std must be equal-length lists of finite numbers "
+                             "(std > 0)")
+        return cls(np.asarray(mean, np.float64), np.asarray(std, np.float64))
 
 
 def make_windows(values: np.ndarray, lookback: int, horizon: int, stride: int = 1,
@@ -464,10 +489,12 @@ class Forecaster:
             spec = ForecastSpec.from_dict(cfg["forecast"])
             scaler = Scaler.from_json(cfg["scaler"])
             columns, targets, season = cfg["columns"], cfg["targets"], int(cfg["season"])
+            _check_names(columns, targets, season, len(scaler.mean))
             side = Path(model_dir) / "forecast.json"
             train = None
             if side.is_file():
-                tv = io.read_json(side, "forecast").get("train_targets")
+                fj = io.read_json(side, "forecast")
+                tv = fj.get("train_targets") if isinstance(fj, dict) else None
                 train = None if tv is None else np.asarray(tv, np.float64)
         except (KeyError, TypeError, ValueError, json.JSONDecodeError) as e:
             raise UserError(f"{model_dir}: not a forecast model ({type(e).__name__}: {e})"

@@ -204,6 +204,8 @@ class TextLM:
         if cfg.get("task") != TASK or not isinstance(model, LanguageModel):
             raise UserError(f"{model_dir} holds a {cfg.get('task')!r} model, not {TASK!r}")
         try:
+            if cfg["level"] not in ("char", "word"):
+                raise ValueError(f"level must be 'char' or 'word', got {cfg['level']!r:.20}")
             return cls(model, Vocabulary.from_json(cfg["vocabulary"]), cfg["level"],
                        int(cfg["seq_len"]))
         except (KeyError, ValueError, TypeError) as e:

@@ -386,6 +386,8 @@ class Translator:
             raise UserError(f"{model_dir} holds a {cfg.get('task')!r} model, not {TASK!r}")
         where = f"{Path(model_dir) / 'config.json'}"
         try:
+            if cfg["level"] not in ("char", "word"):
+                raise ValueError(f"level must be 'char' or 'word', got {cfg['level']!r:.20}")
             src = Vocabulary.from_json(cfg["source_vocabulary"])
             tgt = Vocabulary.from_json(cfg["target_vocabulary"])
             t = cls(model, src, tgt, cfg["level"], int(cfg["max_source_len"]),

@@ -497,6 +497,13 @@ class Tagger:
             vocab = Vocabulary.from_json(side["vocabulary"])
             spec = TaggerSpec.from_dict(cfg["tagger"])
             tags = list(cfg["tags"])
+            if (not tags or not all(isinstance(t, str) for t in tags)
+                    or len(set(tags)) != len(tags)):
+                raise ValueError("tags must be distinct strings")
+            base = side.get("baseline") or {} if isinstance(side, dict) else None
+            if not isinstance(base, dict) or not isinstance(base.get("words", {}), dict) \
+                    or not isinstance(base.get("default", "O"), str):
+                raise ValueError("tags.json must be an object with a baseline object")
         except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as e:
             raise UserError(f"{model_dir}: not a tagger model ({type(e).__name__}: {e})"
                             ) from None
