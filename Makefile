@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.rnnkit-installed
 EXTRAS ?= test,ko,subword,tasks
 
-.PHONY: venv test demo bench lint clean
+.PHONY: venv test demo bench accuracy lint clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,9 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m pip install -q -c constraints.txt -e ".[bench]"
 	$(PY) benchmarks/run_all.py
+
+accuracy: $(STAMP)
+	$(PY) benchmarks/accuracy.py
 
 lint: $(STAMP)
 	$(PY) -m ruff check src tests benchmarks examples

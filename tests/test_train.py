@@ -361,3 +361,35 @@ def test_compiled_update_equals_torch_ops(name, dtype):
     assert not torch.equal(p1, torch.nn.Parameter(torch.randn(300, 7, dtype=dtype,
                                                               generator=torch.Generator()
                                                               .manual_seed(1))))
+
+
+class _LogitsNet(nn.Module):
+    """Two-class scores without a softmax (as SeriesClassifierModel returns)."""
+
+    def __init__(self, declare: bool) -> None:
+        super().__init__()
+        self.lin = nn.Linear(1, 2)
+        if declare:
+            self.outputs = "logits"
+
+    def forward(self, x):
+        return self.lin(x)
+
+
+def test_string_loss_on_logits_is_refused_or_exact():
+    """The trap of issue 15: a logits model with a string cross-entropy trained silently wrong
+    (the logits were clipped to [1e-7, 1]). Undeclared: a clear error; declared: the exact
+    cross-entropy from logits, equal to torch's, and the metrics see probabilities."""
+    torch.manual_seed(0)
+    x = torch.randn(64, 1) * 3
+    y = (x[:, 0] > 0).long()
+    with pytest.raises(ValueError, match="returns logits"):
+        fit(_LogitsNet(False), x, y, loss="sparse_categorical_crossentropy", epochs=1,
+            verbose=0)
+    m = _LogitsNet(True)
+    res = evaluate(m, x, y, loss="sparse_categorical_crossentropy")
+    want = nn.functional.cross_entropy(m(x), y).item()
+    assert res["loss"] == pytest.approx(want, rel=1e-6)
+    h = fit(m, x, y, loss="sparse_categorical_crossentropy", epochs=30, lr=0.05,
+            optimizer="adam", verbose=0, seed=0)
+    assert h.history["accuracy"][-1] > 0.9

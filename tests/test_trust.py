@@ -563,12 +563,18 @@ def task_models(tmp_path_factory, model) -> dict[str, tuple[Path, list[str]]]:
         "siamese": ["train", "siamese", "--file", str(pairs), "--units", "4",
                     "--embed-dim", "4"],
     }
+    ts = root / "s.ts"
+    ts.write_text("@problemName s\n@univariate true\n@classLabel true up down\n@data\n" +
+                  "".join(f"{','.join(str(i * k) for i in range(9))}:{'up' if k > 0 else 'down'}\n"
+                          for k in (-2, -1, 1, 2, -3, 3)))
+    train["series"] = ["train", "series", "--train", str(ts), "--units", "2", "--filters", "2"]
     out = {"text": (model, ["predict", "{d}", "free prize"])}
     use = {"tagger": ["tag", "{d}", "the dog runs"],
            "forecast": ["forecast", "{d}", "--file", str(FIX / "daily_visitors.csv")],
            "seq2seq": ["translate", "{d}", "I see the cat."],
            "lm": ["generate", "{d}", "--length", "5"],
-           "siamese": ["match", "{d}", "cat", "--against", str(pairs)]}
+           "siamese": ["match", "{d}", "cat", "--against", str(pairs)],
+           "series": ["classify", "{d}", "--file", str(ts)]}
     for task, argv in train.items():
         d = root / task
         assert main([*argv, "--epochs", "1", "--quiet", "--out", str(d)]) == 0, task

@@ -47,10 +47,12 @@ _MAX_HINTS = ("acc", "auc", "precision", "recall", "f1", "bleu")
 
 
 class Callback:
-    """Base class: override the hooks you need. ``self.model`` is the model being trained."""
+    """Base class: override the hooks you need. ``self.model`` is the model being trained,
+    ``self.optimizer`` its optimizer (both set by ``fit``)."""
 
     def __init__(self) -> None:
         self.model: nn.Module | None = None
+        self.optimizer: torch.optim.Optimizer | None = None
         self.params: dict[str, Any] = {}
         self.stop_training = False
 
@@ -300,6 +302,31 @@ class ModelCheckpoint(Callback):
         if self.verbose:
             print(f"Epoch {epoch + 1}: {self.monitor}={value:.4f}, saved to {self.model_dir}",
                   file=sys.stderr)
+
+
+class LearningRateScheduler(Callback):
+    """Set the learning rate at the start of every epoch: ``lr = schedule(epoch, lr)`` (Keras
+    semantics; ``fit`` gives each callback its ``optimizer``). :func:`cosine_schedule` is
+    the usual decay."""
+
+    def __init__(self, schedule: Callable[[int, float], float]) -> None:
+        super().__init__()
+        self.schedule = schedule
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        opt = getattr(self, "optimizer", None)
+        if opt is None:
+            raise ValueError("LearningRateScheduler needs the optimizer (use it with fit)")
+        for group in opt.param_groups:
+            group["lr"] = float(self.schedule(epoch, group["lr"]))
+
+
+def cosine_schedule(lr: float, epochs: int, final: float = 0.01) -> Callable[[int, float], float]:
+    """``lr_e = lr (final + (1 - final) (1 + cos(pi e / epochs)) / 2)``: from ``lr`` at epoch 0
+    down to ``final * lr`` at the last epoch."""
+    def schedule(epoch: int, _: float) -> float:
+        return lr * (final + (1 - final) * 0.5 * (1 + math.cos(math.pi * epoch / max(epochs, 1))))
+    return schedule
 
 
 class TerminateOnNaN(Callback):

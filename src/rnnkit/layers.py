@@ -175,6 +175,8 @@ class Dropout(nn.Module):
 
     def __init__(self, rate: float):
         super().__init__()
+        if not 0.0 <= rate < 1.0:
+            raise ValueError(f"dropout rate must be in [0, 1), got {rate}")
         self.rate = rate
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:

@@ -31,8 +31,11 @@ Losses (``loss=``)
     model is a ``Dense``, a ``Sequential`` ending in one, or has an ``output_layer``
     attribute holding the Dense that produced its output -- the loss is computed from that
     layer's logits (``log-sigmoid`` / ``log-softmax``: exact and stable, as Keras does on
-    TensorFlow). Otherwise probabilities are clipped to ``[1e-7, 1 - 1e-7]`` before the
-    log (Keras). The same function is used in training and in :func:`evaluate`, so the
+    TensorFlow). A model whose class declares ``outputs = "logits"`` returns logits: the
+    cross-entropies take them as such, and the metrics see the sigmoid / softmax of them.
+    Otherwise probabilities are clipped to ``[1e-7, 1 - 1e-7]`` before the log (Keras); an
+    output outside ``[0, 1]`` is refused with an error naming the fix, never clipped
+    silently. The same function is used in training and in :func:`evaluate`, so the
     reported train and validation losses agree for identical weights (no dropout).
     Binary targets of shape ``(batch,)`` are matched to outputs ``(batch, 1)``.
 
@@ -373,6 +376,10 @@ class _Objective:
             raise TypeError(f"loss must be a name or a callable, got {loss!r}")
         self.head = None
         act = _LOGIT_ACT.get(self.name)
+        #: the model says it returns logits (class attribute ``outputs = "logits"``): the
+        #: cross-entropies take them as logits, the metrics see probabilities
+        self.from_logits = act is not None and getattr(model, "outputs", None) == "logits"
+        self.act = act
         head = _output_dense(model)
         if act is not None and head is not None and head.activation == act:
             self.head = head
@@ -392,13 +399,29 @@ class _Objective:
             self._hook.remove()
         self._inp = self._out = None
 
+    def probabilities(self, outputs: Any) -> Any:
+        """What the metrics see: probabilities (``outputs`` unless the model returns logits)."""
+        if not self.from_logits or not isinstance(outputs, Tensor):
+            return outputs
+        return torch.sigmoid(outputs) if self.act == "sigmoid" else torch.softmax(outputs, -1)
+
     def __call__(self, outputs: Any, targets: Any) -> Tensor:
         if self.name == "custom":
             return self.fn(outputs, targets)
         out = _check_tensor(outputs, self.name)
         logits = None
-        if self.head is not None and self._out is not None and self._out is out:
+        if self.from_logits:
+            logits, out = out, self.probabilities(out)
+        elif self.head is not None and self._out is not None and self._out is out:
             logits = self.head.logits(self._inp)
+        elif self.act is not None and out.numel():
+            lo, hi = (float(v) for v in torch.aminmax(out.detach()))
+            if lo < 0.0 or hi > 1.0:
+                raise ValueError(
+                    f"loss {self.name!r} needs probabilities, but the model's outputs lie in "
+                    f"[{lo:.3g}, {hi:.3g}]: it returns logits. Declare it (class attribute "
+                    "outputs = 'logits') so the loss applies the "
+                    f"{self.act} itself, or end the model with a {self.act} Dense")
         loss = self.fn(out, targets, logits)
         self._inp = self._out = None
         return loss
@@ -583,8 +606,9 @@ def _run_eval(model: nn.Module, batches: Iterable, objective: _Objective,
                 n = _batch_size_of(inputs)
                 outputs = _call(model, inputs)
                 means["loss"].add(float(objective(outputs, targets)), n)
+                probs = objective.probabilities(outputs)
                 for k, fn in metric_fns.items():
-                    means[k].add(float(fn(outputs, targets)), n)
+                    means[k].add(float(fn(probs, targets)), n)
     finally:
         model.train(was)
     if means["loss"].count == 0:
@@ -811,6 +835,7 @@ def fit(model: nn.Module, x: Any = None, y: Any = None, *,
     for c in cbs:
         c.set_model(model)
         c.set_params(params)
+        c.optimizer = opt
         c.stop_training = False
     history.params = params
 
@@ -856,7 +881,8 @@ def fit(model: nn.Module, x: Any = None, y: Any = None, *,
                             opt.step()
                             loss_value = float(batch_loss.detach())
                         n_batches += 1
-                        _batch_done(b, loss_value, outputs, targets, n, cbs, means, metric_fns)
+                        _batch_done(b, loss_value, objective.probabilities(outputs), targets,
+                                    n, cbs, means, metric_fns)
                         if stop():
                             break
             if n_batches == 0:

@@ -8,7 +8,9 @@ how ``evaluate``/``predict`` handle a model directory saved by that task.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -17,7 +19,7 @@ from ..errors import UserError
 from .common import add_model_args, apply_config_file, check_flag_bounds, classifier_spec
 
 #: task modules, in the order their commands appear in ``--help``
-TASK_MODULES = ["imdb", "text", "tagger", "forecast", "seq2seq", "lm", "siamese"]
+TASK_MODULES = ["imdb", "text", "tagger", "forecast", "series", "seq2seq", "lm", "siamese"]
 
 #: task name -> {"evaluate": fn(args), "predict": fn(args)}; filled by ``register``
 TASKS: dict[str, dict[str, Callable[[argparse.Namespace], int | None]]] = {}
@@ -140,6 +142,10 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"rnnkit: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `rnnkit predict ... | head`: the reader left, stop quietly
+        with contextlib.suppress(OSError):
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - lives until exit
+        return 0
     except OSError as e:  # disk full, permissions, a path that vanished: not a bug
         print(f"rnnkit: error: {e.strerror or e}{f': {e.filename}' if e.filename else ''}",
               file=sys.stderr)

@@ -568,8 +568,11 @@ class SeriesClassifierModel(nn.Module):
     """Masked RNN over padded multivariate series -> class logits.
 
     ``forward(x, lengths)``: ``x`` ``(batch, time, features)`` padded at the end, ``lengths``
-    the real steps; returns logits ``(batch, classes)`` from the last *real* step's state.
+    the real steps; returns logits ``(batch, classes)`` from the last *real* step's state
+    (``outputs = "logits"``: ``fit``'s cross-entropies apply the softmax themselves).
     """
+
+    outputs = "logits"
 
     def __init__(self, features: int, classes: int, units: int = 32, cell: str = "gru"):
         super().__init__()

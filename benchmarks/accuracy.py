@@ -1,0 +1,105 @@
+"""Accuracy suite: rnnkit's defaults on real data against baselines and published figures.
+
+    make accuracy                       # every row whose data is present
+    python benchmarks/accuracy.py --only series --json out.json
+
+Each row runs the CLI as a user would (the task's default flags, the data's own split,
+``--seed 42``), reads its ``--json`` result and prints it beside the baseline computed on
+the same split and the target of the issue that set it. Data comes from ``--data-dir``,
+``RNNKIT_DATA_DIR`` or ``../shared/data``; a row whose files are absent is skipped with the
+reason. The figures in docs/results.md are this script's output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _data_dir(arg: str | None) -> Path:
+    if arg:
+        return Path(arg)
+    env = os.environ.get("RNNKIT_DATA_DIR")
+    return Path(env) if env else ROOT.parent / "shared" / "data"
+
+
+def _run(argv: list[str]) -> dict[str, Any]:
+    """``rnnkit argv --json`` in-process; its last stdout line as JSON."""
+    from rnnkit.cli import main
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        rc = main(argv)
+    if rc != 0:
+        raise RuntimeError(f"rnnkit {' '.join(argv)} exited {rc}")
+    return json.loads(buf.getvalue().strip().splitlines()[-1])
+
+
+def series_row(data: Path, name: str, target: str, check: Callable[[dict], bool]
+               ) -> dict[str, Any]:
+    tr, te = data / "series" / f"{name}_TRAIN.ts", data / "series" / f"{name}_TEST.ts"
+    if not (tr.is_file() and te.is_file()):
+        return {"row": f"series {name}", "skipped": f"{tr} or {te} not found"}
+    with tempfile.TemporaryDirectory() as d:
+        t0 = time.perf_counter()
+        res = _run(["train", "series", "--train", str(tr), "--test", str(te), "--seed", "42",
+                    "--out", str(Path(d) / "m"), "--quiet", "--json"])
+        secs = time.perf_counter() - t0
+    t = res["test"]
+    return {"row": f"series {name}", "split": "archive TRAIN/TEST", "n_test": t["n"],
+            "accuracy": round(t["accuracy"], 4), "macro_f1": round(t["macro"]["f1"], 4),
+            "baseline_1nn": round(t["baseline_1nn_accuracy"], 4), "target": target,
+            "met": bool(check(t)), "seconds": round(secs, 1)}
+
+
+ROWS: dict[str, Callable[[Path], list[dict[str, Any]]]] = {
+    "series": lambda d: [
+        series_row(d, "BasicMotions", "accuracy >= 0.97", lambda t: t["accuracy"] >= 0.97),
+        series_row(d, "GunPoint", "accuracy >= 0.95", lambda t: t["accuracy"] >= 0.95),
+        series_row(d, "PickupGestureWiimoteZ", "accuracy >= 1-NN + 0.05",
+                   lambda t: t["accuracy"] >= t["baseline_1nn_accuracy"] + 0.05),
+    ],
+}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data-dir")
+    ap.add_argument("--only", choices=sorted(ROWS), action="append",
+                    help="run only these groups (repeatable)")
+    ap.add_argument("--json", help="also write the rows to this JSON file")
+    args = ap.parse_args()
+    data = _data_dir(args.data_dir)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                            capture_output=True, text=True).stdout.strip() or "unknown"
+    rows: list[dict[str, Any]] = []
+    for group in args.only or sorted(ROWS):
+        for row in ROWS[group](data):
+            rows.append(row)
+            if "skipped" in row:
+                print(f"{row['row']:32} skipped: {row['skipped']}", flush=True)
+            else:
+                print(f"{row['row']:32} acc {row['accuracy']:.4f}  macro-F1 "
+                      f"{row['macro_f1']:.4f}  1-NN {row['baseline_1nn']:.4f}  target "
+                      f"{row['target']}: {'met' if row['met'] else 'NOT met'}  "
+                      f"({row['seconds']:.0f} s)", flush=True)
+    print(f"commit {commit}, seed 42, {sys.executable}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"commit": commit, "rows": rows}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
