@@ -41,8 +41,8 @@ def test_read_csv():
     ("date,y\n2020-01-01,1\n2020-01-02,abc\n", r"bad\.csv:3: column 'y': 'abc' is not a number"),
     ("date,y\n2020-01-01,1\n2020-01-02,\n", r"bad\.csv:3: column 'y' is empty"),
     ("date,y\n2020-01-01,1,2\n", r"bad\.csv:2: 3 fields, the header has 2"),
-    ("date,y\n2020-01-02,1\n2020-01-01,2\n", r"bad\.csv:3: dates must increase strictly"),
-    ("date,y\n01/02/2020,1\n", r"bad\.csv:2: column 'date': '01/02/2020' is not an ISO date"),
+    ("date,y\n2020-01-02,1\n2020-01-01,2\n", r"bad\.csv:3: time stamps must increase strictly"),
+    ("date,y\n01/02/2020,1\n", r"bad\.csv:2: '01/02/2020' is not a time stamp I can read"),
     ("date,y\n", r"bad\.csv: no data rows"),
 ])
 def test_csv_errors_name_file_and_line(tmp_path, text, msg):

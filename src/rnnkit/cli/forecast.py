@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ from ..io import atomic_write_json, file_record
 from ..plots import plot_history
 from ..rundir import check_output_file
 from ..tasks.forecast import Forecaster, ForecastSpec, plot_forecast, read_series_csv
+from ..tasks.timeindex import future
 from .common import add_training_args, check_positive, print_json, read_model_json
 
 DATA_JSON = "data.json"
@@ -67,6 +67,8 @@ def register(sub: argparse._SubParsersAction, train_sub: argparse._SubParsersAct
     f.add_argument("model_dir")
     f.add_argument("--file", required=True, help="CSV with the model's columns")
     f.add_argument("--horizon", type=int, default=None, help="steps (default: trained horizon)")
+    f.add_argument("--date-col", default=None,
+                   help="time column (default: the one used in training; 'none' for none)")
     f.add_argument("--plot", help="write a PNG of the history tail and the forecast")
     f.add_argument("--json", action="store_true", help="print one JSON object last")
     f.set_defaults(func=forecast_cmd)
@@ -196,17 +198,6 @@ def evaluate_cmd(args: argparse.Namespace) -> int:
     return 0
 
 
-def _future_dates(dates: list[str] | None, n: int) -> list[str] | None:
-    if not dates or len(dates) < 2:
-        return None
-    ds = [datetime.fromisoformat(d) for d in dates[-30:]]
-    gaps = sorted(b - a for a, b in zip(ds, ds[1:], strict=False))
-    gap = gaps[len(gaps) // 2]
-    date_only = all(len(d) == 10 for d in dates[-30:])
-    out = [ds[-1] + gap * (k + 1) for k in range(n)]
-    return [d.date().isoformat() if date_only else d.isoformat() for d in out]
-
-
 def forecast_cmd(args: argparse.Namespace) -> int:
     fc, _ = Forecaster.load(args.model_dir)
     data = read_model_json(args.model_dir, DATA_JSON)
@@ -215,9 +206,12 @@ def forecast_cmd(args: argparse.Namespace) -> int:
     check_output_file(getattr(args, "plot", None), "--plot")
     horizon = getattr(args, "horizon", None) or fc.spec.horizon
     check_positive(horizon=horizon)
-    series = read_series_csv(args.file, data.get("date_col", "auto"), fc.columns)
+    date_col = args.date_col if args.date_col is not None else data.get("date_col", "auto")
+    if isinstance(date_col, str) and date_col.lower() == "none":
+        date_col = None
+    series = read_series_csv(args.file, date_col, fc.columns)
     pred = fc.forecast(series.values, horizon)
-    dates = _future_dates(series.dates, horizon)
+    dates = future(series.time_index, horizon) if series.time_index is not None else None
     rows = []
     for k in range(horizon):
         row: dict[str, Any] = {"step": k + 1}

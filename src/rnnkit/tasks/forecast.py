@@ -37,7 +37,6 @@ import json
 import math
 import time
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -51,6 +50,8 @@ from ..layers import Dense
 from ..metrics import mae, mase, rmse
 from ..recurrent import GRU, LSTM, SimpleRNN, lengths_to_mask
 from .spec import Spec
+from .timeindex import TimeIndex, kind_of
+from .timeindex import parse as parse_stamps
 
 if TYPE_CHECKING:
     from ..backup import Backup
@@ -62,7 +63,8 @@ __all__ = [
 ]
 
 RNN_LAYERS = {"simple": SimpleRNN, "lstm": LSTM, "gru": GRU}
-DATE_NAMES = ("date", "time", "timestamp", "datetime", "ds", "day", "month")
+DATE_NAMES = ("date", "time", "timestamp", "datetime", "datetime_gmt", "ds", "day", "week",
+              "month", "quarter", "year", "period")
 
 
 # --------------------------------------------------------------------------- reading
@@ -75,6 +77,7 @@ class Series:
     columns: list[str]
     dates: list[str] | None = None
     path: str = ""
+    time_index: TimeIndex | None = None
 
     def select(self, columns: list[str]) -> np.ndarray:
         idx = [self.columns.index(c) for c in columns]
@@ -115,11 +118,23 @@ def _read_series_csv(path: str | Path, date_col: str | None = "auto",
         header = [h.strip() for h in next(reader)]
     except StopIteration:
         raise UserError(f"{path}: empty file") from None
+    rows_text = list(reader)
+    unnamed = bool(header) and header[0] == ""  # a pandas index column: ",Sales" headers
+    if unnamed:
+        header[0] = "index"
     if len(set(header)) != len(header) or any(not h for h in header):
         raise UserError(f"{path}:1: the header needs distinct, non-empty column names "
                         f"(got {header})")
     if date_col == "auto":
         date_col = next((h for h in header if h.lower() in DATE_NAMES), None)
+        if date_col is None and unnamed:
+            first = next((r[0] for r in rows_text if r and r[0].strip()), "")
+            kind = kind_of(first)
+            if kind not in (None, "index"):  # years, months, dates: the time axis
+                date_col = "index"
+    if value_cols is None and unnamed and date_col != "index":
+        header_values = [h for h in header if h not in ("index", date_col)]
+        value_cols = header_values  # the unnamed 0, 1, 2 ... index is not a value
     elif date_col is not None and date_col not in header:
         raise UserError(f"{path}: no date column {date_col!r} (columns: {', '.join(header)})")
     if value_cols is None:
@@ -133,9 +148,8 @@ def _read_series_csv(path: str | Path, date_col: str | None = "auto",
     didx = header.index(date_col) if date_col else None
     rows: list[list[float]] = []
     dates: list[str] = []
-    prev: datetime | None = None
-    for row in reader:
-        n = reader.line_num
+    stamp_lines: list[int] = []
+    for n, row in enumerate(rows_text, 2):
         if not row or all(not c.strip() for c in row):
             continue
         if len(row) != len(header):
@@ -157,22 +171,14 @@ def _read_series_csv(path: str | Path, date_col: str | None = "auto",
                                 f"> {MAX_VALUE:g} overflows the statistics); rescale the column")
             vals.append(v)
         if didx is not None:
-            cell = row[didx].strip()
-            try:
-                d = datetime.fromisoformat(cell)
-            except ValueError:
-                raise UserError(f"{path}:{n}: column {date_col!r}: {cell!r} is not an ISO "
-                                "date (YYYY-MM-DD[ HH:MM[:SS]])") from None
-            if prev is not None and d <= prev:
-                raise UserError(f"{path}:{n}: dates must increase strictly ({cell} follows "
-                                f"{prev.isoformat()})")
-            prev = d
-            dates.append(cell)
+            dates.append(row[didx].strip())
+            stamp_lines.append(n)
         rows.append(vals)
     if not rows:
         raise UserError(f"{path}: no data rows")
+    tindex = parse_stamps(dates, str(path), stamp_lines) if didx is not None else None
     return Series(np.asarray(rows, dtype=np.float64), list(value_cols),
-                  dates if didx is not None else None, str(path))
+                  dates if didx is not None else None, str(path), tindex)
 
 
 # --------------------------------------------------------------------------- windows
