@@ -28,11 +28,12 @@ def model(tmp_path_factory):
 def test_train_forecast_evaluate(model, capsys):
     argv = ["train", "forecast", "--file", str(CSV), "--value-cols", "visitors,temperature",
             "--target", "visitors", "--lookback", "14", "--horizon", "7", "--units", "8",
-            "--epochs", "2", "--out", str(model), "--quiet", "--json"]
+            "--epochs", "2", "--out", str(model), "--quiet", "--json", "--no-refit"]
     assert main(argv) == 0
     res = _last_json(capsys.readouterr().out)
     assert res["season"] == 7 and res["epochs"] == 2 and res["origins"] > 5
-    assert set(res["metrics"]) == {"model", "naive", "seasonal_naive"}
+    assert set(res["metrics"]) == {"model", "naive", "seasonal_naive", "drift"}
+    assert res["origins"] >= 10 and all("smape" in m for m in res["metrics"].values())
     for f in ("weights.safetensors", "config.json", "data.json", "forecast.json",
               "forecast.png", "history.json", "history.png"):
         assert (model / f).is_file(), f
@@ -67,3 +68,21 @@ def test_series_too_short(tmp_path, capsys):
     assert main(["train", "forecast", "--file", str(short), "--out", str(tmp_path / "m"),
                  "--quiet"]) == 2
     assert "lookback" in capsys.readouterr().err
+
+
+def test_refit_on_the_whole_history(tmp_path, capsys):
+    """By default the saved model is retrained on every row for the selected epochs; the
+    reported walk-forward figures are the held-out model's (the same as with --no-refit)."""
+    runs = {}
+    for name, extra in (("refit", []), ("held", ["--no-refit"])):
+        out = tmp_path / name
+        assert main(["train", "forecast", "--file", str(CSV), "--value-cols", "visitors",
+                     "--lookback", "14", "--horizon", "7", "--units", "8", "--epochs", "3",
+                     "--out", str(out), "--quiet", "--json", *extra]) == 0
+        runs[name] = _last_json(capsys.readouterr().out)
+    assert runs["refit"]["metrics"] == runs["held"]["metrics"]
+    assert runs["refit"]["refit"]["rows"] == 420 and runs["held"]["refit"] is None
+    cfg = json.loads((tmp_path / "refit" / "config.json").read_text())
+    assert cfg["refit"]["epochs"] == runs["refit"]["refit"]["epochs"]
+    assert main(["evaluate", str(tmp_path / "refit"), "--file", str(CSV)]) == 0
+    assert "in-sample" in capsys.readouterr().err

@@ -166,3 +166,12 @@ def test_masked_series_classification():
         optimizer="adam", lr=2e-2, epochs=6, batch_size=16, seed=0, verbose=0)
     res = evaluate(model, (x[120:], lengths[120:]), y[120:], loss=ce, metrics={"acc": acc})
     assert res["acc"] > 0.9
+
+
+def test_drift_and_smape_by_hand():
+    from rnnkit.metrics import smape
+    from rnnkit.tasks.forecast import drift_forecast
+
+    h = np.array([[1.0], [3.0], [5.0]])
+    np.testing.assert_allclose(drift_forecast(h, 2)[:, 0], [7.0, 9.0])
+    assert smape([1.0, 0.0], [3.0, 0.0]) == pytest.approx(100 * (2 * 2 / 4 + 0) / 2)

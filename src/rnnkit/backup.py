@@ -93,6 +93,7 @@ class Backup:
     def __init__(self, directory: str | os.PathLike) -> None:
         self.directory = Path(directory)
         self.path = self.directory / STATE_FILE
+        self.stopped = False
 
     def exists(self) -> bool:
         return self.path.is_file()
@@ -104,13 +105,15 @@ class Backup:
         return int(self._read_meta()["epoch"])
 
     def save(self, epochs_done: int, model: nn.Module, opt: torch.optim.Optimizer,
-             generator: torch.Generator, data: Any, callbacks: Sequence[Any]) -> None:
-        """Write the state after ``epochs_done`` finished epochs (atomically)."""
+             generator: torch.Generator, data: Any, callbacks: Sequence[Any],
+             stopped: bool = False) -> None:
+        """Write the state after ``epochs_done`` finished epochs (atomically); ``stopped``:
+        a callback ended training there (early stopping), so a resumed run trains no more."""
         from safetensors.torch import save as st_save
 
         tensors: dict[str, torch.Tensor] = {}
         state = {
-            "format": _FORMAT, "epoch": epochs_done,
+            "format": _FORMAT, "epoch": epochs_done, "stopped": bool(stopped),
             "model": _split("model", dict(model.state_dict()), tensors),
             "optimizer": _split("optimizer", _optimizer_state(opt), tensors),
             "rng": {"torch": _split("rng/torch", torch.get_rng_state(), tensors),
@@ -142,7 +145,9 @@ class Backup:
     def restore(self, model: nn.Module, opt: torch.optim.Optimizer, generator: torch.Generator,
                 data: Any, callbacks: Sequence[Any]) -> int:
         """Load the saved state into the live objects; returns the finished epochs (0 and
-        nothing changed when there is no backup)."""
+        nothing changed when there is no backup). ``self.stopped`` tells whether training
+        had been stopped by a callback after them."""
+        self.stopped = False
         if not self.exists():
             return 0
         from safetensors.torch import load as st_load
@@ -168,6 +173,7 @@ class Backup:
         except (KeyError, TypeError, ValueError, RuntimeError) as e:
             raise UserError(f"{self.path}: the training backup does not match this run "
                             f"({type(e).__name__}: {str(e).splitlines()[0][:160]})") from None
+        self.stopped = bool(state.get("stopped", False))
         return int(state["epoch"])
 
 

@@ -230,6 +230,17 @@ def rmse(y_true: Any, y_pred: Any) -> float:
     return float(np.sqrt(np.mean((t - p) ** 2)))
 
 
+def smape(y_true: Any, y_pred: Any) -> float:
+    """Symmetric MAPE in percent, as in the M competitions:
+    ``100 mean(2 |f - a| / (|a| + |f|))``, a term with ``a = f = 0`` counting as 0."""
+    t, p = _as_float_array(y_true), _as_float_array(y_pred)
+    if t.shape != p.shape:
+        raise ValueError(f"shapes differ: {t.shape} vs {p.shape}")
+    den = np.abs(t) + np.abs(p)
+    terms = np.divide(2 * np.abs(p - t), den, out=np.zeros_like(den), where=den > 0)
+    return float(100 * np.mean(terms))
+
+
 def mase(y_true: Any, y_pred: Any, y_train: Any, season: int = 1) -> float:
     """Mean absolute scaled error: MAE over the in-sample MAE of the seasonal-naive forecast
     ``z_t = z_{t-season}`` on the training series (per column for 2-D series, then averaged).

@@ -847,6 +847,8 @@ def fit(model: nn.Module, x: Any = None, y: Any = None, *,
     for c in cbs:
         c.on_train_begin({})
     start = backup.restore(model, opt, gen, train_batches, cbs) if backup is not None else 0
+    if backup is not None and backup.stopped:
+        start = epochs  # the interrupted run had already stopped early: nothing to train
     diverged: tuple[int, float] | None = None
     try:
         for epoch in range(start, epochs):
@@ -899,7 +901,7 @@ def fit(model: nn.Module, x: Any = None, y: Any = None, *,
             if diverged:
                 break
             if backup is not None:
-                backup.save(epoch + 1, model, opt, gen, train_batches, cbs)
+                backup.save(epoch + 1, model, opt, gen, train_batches, cbs, stopped=stop())
             if stop():
                 break
     finally:

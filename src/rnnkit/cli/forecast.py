@@ -5,9 +5,14 @@
 
 The series is split by time: the first part trains (and fits the scaler), the next
 ``--val-fraction`` validates (early stopping), the last ``--test-fraction`` is the test part,
-evaluated walk-forward (an origin every ``--step`` steps, default the horizon) beside the naive
-and seasonal-naive baselines (MAE, RMSE, MASE); ``forecast.png`` shows forecasts vs actuals.
+evaluated walk-forward (an origin every ``--step`` steps, default the horizon shortened to
+give at least 10 origins) beside the naive, seasonal-naive and drift baselines (MAE, RMSE,
+MASE, sMAPE); ``forecast.png`` shows forecasts vs actuals. Time stamps may be ISO dates or
+datetimes (with offsets), ``YYYY-MM``, ``YYYY Qn``, ``YYYY`` or an integer index.
 ``--season auto`` guesses the season from the autocorrelation of the training part.
+The walk-forward figures are those of the model trained without the test part; then (unless
+``--no-refit``) a model is retrained on the whole history for the selected number of epochs,
+and that is the model saved for ``rnnkit forecast``.
 ``rnnkit forecast`` forecasts the steps after the end of ``--file`` (longer than the trained
 horizon: recursively, when every input column is a target).
 """
@@ -23,11 +28,12 @@ from typing import Any
 import numpy as np
 
 from ..errors import UserError
-from ..io import atomic_write_json, file_record
+from ..io import atomic_write_json, file_record, same_file
 from ..plots import plot_history
 from ..rundir import check_output_file
 from ..tasks.forecast import Forecaster, ForecastSpec, plot_forecast, read_series_csv
 from ..tasks.timeindex import future
+from ..train import seed_everything
 from .common import add_training_args, check_positive, print_json, read_model_json
 
 DATA_JSON = "data.json"
@@ -47,7 +53,8 @@ def register(sub: argparse._SubParsersAction, train_sub: argparse._SubParsersAct
     d.add_argument("--val-fraction", type=float, default=0.1)
     d.add_argument("--test-fraction", type=float, default=0.2)
     d.add_argument("--step", type=int, default=None,
-                   help="walk-forward step between forecast origins (default: the horizon)")
+                   help="walk-forward step between forecast origins (default: the horizon, "
+                        "shortened to give at least 10 origins when the test part allows)")
     d.add_argument("--season", default="auto", help="season length for the seasonal-naive "
                    "baseline and the MASE scale, or 'auto'")
     m = p.add_argument_group("model")
@@ -60,6 +67,10 @@ def register(sub: argparse._SubParsersAction, train_sub: argparse._SubParsersAct
     m.add_argument("--stride", type=int, default=1, help="step between training windows")
     m.add_argument("--absolute", action="store_true",
                    help="feed absolute scaled values (default: relative to the last value)")
+    m.add_argument("--no-refit", dest="refit", action="store_false",
+                   help="save the model trained without the validation and test parts "
+                        "(default: after the walk-forward evaluation, retrain on the whole "
+                        "history for the selected number of epochs and save that)")
     add_training_args(p, optimizer="adam", lr=1e-2, batch_size=32, epochs=30, patience=5)
     p.set_defaults(func=train, out_default="models/forecast")
 
@@ -104,10 +115,11 @@ def _rounded(metrics: dict[str, dict[str, float | None]]) -> dict[str, Any]:
 
 
 def _table(metrics: dict[str, dict[str, float | None]]) -> str:
-    lines = [f"{'method':16} {'MAE':>10} {'RMSE':>10} {'MASE':>8}"]
+    lines = [f"{'method':16} {'MAE':>10} {'RMSE':>10} {'MASE':>8} {'sMAPE %':>8}"]
     for name, d in metrics.items():
         mase = "n/a" if d["mase"] is None else f"{d['mase']:.3f}"
-        lines.append(f"{name:16} {d['mae']:10.4g} {d['rmse']:10.4g} {mase:>8}")
+        lines.append(f"{name:16} {d['mae']:10.4g} {d['rmse']:10.4g} {mase:>8} "
+                     f"{d['smape']:8.2f}")
     return "\n".join(lines)
 
 
@@ -134,6 +146,7 @@ def train(args: argparse.Namespace) -> int:
     say(f"forecast: {len(v)} rows of {', '.join(series.columns)}: train {val_start}, "
         f"validation {test_start - val_start}, test {len(v) - test_start}")
 
+    seed_everything(args.seed)  # the initial weights too, so a run is reproducible
     fc = Forecaster.create(spec, v[:val_start], series.columns, targets, season)
     say(f"season {fc.season}{' (detected)' if season is None else ''}")
     history = fc.fit(v[:val_start], v[:test_start], val_start=val_start,
@@ -153,6 +166,18 @@ def train(args: argparse.Namespace) -> int:
                   name=f"{Path(args.file).name} ({fc.targets[0]})")
     metrics = _rounded(res["metrics"])
     _warn_if_exploded(res["metrics"])
+    refit = None
+    if args.refit:
+        # model selection is done: the chosen number of epochs, retrained on every row
+        chosen = history.best("val_loss")[0] + 1 if "val_loss" in history.history else \
+            len(history.epoch)
+        say(f"refit on all {len(v)} rows for {chosen} epochs (the selected model's count)")
+        seed_everything(args.seed)
+        full = Forecaster.create(spec, v, series.columns, targets, fc.season)
+        full.fit(v, None, optimizer=args.optimizer, lr=args.lr, batch_size=args.batch_size,
+                 epochs=chosen, patience=0, seed=args.seed, verbose=0 if args.quiet else 1)
+        refit = {"epochs": chosen, "rows": len(v)}
+        full.save(out, extra={"refit": refit})
     say(f"walk-forward on the test part: {len(res['origins'])} origins, horizon "
         f"{res['horizon']}, step {res['step']}")
     say(_table(res["metrics"]))
@@ -161,7 +186,7 @@ def train(args: argparse.Namespace) -> int:
     if args.json:
         print_json({"metrics": metrics, "season": fc.season, "origins": len(res["origins"]),
                     "epochs": len(history.epoch), "train_seconds": round(fc.train_seconds, 1),
-                    "model_dir": args.final_out})
+                    "refit": refit, "model_dir": args.final_out})
     return 0
 
 
@@ -179,11 +204,15 @@ def _warn_if_exploded(metrics: dict[str, dict[str, float | None]], factor: float
 
 
 def evaluate_cmd(args: argparse.Namespace) -> int:
-    fc, _ = Forecaster.load(args.model_dir)
+    fc, cfg = Forecaster.load(args.model_dir)
     data = read_model_json(args.model_dir, DATA_JSON)
     path = args.file
     if not path:
         raise UserError("pass --file FILE with the series to evaluate on")
+    if cfg.get("refit") and same_file(path, data.get("file")):
+        print("rnnkit: warning: this model was refit on the whole of this file, test part "
+              "included: its walk-forward figures are in-sample (train with --no-refit to "
+              "evaluate a held-out model)", file=sys.stderr)
     series = read_series_csv(path, data.get("date_col", "auto"), fc.columns)
     v = series.values
     _, test_start = _split(len(v), data.get("val_fraction", 0.1), data.get("test_fraction", 0.2))

@@ -47,7 +47,7 @@ from torch import Tensor, nn
 from .. import io
 from ..errors import UserError
 from ..layers import Dense
-from ..metrics import mae, mase, rmse
+from ..metrics import mae, mase, rmse, smape
 from ..recurrent import GRU, LSTM, SimpleRNN, lengths_to_mask
 from .spec import Spec
 from .timeindex import TimeIndex, kind_of
@@ -281,6 +281,15 @@ def naive_forecast(history: np.ndarray, horizon: int) -> np.ndarray:
     return np.repeat(history[-1:], horizon, axis=0)
 
 
+def drift_forecast(history: np.ndarray, horizon: int) -> np.ndarray:
+    """``yhat_{t+k} = y_t + k (y_t - y_1) / (t - 1)``: the line through the first and last
+    observations (the naive forecast for a single observation)."""
+    if len(history) < 2:
+        return naive_forecast(history, horizon)
+    slope = (history[-1] - history[0]) / (len(history) - 1)
+    return history[-1] + slope * np.arange(1, horizon + 1)[:, None]
+
+
 def seasonal_naive_forecast(history: np.ndarray, horizon: int, season: int) -> np.ndarray:
     """``yhat_{t+k} = y_{t+k-m*ceil(k/m)}``: the last observed value of the same season."""
     if season <= 1:
@@ -449,14 +458,19 @@ class Forecaster:
     def walk_forward(self, values: np.ndarray, start: int, step: int | None = None
                      ) -> dict[str, Any]:
         """Forecast from every origin ``t = start, start+step, ...`` (``t + H <= T``) using
-        only rows before ``t``; compare with naive and seasonal-naive baselines.
+        only rows before ``t``; compare with the naive, seasonal-naive and drift baselines
+        by MAE, RMSE, MASE and sMAPE.
 
-        Returns metrics per method and the origins/actuals/forecasts (arrays
-        ``(n_origins, H, n_targets)``)."""
+        ``step`` default: the horizon, shortened (forecasts then overlap) so that there are
+        at least 10 origins when the test part allows, so that a comparison with the
+        baselines does not rest on two or three forecasts. Returns metrics per method and
+        the origins/actuals/forecasts (arrays ``(n_origins, H, n_targets)``)."""
         h, lb = self.spec.horizon, self.spec.lookback
-        step = step or h
         values = np.asarray(values, np.float64)
         first = max(start, lb, self.season)
+        if not step:
+            room = len(values) - h - first  # origins first .. first + room
+            step = max(1, min(h, room // 9)) if room >= 0 else h
         origins = list(range(first, len(values) - h + 1, step))
         if not origins:
             raise UserError(f"no forecast origin in the test part ({len(values) - start} rows; "
@@ -468,14 +482,17 @@ class Forecaster:
         actual = np.stack([tv[t:t + h] for t in origins])
         naive = np.stack([naive_forecast(tv[:t], h) for t in origins])
         snaive = np.stack([seasonal_naive_forecast(tv[:t], h, self.season) for t in origins])
+        drift = np.stack([drift_forecast(tv[:t], h) for t in origins])
         train = self.train_values if self.train_values is not None else tv[:start]
         metrics = {}
-        for name, f in (("model", model_f), ("naive", naive), ("seasonal_naive", snaive)):
+        for name, f in (("model", model_f), ("naive", naive), ("seasonal_naive", snaive),
+                        ("drift", drift)):
             metrics[name] = {"mae": mae(actual, f), "rmse": rmse(actual, f),
-                             "mase": _mase(actual, f, train, self.season)}
+                             "mase": _mase(actual, f, train, self.season),
+                             "smape": smape(actual, f)}
         return {"metrics": metrics, "origins": origins, "actual": actual, "model": model_f,
-                "naive": naive, "seasonal_naive": snaive, "season": self.season,
-                "horizon": h, "step": step}
+                "naive": naive, "seasonal_naive": snaive, "drift": drift,
+                "season": self.season, "horizon": h, "step": step}
 
     # -- persistence -----------------------------------------------------------------------
     def save(self, model_dir: str | Path, extra: dict[str, Any] | None = None) -> Path:
