@@ -64,7 +64,30 @@ def series_row(data: Path, name: str, target: str, check: Callable[[dict], bool]
             "met": bool(check(t)), "seconds": round(secs, 1)}
 
 
+def forecast_row(data: Path, name: str, flags: list[str]) -> dict[str, Any]:
+    """Walk-forward MASE of the model against seasonal naive (target: 10% below)."""
+    f = data / "series" / f"{name}.csv"
+    if not f.is_file():
+        return {"row": f"forecast {name}", "skipped": f"{f} not found"}
+    with tempfile.TemporaryDirectory() as d:
+        t0 = time.perf_counter()
+        res = _run(["train", "forecast", "--file", str(f), *flags, "--seed", "42",
+                    "--out", str(Path(d) / "m"), "--quiet", "--json"])
+        secs = time.perf_counter() - t0
+    m = res["metrics"]
+    model, snaive = m["model"]["mase"], m["seasonal_naive"]["mase"]
+    return {"row": f"forecast {name}", "split": "last 20% walk-forward",
+            "flags": " ".join(flags), "origins": res["origins"], "mase": model,
+            "mase_seasonal_naive": snaive, "mase_naive": m["naive"]["mase"],
+            "mase_drift": m["drift"]["mase"], "target": "MASE <= 0.9 x seasonal naive",
+            "met": model <= 0.9 * snaive, "seconds": round(secs, 1)}
+
+
 ROWS: dict[str, Callable[[Path], list[dict[str, Any]]]] = {
+    "forecast": lambda d: [
+        forecast_row(d, "Lynx", ["--horizon", "6", "--lookback", "20"]),
+        forecast_row(d, "ShampooSales", ["--horizon", "3", "--lookback", "6"]),
+    ],
     "series": lambda d: [
         series_row(d, "BasicMotions", "accuracy >= 0.97", lambda t: t["accuracy"] >= 0.97),
         series_row(d, "GunPoint", "accuracy >= 0.95", lambda t: t["accuracy"] >= 0.95),
@@ -90,6 +113,12 @@ def main() -> int:
             rows.append(row)
             if "skipped" in row:
                 print(f"{row['row']:32} skipped: {row['skipped']}", flush=True)
+            elif "mase" in row:
+                print(f"{row['row']:32} MASE {row['mase']:.3f}  seasonal naive "
+                      f"{row['mase_seasonal_naive']:.3f}  naive {row['mase_naive']:.3f}  drift "
+                      f"{row['mase_drift']:.3f}  ({row['origins']} origins, {row['flags']}) "
+                      f"target {row['target']}: {'met' if row['met'] else 'NOT met'}  "
+                      f"({row['seconds']:.0f} s)", flush=True)
             else:
                 print(f"{row['row']:32} acc {row['accuracy']:.4f}  macro-F1 "
                       f"{row['macro_f1']:.4f}  1-NN {row['baseline_1nn']:.4f}  target "
