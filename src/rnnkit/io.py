@@ -417,6 +417,22 @@ def read_config(model_dir: str | os.PathLike) -> dict:
     return config
 
 
+def _check_shapes(path: Path, expected: dict[str, tuple[int, ...]],
+                  found: dict[str, tuple[int, ...]]) -> None:
+    """UserError unless the weights ``found`` in ``path`` have exactly the names and shapes
+    the model ``expected``."""
+    missing = sorted(expected.keys() - found.keys())
+    unexpected = sorted(found.keys() - expected.keys())
+    if missing or unexpected:
+        raise UserError(f"{path} does not match the model: missing {missing[:3]}"
+                        f"{'...' if len(missing) > 3 else ''}, unexpected {unexpected[:3]}"
+                        f"{'...' if len(unexpected) > 3 else ''}")
+    for k, shape in expected.items():
+        if found[k] != shape:
+            raise UserError(f"{path}: weight {k!r} has shape {found[k]}, the model expects "
+                            f"{shape}")
+
+
 def load_weights(model: nn.Module, path: str | os.PathLike) -> None:
     """Load a safetensors file into ``model``; every key and shape must match exactly."""
     from safetensors.torch import load as st_load
@@ -430,16 +446,9 @@ def load_weights(model: nn.Module, path: str | os.PathLike) -> None:
         raise UserError(f"{path}: corrupt or truncated weights file "
                         f"({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
     expected = model.state_dict()
-    missing = sorted(expected.keys() - tensors.keys())
-    unexpected = sorted(tensors.keys() - expected.keys())
-    if missing or unexpected:
-        raise UserError(f"{path} does not match the model: missing {missing[:3]}"
-                        f"{'...' if len(missing) > 3 else ''}, unexpected {unexpected[:3]}"
-                        f"{'...' if len(unexpected) > 3 else ''}")
+    _check_shapes(path, {k: tuple(v.shape) for k, v in expected.items()},
+                  {k: tuple(v.shape) for k, v in tensors.items()})
     for k, v in expected.items():
-        if tuple(v.shape) != tuple(tensors[k].shape):
-            raise UserError(f"{path}: weight {k!r} has shape {tuple(tensors[k].shape)}, "
-                            f"the model expects {tuple(v.shape)}")
         if tensors[k].dtype != v.dtype:
             tensors[k] = tensors[k].to(v.dtype)
     model.load_state_dict(tensors, strict=True)
@@ -462,16 +471,7 @@ def _build_checked(spec: dict, header: dict[str, tuple[str, tuple[int, ...]]],
         why = str(e).splitlines()[0][:120] if str(e) else ""
         raise UserError(f"{path.parent / CONFIG_FILE}: cannot rebuild the model from its "
                         f"config ({type(e).__name__}: {why})") from None
-    missing = sorted(shapes.keys() - header.keys())
-    unexpected = sorted(header.keys() - shapes.keys())
-    if missing or unexpected:
-        raise UserError(f"{path} does not match the model: missing {missing[:3]}"
-                        f"{'...' if len(missing) > 3 else ''}, unexpected {unexpected[:3]}"
-                        f"{'...' if len(unexpected) > 3 else ''}")
-    for k, shape in shapes.items():
-        if header[k][1] != shape:
-            raise UserError(f"{path}: weight {k!r} has shape {header[k][1]}, "
-                            f"the model expects {shape}")
+    _check_shapes(path, shapes, {k: shape for k, (_, shape) in header.items()})
     from .kernels import BACKENDS
 
     for m in ghost.modules():
