@@ -130,3 +130,27 @@ def test_cli_errors(tmp_path, capsys):
     assert main(["train", "text", "--file", str(NEWS), "--text-col", "headline",
                  "--out", str(tmp_path / "m"), "--quiet"]) == 2
     assert "needs both a text column and a label column" in capsys.readouterr().err
+
+
+def test_a_header_line_is_not_a_class(tmp_path, capsys):
+    """Issue 14's trap: 'Label<TAB>SMS' on line 1 became a third class, silently."""
+    from rnnkit.tasks.textfile import read_sms_spam
+
+    body = "".join(f"{'spam' if i % 3 else 'ham'}\tmessage number {i}\n" for i in range(30))
+    f = tmp_path / "spam.tsv"
+    f.write_text("Label\tSMS\n" + body)
+    d = read_sms_spam(f)
+    assert sorted(set(d.labels)) == ["ham", "spam"] and len(d) == 30
+    assert d.skipped_header == "Label\tSMS"
+    g = tmp_path / "odd.tsv"  # a label seen once where every other label repeats
+    g.write_text("kind\ttext\n" + body)
+    assert read_sms_spam(g).skipped_header is not None
+    plain = tmp_path / "plain.tsv"
+    plain.write_text(body)
+    assert read_sms_spam(plain).skipped_header is None and len(read_sms_spam(plain)) == 30
+    out = tmp_path / "m"
+    assert main(["train", "text", "--file", str(f), "--epochs", "1", "--units", "4",
+                 "--embed-dim", "4", "--quiet", "--json", "--out", str(out)]) == 0
+    cap = capsys.readouterr()
+    assert "looks like a header" in cap.err
+    assert json.loads(cap.out.strip().splitlines()[-1])["labels"] == ["ham", "spam"]

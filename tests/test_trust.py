@@ -611,3 +611,16 @@ def test_fuzz_every_task_directory_gives_an_answer_or_one_line(task_models, tmp_
     assert rc in (0, 2)
     if rc == 2:
         assert err and err[-1].startswith("rnnkit: error:")
+
+
+def test_model_directory_records_the_training_flags(model):
+    cfg = json.loads((model / "config.json").read_text())
+    assert cfg["training"]["units"] == 4 and cfg["training"]["cell"] == "simple"
+    assert cfg["training"]["file"] == SMS.name and "out" not in cfg["training"]
+
+
+def test_help_shows_defaults(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "text", "--help"])
+    out = capsys.readouterr().out
+    assert "(default: 0.2)" in out and "default: gru" in out

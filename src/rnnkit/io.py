@@ -167,26 +167,27 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"non-standard JSON constant {name}")
 
 
-def check_config_values(obj: Any, where: str, depth: int = 0) -> None:
+def check_config_values(obj: Any, where: str, depth: int = 0, sizes: bool = True) -> None:
     """UserError unless ``obj`` is JSON made of bounded parts: ints within
-    ±:data:`MAX_CONFIG_INT`, finite floats, nesting at most 32 deep. Run on every config
-    read from a model directory before anything is built from it."""
+    ±:data:`MAX_CONFIG_INT` (with ``sizes``: the parts sizes are built from), finite floats,
+    nesting at most 32 deep. Run on every config read from a model directory before
+    anything is built from it."""
     if depth > 32:
         raise UserError(f"{where}: config nested too deeply")
     if isinstance(obj, bool) or obj is None or isinstance(obj, str):
         return
     if isinstance(obj, int):
-        if abs(obj) > MAX_CONFIG_INT:
+        if sizes and abs(obj) > MAX_CONFIG_INT:
             raise UserError(f"{where}: value {obj} is out of range (at most {MAX_CONFIG_INT})")
     elif isinstance(obj, float):
         if not math.isfinite(obj):
             raise UserError(f"{where}: non-finite value {obj}")
     elif isinstance(obj, dict):
         for k, v in obj.items():
-            check_config_values(v, f"{where}.{k}", depth + 1)
+            check_config_values(v, f"{where}.{k}", depth + 1, sizes)
     elif isinstance(obj, list):
         for i, v in enumerate(obj):
-            check_config_values(v, f"{where}[{i}]", depth + 1)
+            check_config_values(v, f"{where}[{i}]", depth + 1, sizes)
     else:
         raise UserError(f"{where}: unexpected value of type {type(obj).__name__}")
 
@@ -413,7 +414,10 @@ def read_config(model_dir: str | os.PathLike) -> dict:
     if version > FORMAT_VERSION:
         raise UserError(f"{path}: format version {version} is newer than this "
                         f"rnnkit understands ({FORMAT_VERSION}); upgrade rnnkit")
-    check_config_values(config, str(path))
+    # every size the model or the task is built from is bounded; the recorded training
+    # flags ("training": seeds and the like) are only read back, never allocated from
+    check_config_values({k: v for k, v in config.items() if k != "training"}, str(path))
+    check_config_values(config.get("training"), f"{path}: training", sizes=False)
     return config
 
 

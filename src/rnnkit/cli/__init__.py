@@ -79,7 +79,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name in TASK_MODULES:
         importlib.import_module(f"{__name__}.{name}").register(sub, train_sub)
+    _show_defaults(parser)
     return parser
+
+
+def _show_defaults(parser: argparse.ArgumentParser) -> None:
+    """Every flag's default value in ``--help`` (flags whose default means "not given" --
+    None, or off for a switch -- show none); descriptions stay as written."""
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    for action in parser._actions:  # noqa: SLF001 - argparse has no public walk
+        if isinstance(action, argparse._SubParsersAction):  # noqa: SLF001
+            for p in action.choices.values():
+                _show_defaults(p)
+            continue
+        d, text = action.default, action.help or ""
+        if (not action.option_strings or d is None or d is False or d is argparse.SUPPRESS
+                or action.nargs == 0 or "%(default)" in text or "default" in text.lower()):
+            continue
+        action.help = f"{text} (default: %(default)s)" if text else "default: %(default)s"
 
 
 def summary_cmd(args: argparse.Namespace) -> int:
@@ -118,6 +135,7 @@ def _train(args: argparse.Namespace) -> int:
         args.backup = Backup(run.backup_dir)
         try:
             rc = int(args.task_func(args) or 0)
+            _record_settings(run.stage, settings)
         except TrainingDiverged as e:
             if (run.stage / "config.json").is_file():
                 run.publish()
@@ -125,6 +143,23 @@ def _train(args: argparse.Namespace) -> int:
             raise UserError(f"{e}; no finite checkpoint, {out} was left as it was") from None
         run.publish()
     return rc
+
+
+def _record_settings(model_dir: Path, settings: dict) -> None:
+    """Add the run's flags to the staged ``config.json`` as ``"training"`` (every task,
+    in one place), so a model directory says how it was trained. Paths are recorded by
+    their file name only (``data.json`` has the data's checksum): a directory shared with
+    others carries no local paths."""
+    from ..io import CONFIG_FILE, atomic_write_json, json_safe, read_json
+
+    path = model_dir / CONFIG_FILE
+    if path.is_file():
+        cfg = read_json(path, "model config")
+        if isinstance(cfg, dict) and "training" not in cfg:
+            cfg["training"] = json_safe({
+                k: Path(v).name if isinstance(v, str) and ("/" in v or Path(v).exists())
+                else v for k, v in settings.items()})
+            atomic_write_json(path, cfg)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -33,22 +33,23 @@ def register(sub: argparse._SubParsersAction, train_sub: argparse._SubParsersAct
     d.add_argument("--test", help="labelled test series, reported after training")
     m = p.add_argument_group("model")
     m.add_argument("--cell", choices=["lstm", "gru"], default="lstm")
-    m.add_argument("--units", type=int, default=8, help="recurrent units (default 8)")
+    m.add_argument("--units", type=int, default=8, help="recurrent units")
     m.add_argument("--bidirectional", action="store_true")
     m.add_argument("--no-conv", dest="conv", action="store_false",
                    help="no convolutional branch (a plain masked RNN)")
     m.add_argument("--filters", type=int, default=64,
-                   help="filters of the convolutional branch: F, 2F, F (default 64)")
+                   help="filters of the convolutional branch: F, 2F, F")
     m.add_argument("--dropout", type=float, default=0.5, help="on the RNN's last state")
     m.add_argument("--normalize", choices=["channel", "series"], default="channel",
                    help="standardise each channel over the training set (default) or "
                         "each series on its own")
     t = p.add_argument_group("training")
-    t.add_argument("--epochs", type=int, default=500, help="default 500")
-    t.add_argument("--batch-size", type=int, default=16, help="default 16")
-    t.add_argument("--lr", type=float, default=1e-3, help="Adam, cosine decay (default 1e-3)")
+    t.add_argument("--epochs", type=int, default=500,
+                   help="epochs (the learning rate decays over them on a cosine)")
+    t.add_argument("--batch-size", type=int, default=16, help="series per batch")
+    t.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate at the start")
     t.add_argument("--seed", type=int, default=42)
-    t.add_argument("--out", default=None, help="model directory (default models/series)")
+    t.add_argument("--out", default=None, help="model directory (default: models/series)")
     t.add_argument("--config", default=None, help="TOML file whose keys replace flag defaults")
     add_resume_arg(t)
     t.add_argument("--quiet", action="store_true", help="no progress on stderr")

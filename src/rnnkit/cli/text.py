@@ -16,6 +16,7 @@ file recorded at training time (or evaluates on all of ``--file``).
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +94,10 @@ def train(args: argparse.Namespace) -> int:
     if args.test_file:
         te = read_labelled(args.test_file, args.text_col, args.label_col, args.format,
                            drop_duplicates=args.drop_duplicates)
+    for d, f in ((data, args.file), (te, args.test_file)):
+        if getattr(d, "skipped_header", None):
+            print(f"rnnkit: note: {f}:1 ({d.skipped_header[:60]!r}) looks like a header line, "
+                  "not an example: skipped", file=sys.stderr)
     names = label_names(data.labels)
     missing = sorted(set(names) - set(tr.labels))
     if missing:

@@ -206,6 +206,8 @@ class TextLM:
         try:
             if cfg["level"] not in ("char", "word"):
                 raise ValueError(f"level must be 'char' or 'word', got {cfg['level']!r:.20}")
+            if isinstance(cfg["seq_len"], bool) or not 1 <= int(cfg["seq_len"]) <= 100_000:
+                raise ValueError(f"seq_len must be in [1, 100000], got {cfg['seq_len']!r:.20}")
             return cls(model, Vocabulary.from_json(cfg["vocabulary"]), cfg["level"],
                        int(cfg["seq_len"]))
         except (KeyError, ValueError, TypeError) as e:

@@ -388,6 +388,10 @@ class Translator:
         try:
             if cfg["level"] not in ("char", "word"):
                 raise ValueError(f"level must be 'char' or 'word', got {cfg['level']!r:.20}")
+            for key in ("max_source_len", "max_target_len"):
+                v = cfg[key]
+                if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 10_000:
+                    raise ValueError(f"{key} must be an integer in [1, 10000], got {v!r:.20}")
             src = Vocabulary.from_json(cfg["source_vocabulary"])
             tgt = Vocabulary.from_json(cfg["target_vocabulary"])
             t = cls(model, src, tgt, cfg["level"], int(cfg["max_source_len"]),

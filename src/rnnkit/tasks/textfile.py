@@ -47,6 +47,8 @@ class LabelledTexts:
     texts: list[str]
     labels: list[str]
     path: str = ""
+    #: a first line that was recognised as a header and skipped (see :func:`read_sms_spam`)
+    skipped_header: str | None = None
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -82,7 +84,28 @@ def read_sms_spam(path: str | Path) -> LabelledTexts:
         labels.append(label)
     if not texts:
         raise UserError(f"{path}: no labelled lines")
-    return LabelledTexts(texts, labels, str(path))
+    header = None
+    if len(labels) > 2 and _looks_like_header(labels[0], labels[1:]):
+        header = f"{labels[0]}\t{texts[0]}"
+        texts, labels = texts[1:], labels[1:]
+    return LabelledTexts(texts, labels, str(path), header)
+
+
+#: first-column names that mean "this line names the columns"
+_HEADER_WORDS = {"label", "labels", "class", "category", "target", "y", "v1", "tag", "type",
+                 "sentiment"}
+
+
+def _looks_like_header(first: str, rest: list[str]) -> bool:
+    """Whether the first line's label is a header: it names a column (``Label``, ``class``,
+    ...) and is not a label of the rest, or it appears only there while every label of the
+    rest repeats (a class seen once in a file of repeating classes is a header, not data)."""
+    if first in rest:
+        return False
+    if first.strip().lower() in _HEADER_WORDS:
+        return True
+    counts = Counter(rest)
+    return len(counts) >= 2 and min(counts.values()) >= 2
 
 
 def _column(header: list[str], col: str, path: Path, what: str) -> int:
