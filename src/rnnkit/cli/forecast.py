@@ -44,7 +44,8 @@ def register(sub: argparse._SubParsersAction, train_sub: argparse._SubParsersAct
                              description=__doc__,
                              formatter_class=argparse.RawDescriptionHelpFormatter)
     d = p.add_argument_group("data")
-    d.add_argument("--file", required=True, help="CSV/TSV with a header row")
+    d.add_argument("--file", required=True, help="CSV/TSV with a header row, or a .tsf file "
+                   "of many series (one global model; horizon from its @horizon)")
     d.add_argument("--date-col", default="auto",
                    help="date column (default: one named date/time/timestamp/ds...; "
                         "'none' for no date column)")
@@ -86,6 +87,7 @@ def register(sub: argparse._SubParsersAction, train_sub: argparse._SubParsersAct
 
     from . import TASKS
     TASKS["forecast"] = {"evaluate": evaluate_cmd, "predict": forecast_cmd}
+    TASKS["forecast_global"] = {"evaluate": global_evaluate_cmd, "predict": global_forecast_cmd}
 
 
 def _cols(s: str | None) -> list[str] | None:
@@ -125,6 +127,8 @@ def _table(metrics: dict[str, dict[str, float | None]]) -> str:
 
 def train(args: argparse.Namespace) -> int:
     check_positive(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr)
+    if Path(args.file).suffix.lower() == ".tsf":
+        return train_global(args)
     date_col = None if args.date_col.lower() == "none" else args.date_col
     series = read_series_csv(args.file, date_col, _cols(args.value_cols))
     targets = _cols(args.target)
@@ -228,6 +232,11 @@ def evaluate_cmd(args: argparse.Namespace) -> int:
 
 
 def forecast_cmd(args: argparse.Namespace) -> int:
+    from ..io import read_config
+    from ..tasks.global_forecast import TASK as GLOBAL
+
+    if read_config(args.model_dir)["task"] == GLOBAL:
+        return global_forecast_cmd(args)
     fc, _ = Forecaster.load(args.model_dir)
     data = read_model_json(args.model_dir, DATA_JSON)
     if not getattr(args, "file", None):
@@ -279,3 +288,70 @@ def _plot_future(history: np.ndarray, pred: np.ndarray, path: str, name: str) ->
     fig.tight_layout()
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, format="png", dpi=100)
+
+
+# -- many series (.tsf): one global model --------------------------------------------------
+def train_global(args: argparse.Namespace) -> int:
+    """``train forecast --file X.tsf``: one model over all series; evaluation holds out the
+    last ``horizon`` values of every series (the M-competition split)."""
+    from ..tasks.global_forecast import GlobalForecaster, read_tsf
+
+    data = read_tsf(args.file)
+    flags = {a.split("=")[0] for a in args.argv if a.startswith("--")}
+    h = args.horizon if "--horizon" in flags or data.horizon is None else data.horizon
+    lb = args.lookback if "--lookback" in flags else h
+    say = (lambda *a: None) if args.json and args.quiet else print
+    say(f"forecast: {len(data.values)} series of {data.source} ({data.frequency or 'unknown'} "
+        f"frequency), horizon {h}, lookback {lb}, one global model")
+    train = [s[:-h] for s in data.values if len(s) > h]
+    seed_everything(args.seed)
+    g = GlobalForecaster.create(lb, h, args.units, args.cell)
+    history = g.fit(train, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+                    patience=args.patience or 5, seed=args.seed,
+                    verbose=0 if args.quiet else 1, backup=args.backup)
+    res = g.evaluate(data.values)
+    out = Path(args.out)
+    g.save(out, extra={"frequency": data.frequency})
+    atomic_write_json(out / DATA_JSON, {"file": file_record(args.file)})
+    history.save(out / "history.json")
+    plot_history(history, out / "history.png")
+    say(f"held-out last {h} values of {res['series']} series (mean over series):")
+    say(f"{'method':10} {'MASE':>8} {'sMAPE %':>8}")
+    for name in ("model", "naive", "drift"):
+        say(f"{name:10} {res[name]['mase']:8.3f} {res[name]['smape']:8.2f}")
+    say(f"model saved to {args.final_out}")
+    if args.json:
+        print_json({"metrics": {k: res[k] for k in ("model", "naive", "drift")},
+                    "series": res["series"], "horizon": h, "lookback": lb,
+                    "epochs": len(history.epoch), "model_dir": args.final_out})
+    return 0
+
+
+def global_evaluate_cmd(args: argparse.Namespace) -> int:
+    from ..tasks.global_forecast import GlobalForecaster, read_tsf
+
+    if not args.file:
+        raise UserError("pass --file FILE.tsf with the series to evaluate on")
+    g = GlobalForecaster.load(args.model_dir)
+    res = g.evaluate(read_tsf(args.file).values)
+    if args.json:
+        print_json({**res, "file": args.file, "model_dir": args.model_dir})
+    else:
+        for name in ("model", "naive", "drift"):
+            print(f"{name:10} MASE {res[name]['mase']:.3f}  sMAPE {res[name]['smape']:.2f}")
+    return 0
+
+
+def global_forecast_cmd(args: argparse.Namespace) -> int:
+    """The next ``horizon`` values of every series of ``--file`` (JSON Lines with --json)."""
+    from ..tasks.global_forecast import GlobalForecaster, read_tsf
+
+    g = GlobalForecaster.load(args.model_dir)
+    data = read_tsf(args.file)
+    for i, (name, f) in enumerate(zip(data.names, g.forecast(data.values), strict=True)):
+        vals = [round(float(v), 6) for v in f]
+        if args.json:
+            print_json({"index": i, "series": name, "forecast": vals})
+        else:
+            print(name + "\t" + "\t".join(str(v) for v in vals))
+    return 0
