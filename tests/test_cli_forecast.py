@@ -86,3 +86,18 @@ def test_refit_on_the_whole_history(tmp_path, capsys):
     assert cfg["refit"]["epochs"] == runs["refit"]["refit"]["epochs"]
     assert main(["evaluate", str(tmp_path / "refit"), "--file", str(CSV)]) == 0
     assert "in-sample" in capsys.readouterr().err
+
+
+def test_quantile_intervals(tmp_path, capsys):
+    out = tmp_path / "q"
+    assert main(["train", "forecast", "--file", str(CSV), "--value-cols", "visitors",
+                 "--lookback", "14", "--horizon", "7", "--units", "8", "--epochs", "4",
+                 "--quantiles", "0.1,0.5,0.9", "--out", str(out), "--quiet", "--json"]) == 0
+    res = _last_json(capsys.readouterr().out)
+    assert 0.0 <= res["interval_coverage"] <= 1.0
+    assert main(["forecast", str(out), "--file", str(CSV), "--json"]) == 0
+    rows = _last_json(capsys.readouterr().out)["forecast"]
+    assert all(r["visitors_p10"] <= r["visitors_p90"] for r in rows)
+    assert main(["train", "forecast", "--file", str(CSV), "--quantiles", "0.2,0.8",
+                 "--out", str(tmp_path / "bad")]) == 2
+    assert "0.5" in capsys.readouterr().err

@@ -175,3 +175,14 @@ def test_drift_and_smape_by_hand():
     h = np.array([[1.0], [3.0], [5.0]])
     np.testing.assert_allclose(drift_forecast(h, 2)[:, 0], [7.0, 9.0])
     assert smape([1.0, 0.0], [3.0, 0.0]) == pytest.approx(100 * (2 * 2 / 4 + 0) / 2)
+
+
+def test_pinball_loss_by_hand():
+    import torch
+
+    from rnnkit.tasks.forecast import pinball_loss
+
+    out = torch.tensor([[[1.0, 2.0, 3.0]]])  # one point, quantiles 0.1 / 0.5 / 0.9
+    y = torch.tensor([[2.5]])
+    # e = y - yhat = 1.5, 0.5, -0.5 -> max(q e, (q-1) e) = 0.15, 0.25, 0.05
+    assert float(pinball_loss(out, y, [0.1, 0.5, 0.9])) == pytest.approx((0.15 + 0.25 + 0.05) / 3)

@@ -68,6 +68,11 @@ def register(sub: argparse._SubParsersAction, train_sub: argparse._SubParsersAct
     m.add_argument("--stride", type=int, default=1, help="step between training windows")
     m.add_argument("--absolute", action="store_true",
                    help="feed absolute scaled values (default: relative to the last value)")
+    m.add_argument("--quantiles", default="none",
+                   help="quantile levels to forecast, e.g. 0.1,0.5,0.9 (pinball loss; the "
+                        "median is the point forecast, 0.1/0.9 give the 80%% interval with "
+                        "its coverage on the test part), or 'none': a point forecast "
+                        "trained on the squared error")
     m.add_argument("--no-refit", dest="refit", action="store_false",
                    help="save the model trained without the validation and test parts "
                         "(default: after the walk-forward evaluation, retrain on the whole "
@@ -88,6 +93,19 @@ def register(sub: argparse._SubParsersAction, train_sub: argparse._SubParsersAct
     from . import TASKS
     TASKS["forecast"] = {"evaluate": evaluate_cmd, "predict": forecast_cmd}
     TASKS["forecast_global"] = {"evaluate": global_evaluate_cmd, "predict": global_forecast_cmd}
+
+
+def _quantiles(s: str) -> list[float] | None:
+    if s.strip().lower() == "none":
+        return None
+    try:
+        qs = sorted(float(x) for x in s.split(","))
+    except ValueError:
+        raise UserError(f"--quantiles must be comma-separated numbers or 'none', got {s!r}"
+                        ) from None
+    if not all(0 < q < 1 for q in qs) or 0.5 not in qs or len(set(qs)) != len(qs):
+        raise UserError(f"--quantiles must be distinct levels in (0, 1) including 0.5, got {s!r}")
+    return qs
 
 
 def _cols(s: str | None) -> list[str] | None:
@@ -142,7 +160,8 @@ def train(args: argparse.Namespace) -> int:
         check_positive(season=season)
     spec = ForecastSpec(cell=args.cell, units=args.units, layers=args.layers,
                         dropout=args.dropout, lookback=args.lookback, horizon=args.horizon,
-                        stride=args.stride, relative=not args.absolute)
+                        stride=args.stride, relative=not args.absolute,
+                        quantiles=_quantiles(args.quantiles))
     v = series.values
     val_start, test_start = _split(len(v), args.val_fraction, args.test_fraction)
     out = Path(args.out or args.out_default)
@@ -185,12 +204,16 @@ def train(args: argparse.Namespace) -> int:
     say(f"walk-forward on the test part: {len(res['origins'])} origins, horizon "
         f"{res['horizon']}, step {res['step']}")
     say(_table(res["metrics"]))
+    coverage = res.get("interval", {}).get("coverage")
+    if coverage is not None:
+        say(f"80% interval (quantiles 0.1-0.9) covers {coverage:.1%} of the test points")
     say(f"model saved to {args.final_out} (forecast plot: "
         f"{Path(args.final_out) / 'forecast.png'})")
     if args.json:
         print_json({"metrics": metrics, "season": fc.season, "origins": len(res["origins"]),
                     "epochs": len(history.epoch), "train_seconds": round(fc.train_seconds, 1),
-                    "refit": refit, "model_dir": args.final_out})
+                    "interval_coverage": coverage, "refit": refit,
+                    "model_dir": args.final_out})
     return 0
 
 
@@ -250,19 +273,27 @@ def forecast_cmd(args: argparse.Namespace) -> int:
     series = read_series_csv(args.file, date_col, fc.columns)
     pred = fc.forecast(series.values, horizon)
     dates = future(series.time_index, horizon) if series.time_index is not None else None
+    bands = None
+    if horizon <= fc.spec.horizon and len(series.values) >= fc.spec.lookback:
+        bands = fc.intervals(fc.scaler.transform(series.values[-fc.spec.lookback:])[None])
     rows = []
     for k in range(horizon):
         row: dict[str, Any] = {"step": k + 1}
         if dates:
             row["date"] = dates[k]
         row.update({t: round(float(pred[k, j]), 6) for j, t in enumerate(fc.targets)})
+        if bands is not None:  # the 80% interval: quantiles 0.1 and 0.9
+            for j, t in enumerate(fc.targets):
+                row[f"{t}_p10"] = round(float(bands[0][0, k, j]), 6)
+                row[f"{t}_p90"] = round(float(bands[1][0, k, j]), 6)
         rows.append(row)
     if getattr(args, "plot", None):
         _plot_future(series.values[:, fc.target_idx[0]], pred[:, 0], args.plot, fc.targets[0])
     if args.json:
         print_json({"forecast": rows, "targets": fc.targets, "horizon": horizon})
     else:
-        head = ["step"] + (["date"] if dates else []) + fc.targets
+        head = ["step"] + (["date"] if dates else []) + [k for k in rows[0] if k not in
+                                                         ("step", "date")]
         print("\t".join(head))
         for r in rows:
             print("\t".join(str(r[h]) for h in head))

@@ -314,11 +314,35 @@ class ForecastSpec(Spec):
     horizon: int = 7
     stride: int = 1
     relative: bool = True
+    #: quantile levels the model forecasts (pinball loss over all of them; the 0.5 one,
+    #: the median, is the point forecast); None: one point forecast trained on the squared
+    #: error
+    quantiles: list[float] | None = None
 
     def __post_init__(self) -> None:
         self.check_choice("cell", RNN_LAYERS)
+        if self.quantiles is not None:
+            _check_quantiles(self.quantiles)
         self.check_positive_ints("units", "layers", "lookback", "horizon", "stride")
         self.check_rates("dropout")
+
+
+def _check_quantiles(qs: Any) -> list[float]:
+    if (not isinstance(qs, list) or not qs or len(qs) > 99
+            or not all(isinstance(q, (int, float)) and not isinstance(q, bool) and 0 < q < 1
+                       for q in qs) or sorted(qs) != qs or len(set(qs)) != len(qs)
+            or 0.5 not in qs):
+        raise ValueError(f"quantiles must be increasing levels in (0, 1) including 0.5, got "
+                         f"{qs!r:.60}")
+    return [float(q) for q in qs]
+
+
+def pinball_loss(out: Tensor, y: Tensor, levels: list[float]) -> Tensor:
+    """Mean quantile (pinball) loss: ``max(q e, (q - 1) e)``, ``e = y - yhat_q``, over
+    every quantile level ``q`` (``out`` ``(..., Q)``, ``y`` without the last axis)."""
+    q = torch.as_tensor(levels, dtype=out.dtype, device=out.device)
+    e = y.unsqueeze(-1) - out
+    return torch.maximum(q * e, (q - 1) * e).mean()
 
 
 @io.register_model("ForecastModel")
@@ -326,20 +350,27 @@ class ForecastModel(nn.Module):
     """``(batch, lookback, features)`` -> ``(batch, horizon, targets)`` (see module doc)."""
 
     def __init__(self, features: int, targets: int, horizon: int, units: int = 32,
-                 cell: str = "lstm", layers: int = 1, dropout: float = 0.0):
+                 cell: str = "lstm", layers: int = 1, dropout: float = 0.0,
+                 quantiles: list[float] | None = None):
         super().__init__()
+        if quantiles is not None:
+            quantiles = _check_quantiles(quantiles)
         self.cfg = {"features": features, "targets": targets, "horizon": horizon,
-                    "units": units, "cell": cell, "layers": layers, "dropout": dropout}
+                    "units": units, "cell": cell, "layers": layers, "dropout": dropout,
+                    "quantiles": quantiles}
+        self.q = len(quantiles) if quantiles else 0
         self.rnns = nn.ModuleList(
             RNN_LAYERS[cell](units, input_size=features if i == 0 else units,
                              return_sequences=i < layers - 1, dropout=dropout)
             for i in range(layers))
-        self.out = Dense(horizon * targets, input_size=units)
+        self.out = Dense(horizon * targets * max(self.q, 1), input_size=units)
 
     def forward(self, x: Tensor) -> Tensor:
+        """``(batch, horizon, targets)``, or ``(batch, horizon, targets, quantiles)``."""
         for rnn in self.rnns:
             x = rnn(x)
-        return self.out(x).reshape(x.shape[0], self.cfg["horizon"], self.cfg["targets"])
+        shape = (x.shape[0], self.cfg["horizon"], self.cfg["targets"])
+        return self.out(x).reshape(*shape, self.q) if self.q else self.out(x).reshape(shape)
 
     def get_config(self) -> dict:
         return dict(self.cfg)
@@ -375,7 +406,7 @@ class Forecaster:
         if season is None:
             season = detect_season(train[:, idx])
         model = ForecastModel(len(columns), len(targets), spec.horizon, spec.units, spec.cell,
-                              spec.layers, spec.dropout)
+                              spec.layers, spec.dropout, spec.quantiles)
         return cls(model, spec, Scaler.fit(train), columns, targets, season, train[:, idx])
 
     def _inputs(self, zx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -394,11 +425,34 @@ class Forecaster:
         return (torch.as_tensor(x, dtype=torch.float32),
                 torch.as_tensor(y - level, dtype=torch.float32))
 
-    def _predict_scaled(self, zx: np.ndarray) -> np.ndarray:
+    @torch.no_grad()
+    def _predict_all(self, zx: np.ndarray) -> np.ndarray:
+        """Scaled forecasts ``(n, H, targets, Q)`` (Q = 1 for a point model); quantiles are
+        sorted along Q (monotone rearrangement: no crossing quantiles)."""
         x, level = self._inputs(zx)
         self.model.eval()
         out = self.model(torch.as_tensor(x, dtype=torch.float32)).double().numpy()
-        return out + level
+        out = out[..., None] if out.ndim == 3 else np.sort(out, axis=-1)
+        return out + level[..., None]
+
+    def _predict_scaled(self, zx: np.ndarray) -> np.ndarray:
+        """Scaled point forecasts ``(n, H, targets)``: the median of a quantile model."""
+        out = self._predict_all(zx)
+        qs = self.spec.quantiles
+        return out[..., qs.index(0.5)] if qs else out[..., 0]
+
+    def intervals(self, zx: np.ndarray, level: float = 0.8
+                  ) -> tuple[np.ndarray, np.ndarray] | None:
+        """Lower and upper bounds (data units) of the central ``level`` interval, from the
+        quantiles ``(1 - level) / 2`` and ``(1 + level) / 2``; None when the model has no
+        such quantiles."""
+        qs = self.spec.quantiles or []
+        lo_q, hi_q = round((1 - level) / 2, 6), round((1 + level) / 2, 6)
+        if lo_q not in qs or hi_q not in qs:
+            return None
+        out = self._predict_all(zx)
+        inv = [self.scaler.inverse(out[..., qs.index(q)], self.target_idx) for q in (lo_q, hi_q)]
+        return inv[0], inv[1]
 
     def fit(self, train: np.ndarray, validation: np.ndarray | None = None, *,
             val_start: int = 0, optimizer: str = "adam", lr: float = 3e-3,
@@ -420,7 +474,17 @@ class Forecaster:
             val = (vx, vy) if len(vx) else None
         callbacks = stop_and_checkpoint(val is not None, patience, out, self.save)
         start = time.perf_counter()
-        history = fit(self.model, x, y, validation_data=val, loss="mse", metrics=("mae",),
+        qs = self.spec.quantiles
+        loss: Any = "mse"
+        metrics: Any = ("mae",)
+        if qs:
+            mid = qs.index(0.5)
+
+            def loss(o: Tensor, t: Tensor) -> Tensor:
+                return pinball_loss(o, t, qs)
+
+            metrics = {"mae": lambda o, t: (o[..., mid] - t).abs().mean()}
+        history = fit(self.model, x, y, validation_data=val, loss=loss, metrics=metrics,
                       optimizer=optimizer, lr=lr, batch_size=batch_size, epochs=epochs,
                       callbacks=callbacks, seed=seed, verbose=verbose, clip_norm=5.0,
                       backup=backup)
@@ -483,6 +547,7 @@ class Forecaster:
         naive = np.stack([naive_forecast(tv[:t], h) for t in origins])
         snaive = np.stack([seasonal_naive_forecast(tv[:t], h, self.season) for t in origins])
         drift = np.stack([drift_forecast(tv[:t], h) for t in origins])
+        bands = self.intervals(x)
         train = self.train_values if self.train_values is not None else tv[:start]
         metrics = {}
         for name, f in (("model", model_f), ("naive", naive), ("seasonal_naive", snaive),
@@ -490,9 +555,14 @@ class Forecaster:
             metrics[name] = {"mae": mae(actual, f), "rmse": rmse(actual, f),
                              "mase": _mase(actual, f, train, self.season),
                              "smape": smape(actual, f)}
-        return {"metrics": metrics, "origins": origins, "actual": actual, "model": model_f,
-                "naive": naive, "seasonal_naive": snaive, "drift": drift,
-                "season": self.season, "horizon": h, "step": step}
+        out = {"metrics": metrics, "origins": origins, "actual": actual, "model": model_f,
+               "naive": naive, "seasonal_naive": snaive, "drift": drift,
+               "season": self.season, "horizon": h, "step": step}
+        if bands is not None:
+            lo, hi = bands
+            out["interval"] = {"level": 0.8, "lower": lo, "upper": hi,
+                               "coverage": float(np.mean((actual >= lo) & (actual <= hi)))}
+        return out
 
     # -- persistence -----------------------------------------------------------------------
     def save(self, model_dir: str | Path, extra: dict[str, Any] | None = None) -> Path:
@@ -552,6 +622,11 @@ def plot_forecast(result: dict[str, Any], values: np.ndarray, path: str | Path,
         steps = range(t, t + h)
         ax.plot(steps, result["model"][i, :, column], color="tab:blue", lw=1.2,
                 label="model" if i == 0 else None)
+        if "interval" in result:
+            band = result["interval"]
+            ax.fill_between(steps, band["lower"][i, :, column], band["upper"][i, :, column],
+                            color="tab:blue", alpha=0.12, lw=0,
+                            label="80% interval" if i == 0 else None)
         ax.plot(steps, result["seasonal_naive"][i, :, column], color="tab:orange", lw=0.8,
                 ls="--", label=f"seasonal naive (m={result['season']})" if i == 0 else None)
     ax.axvline(origins[0], color="grey", lw=0.8, ls=":")
