@@ -101,3 +101,15 @@ def test_quantile_intervals(tmp_path, capsys):
     assert main(["train", "forecast", "--file", str(CSV), "--quantiles", "0.2,0.8",
                  "--out", str(tmp_path / "bad")]) == 2
     assert "0.5" in capsys.readouterr().err
+
+
+def test_short_series_gets_a_lookback_that_fits(tmp_path, capsys):
+    short = tmp_path / "short.csv"
+    short.write_text("month,y\n" + "".join(f"{2000 + i // 12}-{i % 12 + 1:02d},{i % 5 + i}\n"
+                                          for i in range(36)))
+    assert main(["train", "forecast", "--file", str(short), "--epochs", "2", "--units", "4",
+                 "--out", str(tmp_path / "m"), "--quiet", "--json"]) == 0
+    cap = capsys.readouterr()
+    assert "lookback" in cap.err and "instead of 28" in cap.err
+    data = json.loads((tmp_path / "m" / "data.json").read_text())
+    assert data["time"] == {"kind": "month", "step": 1}

@@ -95,6 +95,10 @@ def register(sub: argparse._SubParsersAction, train_sub: argparse._SubParsersAct
     TASKS["forecast_global"] = {"evaluate": global_evaluate_cmd, "predict": global_forecast_cmd}
 
 
+#: training windows a short series keeps when the lookback is chosen for it
+MIN_WINDOWS = 10
+
+
 def _quantiles(s: str) -> list[float] | None:
     if s.strip().lower() == "none":
         return None
@@ -158,12 +162,20 @@ def train(args: argparse.Namespace) -> int:
             raise UserError(f"--season must be a positive integer or 'auto', "
                             f"got {args.season!r}") from None
         check_positive(season=season)
-    spec = ForecastSpec(cell=args.cell, units=args.units, layers=args.layers,
-                        dropout=args.dropout, lookback=args.lookback, horizon=args.horizon,
-                        stride=args.stride, relative=not args.absolute,
-                        quantiles=_quantiles(args.quantiles))
     v = series.values
     val_start, test_start = _split(len(v), args.val_fraction, args.test_fraction)
+    lookback = args.lookback
+    flags = {a.split("=")[0] for a in args.argv if a.startswith("--")}
+    if "--lookback" not in flags and val_start < lookback + args.horizon + MIN_WINDOWS:
+        # a short series: the default lookback would leave (almost) no training windows
+        lookback = max(2, val_start - args.horizon - MIN_WINDOWS + 1)
+        print(f"rnnkit: note: lookback {lookback} instead of {args.lookback}, so that the "
+              f"{val_start} training rows give {MIN_WINDOWS} windows (set --lookback to "
+              "choose)", file=sys.stderr)
+    spec = ForecastSpec(cell=args.cell, units=args.units, layers=args.layers,
+                        dropout=args.dropout, lookback=lookback, horizon=args.horizon,
+                        stride=args.stride, relative=not args.absolute,
+                        quantiles=_quantiles(args.quantiles))
     out = Path(args.out or args.out_default)
     say = (lambda *a: None) if args.json and args.quiet else print
     say(f"forecast: {len(v)} rows of {', '.join(series.columns)}: train {val_start}, "
@@ -177,9 +189,11 @@ def train(args: argparse.Namespace) -> int:
                      epochs=args.epochs, patience=args.patience, seed=args.seed, out=out,
                      backup=args.backup,
                      verbose=0 if args.quiet else 1)
+    ti = series.time_index
     data = {"file": file_record(args.file), "date_col": date_col,
             "val_fraction": args.val_fraction, "test_fraction": args.test_fraction,
-            "step": args.step}
+            "step": args.step,
+            "time": {"kind": ti.kind, "step": ti.step} if ti is not None else None}
     fc.save(out)
     atomic_write_json(out / DATA_JSON, data)
     history.save(out / "history.json")
