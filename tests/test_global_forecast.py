@@ -55,3 +55,27 @@ def test_m1_yearly_beats_naive(data_dir, tmp_path, capsys):
     assert main(["forecast", str(out), "--file", str(f), "--json"]) == 0
     rows = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert len(rows) == 181 and rows[0]["series"] == "T1" and len(rows[0]["forecast"]) == 6
+
+
+def test_long_csv_with_an_id_column(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    lines = ["unique_id,ds,y"]
+    for k in range(12):
+        level = 10 + 5 * k
+        for t in range(30):
+            lines.append(f"s{k},{2000 + t},{level + 0.5 * t * (k % 3) + rng.normal():.3f}")
+    f = tmp_path / "long.csv"
+    f.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "m"
+    assert main(["train", "forecast", "--file", str(f), "--id-col", "unique_id", "--horizon",
+                 "4", "--epochs", "5", "--out", str(out), "--quiet", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert res["series"] == 12 and res["horizon"] == 4
+    assert main(["forecast", str(out), "--file", str(f), "--json"]) == 0
+    rows = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [r["series"] for r in rows] == [f"s{k}" for k in range(12)]
+    bad = tmp_path / "bad.csv"
+    bad.write_text("unique_id,y\na,1\nb,2\na,3\n")
+    assert main(["train", "forecast", "--file", str(bad), "--id-col", "unique_id",
+                 "--out", str(tmp_path / "x")]) == 2
+    assert "not consecutive" in capsys.readouterr().err

@@ -46,6 +46,9 @@ def register(sub: argparse._SubParsersAction, train_sub: argparse._SubParsersAct
     d = p.add_argument_group("data")
     d.add_argument("--file", required=True, help="CSV/TSV with a header row, or a .tsf file "
                    "of many series (one global model; horizon from its @horizon)")
+    d.add_argument("--id-col", default=None,
+                   help="many series in one long CSV: the column naming the series (one "
+                        "global model, as for a .tsf file)")
     d.add_argument("--date-col", default="auto",
                    help="date column (default: one named date/time/timestamp/ds...; "
                         "'none' for no date column)")
@@ -93,6 +96,10 @@ def register(sub: argparse._SubParsersAction, train_sub: argparse._SubParsersAct
     from . import TASKS
     TASKS["forecast"] = {"evaluate": evaluate_cmd, "predict": forecast_cmd}
     TASKS["forecast_global"] = {"evaluate": global_evaluate_cmd, "predict": global_forecast_cmd}
+
+
+def _str_or_none(v: object) -> str | None:
+    return v if isinstance(v, str) else None
 
 
 #: training windows a short series keeps when the lookback is chosen for it
@@ -149,7 +156,7 @@ def _table(metrics: dict[str, dict[str, float | None]]) -> str:
 
 def train(args: argparse.Namespace) -> int:
     check_positive(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr)
-    if Path(args.file).suffix.lower() == ".tsf":
+    if Path(args.file).suffix.lower() == ".tsf" or args.id_col:
         return train_global(args)
     date_col = None if args.date_col.lower() == "none" else args.date_col
     series = read_series_csv(args.file, date_col, _cols(args.value_cols))
@@ -339,9 +346,10 @@ def _plot_future(history: np.ndarray, pred: np.ndarray, path: str, name: str) ->
 def train_global(args: argparse.Namespace) -> int:
     """``train forecast --file X.tsf``: one model over all series; evaluation holds out the
     last ``horizon`` values of every series (the M-competition split)."""
-    from ..tasks.global_forecast import GlobalForecaster, read_tsf
+    from ..tasks.global_forecast import GlobalForecaster, read_collection
 
-    data = read_tsf(args.file)
+    value_col = _cols(args.value_cols)[0] if args.value_cols else None
+    data = read_collection(args.file, args.id_col, value_col)
     flags = {a.split("=")[0] for a in args.argv if a.startswith("--")}
     h = args.horizon if "--horizon" in flags or data.horizon is None else data.horizon
     lb = args.lookback if "--lookback" in flags else h
@@ -357,7 +365,8 @@ def train_global(args: argparse.Namespace) -> int:
     res = g.evaluate(data.values)
     out = Path(args.out)
     g.save(out, extra={"frequency": data.frequency})
-    atomic_write_json(out / DATA_JSON, {"file": file_record(args.file)})
+    atomic_write_json(out / DATA_JSON, {"file": file_record(args.file), "id_col": args.id_col,
+                                        "value_col": value_col})
     history.save(out / "history.json")
     plot_history(history, out / "history.png")
     say(f"held-out last {h} values of {res['series']} series (mean over series):")
@@ -373,12 +382,14 @@ def train_global(args: argparse.Namespace) -> int:
 
 
 def global_evaluate_cmd(args: argparse.Namespace) -> int:
-    from ..tasks.global_forecast import GlobalForecaster, read_tsf
+    from ..tasks.global_forecast import GlobalForecaster, read_collection
 
     if not args.file:
-        raise UserError("pass --file FILE.tsf with the series to evaluate on")
+        raise UserError("pass --file FILE with the series to evaluate on")
     g = GlobalForecaster.load(args.model_dir)
-    res = g.evaluate(read_tsf(args.file).values)
+    d = read_model_json(args.model_dir, DATA_JSON)
+    res = g.evaluate(read_collection(args.file, _str_or_none(d.get("id_col")),
+                                     _str_or_none(d.get("value_col"))).values)
     if args.json:
         print_json({**res, "file": args.file, "model_dir": args.model_dir})
     else:
@@ -389,10 +400,12 @@ def global_evaluate_cmd(args: argparse.Namespace) -> int:
 
 def global_forecast_cmd(args: argparse.Namespace) -> int:
     """The next ``horizon`` values of every series of ``--file`` (JSON Lines with --json)."""
-    from ..tasks.global_forecast import GlobalForecaster, read_tsf
+    from ..tasks.global_forecast import GlobalForecaster, read_collection
 
     g = GlobalForecaster.load(args.model_dir)
-    data = read_tsf(args.file)
+    d = read_model_json(args.model_dir, DATA_JSON)
+    data = read_collection(args.file, _str_or_none(d.get("id_col")),
+                           _str_or_none(d.get("value_col")))
     for i, (name, f) in enumerate(zip(data.names, g.forecast(data.values), strict=True)):
         vals = [round(float(v), 6) for v in f]
         if args.json:

@@ -100,6 +100,74 @@ def read_tsf(path: str | Path) -> SeriesCollection:
     return SeriesCollection(names, values, freq, horizon, path.name)
 
 
+def read_long_csv(path: str | Path, id_col: str, value_col: str | None = None
+                  ) -> SeriesCollection:
+    """Many series in one CSV, long format: an ``id_col`` column naming the series (its
+    rows consecutive, in time order) and one value column (``value_col``, else the only
+    column besides the id and a time column such as ``ds``/``date``)."""
+    import csv
+
+    from .forecast import DATE_NAMES
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"file not found: {path}")
+    try:
+        rows = list(csv.reader(path.read_text(encoding="utf-8-sig").splitlines()))
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: not UTF-8 text (byte {e.start})") from None
+    except csv.Error as e:
+        raise UserError(f"{path}: malformed CSV ({e})") from None
+    if len(rows) < 2:
+        raise UserError(f"{path}: needs a header row and data rows")
+    header = [h.strip() for h in rows[0]]
+    if id_col not in header:
+        raise UserError(f"{path}: no id column {id_col!r} (columns: {', '.join(header)})")
+    idi = header.index(id_col)
+    if value_col is None:
+        rest = [h for h in header if h != id_col and h.lower() not in DATE_NAMES]
+        if len(rest) != 1:
+            raise UserError(f"{path}: say which column holds the values (--value-cols); "
+                            f"candidates: {', '.join(rest)}")
+        value_col = rest[0]
+    if value_col not in header:
+        raise UserError(f"{path}: no value column {value_col!r}")
+    vi = header.index(value_col)
+    names: list[str] = []
+    values: list[list[float]] = []
+    for n, row in enumerate(rows[1:], 2):
+        if not row or all(not c.strip() for c in row):
+            continue
+        if len(row) != len(header):
+            raise UserError(f"{path}:{n}: {len(row)} fields, the header has {len(header)}")
+        sid = row[idi].strip()
+        if not names or names[-1] != sid:
+            if sid in names:
+                raise UserError(f"{path}:{n}: rows of series {sid!r} are not consecutive")
+            names.append(sid)
+            values.append([])
+        try:
+            v = float(row[vi])
+        except ValueError:
+            raise UserError(f"{path}:{n}: {row[vi][:20]!r} is not a number") from None
+        if not math.isfinite(v):
+            raise UserError(f"{path}:{n}: {row[vi][:20]!r} is not a finite number")
+        values[-1].append(v)
+    if not names:
+        raise UserError(f"{path}: no data rows")
+    return SeriesCollection(names, [np.asarray(v) for v in values], None, None, path.name)
+
+
+def read_collection(path: str | Path, id_col: str | None = None,
+                    value_col: str | None = None) -> SeriesCollection:
+    """:func:`read_tsf` for ``.tsf`` files, else :func:`read_long_csv`."""
+    if Path(path).suffix.lower() == ".tsf":
+        return read_tsf(path)
+    if id_col is None:
+        raise UserError(f"{path}: many series in a CSV need --id-col")
+    return read_long_csv(path, id_col, value_col)
+
+
 def _is_number(c: str) -> bool:
     try:
         float(c)
