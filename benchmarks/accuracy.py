@@ -83,6 +83,47 @@ def forecast_row(data: Path, name: str, flags: list[str]) -> dict[str, Any]:
             "met": model <= 0.9 * snaive, "seconds": round(secs, 1)}
 
 
+def _tfidf_f1(train: tuple[list[str], list[str]], test: tuple[list[str], list[str]],
+              analyzer: str, ngrams: tuple[int, int]) -> float:
+    """Macro F1 of TF-IDF + logistic regression (scikit-learn), the strong simple baseline."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import f1_score
+
+    vec = TfidfVectorizer(analyzer=analyzer, ngram_range=ngrams, sublinear_tf=True,
+                          min_df=2)
+    clf = LogisticRegression(max_iter=2000, C=4.0)
+    clf.fit(vec.fit_transform(train[0]), train[1])
+    return float(f1_score(test[1], clf.predict(vec.transform(test[0])), average="macro"))
+
+
+def korean_row(data: Path) -> dict[str, Any]:
+    """korean_hate_speech: train.tsv -> dev.tsv, the ``hate`` column (3 classes)."""
+    from rnnkit.tasks.textfile import read_labelled
+
+    d = data / "korean_hate_speech"
+    tr, te = d / "train.tsv", d / "dev.tsv"
+    if not (tr.is_file() and te.is_file()):
+        return {"row": "text korean_hate_speech", "skipped": f"{d} files not found"}
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        res = _run(["train", "text", "--file", str(tr), "--test-file", str(te), "--text-col",
+                    "comments", "--label-col", "hate", "--lang", "ko", "--seed", "42",
+                    "--out", str(Path(tmp) / "m"), "--quiet", "--json"])
+        secs = time.perf_counter() - t0
+    a = read_labelled(tr, "comments", "hate", "tsv")
+    b = read_labelled(te, "comments", "hate", "tsv")
+    word = _tfidf_f1((a.texts, a.labels), (b.texts, b.labels), "word", (1, 2))
+    char = _tfidf_f1((a.texts, a.labels), (b.texts, b.labels), "char_wb", (1, 3))
+    f1 = res["test"]["macro"]["f1"]
+    return {"row": "text korean_hate_speech", "split": "train.tsv / dev.tsv",
+            "metric": "macro F1", "rnnkit": round(f1, 4),
+            "tfidf_word_1_2": round(word, 4), "tfidf_char_1_3": round(char, 4),
+            "majority_accuracy": round(res["test"]["baseline_majority_accuracy"], 4),
+            "target": "macro F1 >= best TF-IDF + 0.02", "met": f1 >= max(word, char) + 0.02,
+            "seconds": round(secs, 1)}
+
+
 def m1_row(data: Path) -> dict[str, Any]:
     """The 181 yearly M1 series, one global model, the last 6 values held out."""
     f = data / "series" / "m1_yearly_dataset.tsf"
@@ -102,6 +143,7 @@ def m1_row(data: Path) -> dict[str, Any]:
 
 
 ROWS: dict[str, Callable[[Path], list[dict[str, Any]]]] = {
+    "text": lambda d: [korean_row(d)],
     "forecast": lambda d: [
         forecast_row(d, "Lynx", ["--horizon", "6", "--lookback", "20"]),
         forecast_row(d, "ShampooSales", ["--horizon", "3", "--lookback", "6"]),
@@ -132,6 +174,11 @@ def main() -> int:
             rows.append(row)
             if "skipped" in row:
                 print(f"{row['row']:32} skipped: {row['skipped']}", flush=True)
+            elif "tfidf_char_1_3" in row:
+                print(f"{row['row']:32} {row['metric']} {row['rnnkit']:.4f}  TF-IDF word 1-2 "
+                      f"{row['tfidf_word_1_2']:.4f}  char 1-3 {row['tfidf_char_1_3']:.4f}  "
+                      f"target {row['target']}: {'met' if row['met'] else 'NOT met'}  "
+                      f"({row['seconds']:.0f} s)", flush=True)
             elif "mase" in row:
                 print(f"{row['row']:32} MASE {row['mase']:.3f}  seasonal naive "
                       f"{row['mase_seasonal_naive']:.3f}  naive {row['mase_naive']:.3f}  drift "

@@ -13,9 +13,11 @@ Evaluation (:func:`evaluate_texts`): accuracy, precision/recall/F1 per class, ma
 and the confusion matrix (:func:`rnnkit.metrics.classification_report`), beside the trivial
 majority-class baseline ``accuracy = max_k count_k / n``.
 
-Splits (:func:`split_data`): one seeded shuffle holds out ``test_fraction`` as the test set,
-then ``val_fraction`` of the rest for validation (:func:`rnnkit.datasets.train_val_split`),
-so the same file, fractions and seed give the same split again at evaluation time.
+Splits (:func:`split_data`): stratified by label -- each label's examples are shuffled
+(seeded) and ``round(n_label * test_fraction)`` of them held out as the test set, then
+``val_fraction`` of the rest, label by label, for validation -- so every split has the
+file's label proportions, and the same file, fractions and seed give the same split again
+at evaluation time.
 """
 
 from __future__ import annotations
@@ -30,7 +32,6 @@ from typing import Any
 
 import numpy as np
 
-from ..datasets import train_val_split
 from ..errors import UserError
 from ..metrics import classification_report
 
@@ -221,20 +222,41 @@ def split_data(data: LabelledTexts, test_fraction: float = 0.2, val_fraction: fl
     for name, v in (("test fraction", test_fraction), ("validation fraction", val_fraction)):
         if not 0 <= v < 1:
             raise UserError(f"{name} must be in [0, 1), got {v}")
-    texts, labels = data.texts, data.labels
-    test = LabelledTexts([], [], data.path)
-    try:
-        if test_fraction > 0:
-            (texts, labels), (tt, tl) = train_val_split(texts, labels,
-                                                        validation_split=test_fraction,
-                                                        seed=seed)
-            test = LabelledTexts(list(tt), list(tl), data.path)
-        (tr, trl), (va, val) = train_val_split(texts, labels, validation_split=val_fraction,
-                                               seed=seed + 1)
-    except ValueError as e:
-        raise UserError(f"{data.path}: cannot split {len(data)} examples ({e})") from None
-    return (LabelledTexts(list(tr), list(trl), data.path),
-            LabelledTexts(list(va), list(val), data.path), test)
+    idx = np.arange(len(data))
+    test_idx = np.array([], dtype=np.int64)
+    if test_fraction > 0:
+        idx, test_idx = _stratified(idx, data.labels, test_fraction, seed)
+    tr_idx, va_idx = (_stratified(idx, data.labels, val_fraction, seed + 1) if val_fraction > 0
+                      else (idx, np.array([], dtype=np.int64)))
+    for name, part in (("test", test_idx if test_fraction > 0 else None),
+                       ("validation", va_idx if val_fraction > 0 else None), ("training", tr_idx)):
+        if part is not None and len(part) == 0:
+            raise UserError(f"{data.path}: cannot split {len(data)} examples: the {name} "
+                            "part would be empty")
+
+    def take(ix: np.ndarray) -> LabelledTexts:
+        return LabelledTexts([data.texts[i] for i in ix], [data.labels[i] for i in ix],
+                             data.path)
+
+    return take(tr_idx), take(va_idx), take(test_idx)
+
+
+def _stratified(idx: np.ndarray, labels: list[str], fraction: float, seed: int
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """``(kept, held_out)`` positions of ``idx``: ``round(n_label * fraction)`` of each
+    label's examples held out (chosen by a seeded shuffle); both parts shuffled."""
+    rng = np.random.default_rng(seed)
+    keep, out = [], []
+    by_label: dict[str, list[int]] = {}
+    for i in idx:
+        by_label.setdefault(labels[i], []).append(int(i))
+    for lab in sorted(by_label):
+        members = np.asarray(by_label[lab])[rng.permutation(len(by_label[lab]))]
+        k = int(round(len(members) * fraction))
+        out.extend(members[:k])
+        keep.extend(members[k:])
+    keep_a, out_a = np.asarray(keep, dtype=np.int64), np.asarray(out, dtype=np.int64)
+    return keep_a[rng.permutation(len(keep_a))], out_a[rng.permutation(len(out_a))]
 
 
 def evaluate_texts(clf: Any, data: LabelledTexts, batch_size: int = 256) -> dict[str, Any]:
