@@ -3,6 +3,7 @@ fixture, persistence, and one-line errors naming file and line."""
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -138,7 +139,7 @@ def test_save_load_round_trip(trained, tmp_path):
 def test_pos_tagger_fits_conllu():
     sents = read_tagged(FIX / "tiny.conllu")
     torch.manual_seed(0)
-    tagger = Tagger.create(TaggerSpec(cell="gru", embed_dim=16, units=16), sents)
+    tagger = Tagger.create(TaggerSpec(cell="gru", embed_dim=16, units=16, char_filters=0), sents)
     assert not tagger.is_bio
     tagger.fit(sents, epochs=10, lr=2e-2, batch_size=8, seed=0, unk_singletons=0.0)
     res = tagger.evaluate(sents)
@@ -151,3 +152,25 @@ def test_bad_spec():
         TaggerSpec(cell="rnn")
     with pytest.raises(UserError, match="units must be a positive integer"):
         TaggerSpec(units=0)
+
+
+def test_character_cnn_tags_unseen_words_by_spelling():
+    """With the character CNN, a word never seen in training (id 2) still gets its tag from
+    its spelling; the word-only model can only guess from context."""
+    from rnnkit.tasks.tagging import Sentence
+
+    words = {"NOUN": ["walking", "talking", "singing", "running", "jumping", "reading"],
+             "DET": ["the", "a"], "ADJ": ["quickly", "slowly", "softly", "gladly"]}
+    rng = np.random.default_rng(0)
+    train = []
+    for _ in range(120):  # ADJ and NOUN in the same positions: only the spelling tells
+        w = [rng.choice(words["DET"]), rng.choice(words["NOUN"] + words["ADJ"])]
+        train.append(Sentence(w, ["DET", "NOUN" if w[1].endswith("ing") else "ADJ"]))
+    test = [Sentence(["the", "swimming"], ["DET", "NOUN"]),
+            Sentence(["a", "sadly"], ["DET", "ADJ"])]
+    torch.manual_seed(0)
+    tagger = Tagger.create(TaggerSpec(cell="gru", embed_dim=8, units=8, char_filters=16),
+                           train)
+    assert tagger.vocab.encode(["swimming", "sadly"], add_start=False) == [2, 2]
+    tagger.fit(train, epochs=30, lr=2e-2, batch_size=16, seed=0)
+    assert tagger.predict([s.tokens for s in test]) == [s.tags for s in test]

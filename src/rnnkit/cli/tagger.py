@@ -59,8 +59,11 @@ def register(sub: argparse._SubParsersAction, train_sub: argparse._SubParsersAct
                    help="vocabulary size including the ids 0 (pad), 1 (start), 2 (unknown)")
     m.add_argument("--min-count", type=int, default=1)
     m.add_argument("--lowercase", action="store_true", help="lowercase words before lookup")
+    m.add_argument("--char-filters", type=int, default=200,
+                   help="filters of the per-word character CNN, so that unseen words get "
+                        "tags from their spelling (0: off)")
     m.add_argument("--maxlen", type=int, default=200, help="truncate longer training sentences")
-    add_training_args(p, optimizer="adam", lr=1e-2, batch_size=32, epochs=10, patience=3,
+    add_training_args(p, optimizer="adam", lr=1e-2, batch_size=32, epochs=20, patience=3,
                       validation_split=0.1)
     p.set_defaults(func=train, out_default="models/tagger", clip_norm=5.0)
 
@@ -90,7 +93,8 @@ def train(args: argparse.Namespace) -> int:
                       embed_dim=args.embed_dim, units=args.units, layers=args.layers,
                       dropout=args.dropout, recurrent_dropout=args.recurrent_dropout,
                       num_words=args.num_words, min_count=args.min_count,
-                      lowercase=args.lowercase, maxlen=args.maxlen)
+                      lowercase=args.lowercase, maxlen=args.maxlen,
+                      char_filters=args.char_filters)
     col = _tag_column(args.tag_column)
     out = Path(args.out or args.out_default)
     say = (lambda *a: None) if args.json and args.quiet else print

@@ -234,33 +234,54 @@ class TaggerSpec(Spec):
     min_count: int = 1
     lowercase: bool = False
     maxlen: int = 200
+    #: filters of the per-word character CNN (0: word embeddings only)
+    char_filters: int = 200
 
     def __post_init__(self) -> None:
         self.check_choice("cell", RNN_LAYERS)
         self.check_positive_ints("embed_dim", "units", "layers", "maxlen", "min_count")
+        if isinstance(self.char_filters, bool) or not isinstance(self.char_filters, int) \
+                or not 0 <= self.char_filters <= 4096:
+            raise UserError(f"char-filters must be an integer in [0, 4096], got "
+                            f"{self.char_filters!r}")
         self.check_num_words()
         self.check_rates("dropout", "recurrent_dropout")
 
 
+#: characters per word the character CNN reads, and the size of its character vocabulary
+MAX_WORD_CHARS, MAX_CHARS = 20, 1000
+
+
 @io.register_model("SequenceTagger")
 class SequenceTaggerModel(nn.Module):
-    """Embedding(mask_zero) -> stacked (Bi)RNN returning sequences -> Dense logits per step.
+    """Per word ``[E_w[id]; max_k ReLU(conv_3(E_c[chars]))_k]`` -> stacked (Bi)RNN returning
+    sequences -> Dense logits per step.
 
-    ``forward(ids)`` with ids ``(batch, time)`` returns logits ``(batch, time, num_tags)``;
-    padded positions (id 0) do not update the recurrent state.
+    ``forward(ids, chars=None)``: word ids ``(batch, time)`` and, when the model has the
+    character CNN (``char_vocab > 0``), each word's character ids ``(batch, time, C)``
+    (0 = padding); returns logits ``(batch, time, num_tags)``. Padded positions (word id 0)
+    do not update the recurrent state. The character CNN gives unseen words (id 2) a
+    representation from their spelling: suffixes, capitals, digits, hyphens.
     """
 
     def __init__(self, vocab_size: int, num_tags: int, embed_dim: int = 64, units: int = 64,
                  cell: str = "lstm", layers: int = 1, bidirectional: bool = True,
-                 dropout: float = 0.0, recurrent_dropout: float = 0.0):
+                 dropout: float = 0.0, recurrent_dropout: float = 0.0, char_vocab: int = 0,
+                 char_embed: int = 16, char_filters: int = 200):
         super().__init__()
         self.cfg = {"vocab_size": vocab_size, "num_tags": num_tags, "embed_dim": embed_dim,
                     "units": units, "cell": cell, "layers": layers,
                     "bidirectional": bidirectional, "dropout": dropout,
-                    "recurrent_dropout": recurrent_dropout}
+                    "recurrent_dropout": recurrent_dropout, "char_vocab": char_vocab,
+                    "char_embed": char_embed, "char_filters": char_filters}
         self.embedding = Embedding(vocab_size, embed_dim, mask_zero=True)
-        rnns = []
         size = embed_dim
+        self.char_embedding = self.char_conv = None
+        if char_vocab > 0 and char_filters > 0:
+            self.char_embedding = nn.Embedding(char_vocab, char_embed, padding_idx=0)
+            self.char_conv = nn.Conv1d(char_embed, char_filters, 3, padding=1)
+            size += char_filters
+        rnns = []
         for _ in range(layers):
             rnn = RNN_LAYERS[cell](units, input_size=size, return_sequences=True,
                                    dropout=dropout, recurrent_dropout=recurrent_dropout)
@@ -270,9 +291,17 @@ class SequenceTaggerModel(nn.Module):
         self.rnns = nn.ModuleList(rnns)
         self.out = Dense(num_tags, input_size=size)
 
-    def forward(self, ids: Tensor) -> Tensor:
+    def forward(self, ids: Tensor, chars: Tensor | None = None) -> Tensor:
         mask = ids != 0
         x = self.embedding(ids)
+        if self.char_conv is not None:
+            if chars is None:
+                raise ValueError("this tagger needs the words' character ids")
+            b, t, c = chars.shape
+            e = self.char_embedding(chars.reshape(b * t, c)).transpose(1, 2)  # (BT, E, C)
+            h = torch.relu(self.char_conv(e))
+            h = h.masked_fill((chars.reshape(b * t, 1, c) == 0), 0.0).amax(-1)
+            x = torch.cat([x, h.reshape(b, t, -1)], dim=-1)
         for rnn in self.rnns:
             x = rnn(x, mask=mask)
         return self.out.logits(x)
@@ -299,8 +328,12 @@ class Tagger:
     task = "tagger"
 
     def __init__(self, model: SequenceTaggerModel, vocab: Vocabulary, tags: list[str],
-                 spec: TaggerSpec, baseline: dict[str, Any] | None = None):
+                 spec: TaggerSpec, baseline: dict[str, Any] | None = None,
+                 chars: list[str] | None = None):
         self.model, self.vocab, self.tags, self.spec = model, vocab, list(tags), spec
+        #: the character vocabulary of the character CNN (id = 2 + position; 0 pad, 1 other)
+        self.chars = list(chars) if chars else None
+        self.char_index = {ch: i + 2 for i, ch in enumerate(self.chars or [])}
         #: per-word most frequent tag from the training data (the trivial baseline)
         self.baseline = baseline or {}
         self.tag_index = {t: i for i, t in enumerate(self.tags)}
@@ -315,10 +348,17 @@ class Tagger:
         vocab = Vocabulary.fit(([norm(t) for t in s.tokens] for s in train), spec.num_words,
                                spec.min_count)
         tags = ["<pad>", *sorted({t for s in train for t in s.tags})]
+        chars = None
+        if spec.char_filters > 0:
+            counts = Counter(ch for s in train for t in s.tokens for ch in t[:MAX_WORD_CHARS])
+            chars = [ch for ch, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+                     ][:MAX_CHARS]
         model = SequenceTaggerModel(len(vocab), len(tags), spec.embed_dim, spec.units, spec.cell,
                                     spec.layers, spec.bidirectional, spec.dropout,
-                                    spec.recurrent_dropout)
-        return cls(model, vocab, tags, spec, _fit_baseline(train, norm))
+                                    spec.recurrent_dropout,
+                                    char_vocab=len(chars) + 2 if chars else 0,
+                                    char_filters=spec.char_filters)
+        return cls(model, vocab, tags, spec, _fit_baseline(train, norm), chars)
 
     # -- encoding --------------------------------------------------------------------------
     def encode_tokens(self, token_lists: Sequence[Sequence[str]], maxlen: int | None = None
@@ -328,6 +368,24 @@ class Tagger:
         ids = [self.vocab.encode([norm(t) for t in toks], add_start=False)
                for toks in token_lists]
         return _pad(ids, maxlen)
+
+    def inputs(self, token_lists: Sequence[Sequence[str]], maxlen: int | None = None
+               ) -> tuple[Tensor, ...]:
+        """The model's inputs: ``(word ids,)``, or ``(word ids, character ids (n, T, C))``
+        for a model with the character CNN (the original casing: capitals are a feature)."""
+        ids = self.encode_tokens(token_lists, maxlen)
+        if self.chars is None:
+            return (ids,)
+        n, t = ids.shape
+        c = max((min(len(w), MAX_WORD_CHARS) for toks in token_lists for w in toks[:t]),
+                default=1)
+        out = torch.zeros((n, t, max(c, 1)), dtype=torch.long)
+        get = self.char_index.get
+        for i, toks in enumerate(token_lists):
+            for j, w in enumerate(toks[:t]):
+                row = [get(ch, 1) for ch in w[:MAX_WORD_CHARS]]
+                out[i, j, :len(row)] = torch.tensor(row, dtype=torch.long)
+        return ids, out
 
     def encode_tags(self, tag_lists: Sequence[Sequence[str]], maxlen: int | None = None
                     ) -> Tensor:
@@ -343,16 +401,19 @@ class Tagger:
         return _pad(out, maxlen)
 
     def encode(self, sentences: Sequence[Sentence], maxlen: int | None = None
-               ) -> tuple[Tensor, Tensor]:
+               ) -> tuple[Tensor | tuple[Tensor, ...], Tensor]:
+        """``(inputs, tags)``: the word ids (a tensor), or the ``(word ids, character ids)``
+        pair for a model with the character CNN, and the tag ids."""
         maxlen = maxlen or self.spec.maxlen
-        return (self.encode_tokens([s.tokens for s in sentences], maxlen),
+        x = self.inputs([s.tokens for s in sentences], maxlen)
+        return (x[0] if len(x) == 1 else x,
                 self.encode_tags([s.tags for s in sentences], maxlen))
 
     # -- training --------------------------------------------------------------------------
     def fit(self, train: Sequence[Sentence], validation: Sequence[Sentence] | None = None, *,
             optimizer: str = "adam", lr: float = 1e-2, batch_size: int = 32, epochs: int = 10,
             patience: int = 0, seed: int | None = 42, clip_norm: float | None = 5.0,
-            unk_singletons: float = 0.5, out: str | Path | None = None, verbose: int = 0,
+            unk_singletons: float = 0.8, out: str | Path | None = None, verbose: int = 0,
             backup: Backup | None = None):
         """Train with the masked cross-entropy; returns the trainer's History.
 
@@ -364,7 +425,10 @@ class Tagger:
 
         x, y = self.encode(train)
         if unk_singletons > 0:
-            x = self._unk_singletons(train, x, unk_singletons, seed)
+            if isinstance(x, tuple):  # the word ids only: the spelling stays
+                x = (self._unk_singletons(train, x[0], unk_singletons, seed), *x[1:])
+            else:
+                x = self._unk_singletons(train, x, unk_singletons, seed)
         val = self.encode(validation) if validation else None
         callbacks = stop_and_checkpoint(val is not None, patience, out, self.save)
         start = time.perf_counter()
@@ -399,7 +463,7 @@ class Tagger:
             for j, toks in enumerate(chunk):
                 if not toks:
                     raise UserError(f"sentence {i + j + 1} has no tokens")
-            logits = self.model(self.encode_tokens(chunk))
+            logits = self.model(*self.inputs(chunk))
             logits[..., 0] = -torch.inf  # never predict padding
             best = logits.argmax(-1).tolist()
             out.extend([self.tags[k] for k in row[:len(toks)]]
@@ -434,7 +498,8 @@ class Tagger:
         for i in range(0, len(sentences), 256):
             x, y = self.encode(sentences[i:i + 256], maxlen=10**9)
             n = int((y != 0).sum())
-            losses += float(masked_cross_entropy(self.model(x), y)) * n
+            logits = self.model(*x) if isinstance(x, tuple) else self.model(x)
+            losses += float(masked_cross_entropy(logits, y)) * n
             n_tok += n
         tokens = [s.tokens for s in sentences]
         gold = [s.tags for s in sentences]
@@ -478,7 +543,8 @@ class Tagger:
         model_dir = Path(model_dir)
         model_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(model_dir / TAGS_JSON, json.dumps(
-            {"vocabulary": self.vocab.to_json(), "baseline": self.baseline},
+            {"vocabulary": self.vocab.to_json(), "baseline": self.baseline,
+             "characters": self.chars},
             ensure_ascii=False))
         io.save_model(model_dir, self.model, task=self.task,
                       extra={"tags": self.tags, "tagger": self.spec.to_dict()})
@@ -509,7 +575,18 @@ class Tagger:
                             ) from None
         if not isinstance(model, SequenceTaggerModel):
             raise UserError(f"{model_dir}: not a tagger model")
-        return cls(model, vocab, tags, spec, side.get("baseline"))
+        chars = side.get("characters")
+        want = model.cfg.get("char_vocab", 0)
+        if chars is not None and (not isinstance(chars, list) or len(chars) > MAX_CHARS
+                                  or not all(isinstance(c, str) and len(c) == 1 for c in chars)
+                                  or len(set(chars)) != len(chars)):
+            raise UserError(f"{path}: corrupt character vocabulary")
+        if (len(chars) + 2 if chars else 0) != want:
+            raise UserError(f"{path}: the character vocabulary does not match the model "
+                            f"({len(chars or [])} characters, the model has {want})")
+        if len(vocab) > model.cfg["vocab_size"] or len(tags) != model.cfg["num_tags"]:
+            raise UserError(f"{model_dir}: the vocabulary or tag list does not match the model")
+        return cls(model, vocab, tags, spec, side.get("baseline"), chars)
 
 
 def _normaliser(lowercase: bool):
