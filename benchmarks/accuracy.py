@@ -124,6 +124,25 @@ def korean_row(data: Path) -> dict[str, Any]:
             "seconds": round(secs, 1)}
 
 
+def tagger_row(data: Path) -> dict[str, Any]:
+    """UD English GUM: train on the dev file, test on the test file (UPOS)."""
+    d = data / "ud_english_gum"
+    tr, te = d / "en_gum-ud-dev.conllu", d / "en_gum-ud-test.conllu"
+    if not (tr.is_file() and te.is_file()):
+        return {"row": "tagger ud_english_gum", "skipped": f"{d} files not found"}
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        res = _run(["train", "tagger", "--train", str(tr), "--test", str(te), "--seed", "42",
+                    "--out", str(Path(tmp) / "m"), "--quiet", "--json"])
+        secs = time.perf_counter() - t0
+    t = res["test"]
+    return {"row": "tagger ud_english_gum", "split": "dev -> test", "metric": "UPOS acc",
+            "rnnkit": round(t["token_accuracy"], 4),
+            "baseline_word_majority": round(t["baseline_word_majority_accuracy"], 4),
+            "target": "UPOS >= 0.92", "met": t["token_accuracy"] >= 0.92,
+            "seconds": round(secs, 1)}
+
+
 def m1_row(data: Path) -> dict[str, Any]:
     """The 181 yearly M1 series, one global model, the last 6 values held out."""
     f = data / "series" / "m1_yearly_dataset.tsf"
@@ -144,6 +163,7 @@ def m1_row(data: Path) -> dict[str, Any]:
 
 ROWS: dict[str, Callable[[Path], list[dict[str, Any]]]] = {
     "text": lambda d: [korean_row(d)],
+    "tagger": lambda d: [tagger_row(d)],
     "forecast": lambda d: [
         forecast_row(d, "Lynx", ["--horizon", "6", "--lookback", "20"]),
         forecast_row(d, "ShampooSales", ["--horizon", "3", "--lookback", "6"]),
@@ -179,6 +199,11 @@ def main() -> int:
                       f"{row['tfidf_word_1_2']:.4f}  char 1-3 {row['tfidf_char_1_3']:.4f}  "
                       f"target {row['target']}: {'met' if row['met'] else 'NOT met'}  "
                       f"({row['seconds']:.0f} s)", flush=True)
+            elif "baseline_word_majority" in row:
+                print(f"{row['row']:32} {row['metric']} {row['rnnkit']:.4f}  most frequent tag "
+                      f"per word {row['baseline_word_majority']:.4f}  target {row['target']}: "
+                      f"{'met' if row['met'] else 'NOT met'}  ({row['seconds']:.0f} s)",
+                      flush=True)
             elif "mase" in row:
                 print(f"{row['row']:32} MASE {row['mase']:.3f}  seasonal naive "
                       f"{row['mase_seasonal_naive']:.3f}  naive {row['mase_naive']:.3f}  drift "
