@@ -21,6 +21,7 @@ from typing import Any
 from ..metrics import format_classification_report
 from ..plots import plot_history
 from ..tasks.series import SeriesClassifier, SeriesSpec, read_series_file
+from ..train import seed_everything
 from .common import add_resume_arg, print_json
 
 
@@ -83,6 +84,7 @@ def train(args: argparse.Namespace) -> int:
     lengths = [len(s) for s in train_set.series]
     say(f"series: {len(train_set)} train{f' / {len(test_set)} test' if test_set else ''} "
         f"series, {train_set.channels} channel(s), length {min(lengths)}-{max(lengths)}")
+    seed_everything(args.seed)  # the initial weights too, so a run is reproducible
     clf = SeriesClassifier.create(spec, train_set)
     if test_set is not None:
         clf.targets(test_set)  # unknown labels and channel mismatches fail before training

@@ -24,6 +24,7 @@ from ..errors import UserError
 from ..io import atomic_write_json, file_record
 from ..plots import plot_history
 from ..tasks.tagging import Tagger, TaggerSpec, read_tagged, tokenize_sentence
+from ..train import seed_everything
 from .common import (
     add_training_args,
     check_positive,
@@ -113,6 +114,7 @@ def train(args: argparse.Namespace) -> int:
     say(f"tagger: {len(train_s)} train / {len(dev_s)} validation"
         f"{f' / {len(test_s)} test' if test_s else ''} sentences")
 
+    seed_everything(args.seed)  # the initial weights too, so a run is reproducible
     tagger = Tagger.create(spec, train_s)
     unseen = sorted({t for s in dev_s for t in s.tags} - set(tagger.tags))
     if unseen:
