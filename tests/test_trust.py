@@ -448,10 +448,14 @@ def _readers():
     from rnnkit.tasks.seq2seq import read_pairs
     from rnnkit.tasks.siamese import read_pairs as read_siamese
     from rnnkit.tasks.tagging import read_tagged
+    from rnnkit.tasks.global_forecast import read_long_csv, read_tsf
+    from rnnkit.tasks.series import read_series_csv_table, read_ts
     from rnnkit.tasks.textfile import read_labelled
 
     return [read_labelled, lambda p: read_tagged(p, "conllu"), lambda p: read_tagged(p, "conll"),
-            read_series_csv, read_pairs, read_siamese, read_text, read_nsmc_labelled]
+            read_series_csv, read_pairs, read_siamese, read_text, read_nsmc_labelled,
+            read_ts, lambda p: read_ts(p, labelled=False), read_tsf, read_series_csv_table,
+            lambda p: read_long_csv(p, "id")]
 
 
 _SEEDS = [SMS, FIX / "tiny.conllu", FIX / "tiny_ner.conll", FIX / "daily_visitors.csv",

@@ -29,6 +29,7 @@ import torch
 
 from ..errors import UserError
 from ..metrics import smape
+from ._atfile import read_at_file
 from .forecast import ForecastModel, drift_forecast, naive_forecast
 
 MAX_SERIES = 1_000_000
@@ -49,35 +50,20 @@ def read_tsf(path: str | Path) -> SeriesCollection:
     """Read a ``.tsf`` file; a missing value (``?``), a non-number, an empty series or a
     line without ``name:start:values`` is a one-line error naming the line."""
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"file not found: {path}")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise UserError(f"{path}: not UTF-8 text (byte {e.start})") from None
+    header, records = read_at_file(path)
     names: list[str] = []
     values: list[np.ndarray] = []
-    freq, horizon, attrs, in_data = None, None, 0, False
-    for n, raw in enumerate(text.splitlines(), 1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        if not in_data:
-            if not line.startswith("@"):
-                raise UserError(f"{path}:{n}: expected a @ header line or @data")
-            key, _, value = line[1:].partition(" ")
-            key = key.lower()
-            if key == "data":
-                in_data = True
-            elif key == "attribute":
-                attrs += 1
-            elif key == "frequency":
-                freq = value.strip()
-            elif key == "horizon":
-                if not value.strip().isdigit() or int(value) < 1:
-                    raise UserError(f"{path}:{n}: @horizon must be a positive integer")
-                horizon = int(value)
-            continue
+    freq, horizon, attrs = None, None, 0
+    for n, key, value in header:
+        if key == "attribute":
+            attrs += 1
+        elif key == "frequency":
+            freq = value
+        elif key == "horizon":
+            if not value.isdigit() or int(value) < 1:
+                raise UserError(f"{path}:{n}: @horizon must be a positive integer")
+            horizon = int(value)
+    for n, line in records:
         parts = line.split(":")
         if len(parts) < attrs + 1 or attrs < 1:
             raise UserError(f"{path}:{n}: expected {attrs} attribute(s) then the values, "
@@ -95,8 +81,8 @@ def read_tsf(path: str | Path) -> SeriesCollection:
         values.append(v)
         if len(values) > MAX_SERIES:
             raise UserError(f"{path}: more than {MAX_SERIES} series")
-    if not in_data or not values:
-        raise UserError(f"{path}: no series (no @data section or no lines after it)")
+    if not values:
+        raise UserError(f"{path}: no series after @data")
     return SeriesCollection(names, values, freq, horizon, path.name)
 
 

@@ -39,6 +39,7 @@ from ..errors import UserError
 from ..layers import Dense, Dropout
 from ..metrics import classification_report
 from ..recurrent import GRU, LSTM, Bidirectional, lengths_to_mask
+from ._atfile import read_at_file, read_text_file
 from .spec import Spec
 
 if TYPE_CHECKING:
@@ -75,15 +76,6 @@ def read_series_file(path: str | Path, labelled: bool = True) -> SeriesSet:
     return read_series_csv_table(path, labelled)
 
 
-def _open_text(path: Path) -> str:
-    if not path.is_file():
-        raise UserError(f"file not found: {path}")
-    try:
-        return path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise UserError(f"{path}: not UTF-8 text (byte {e.start})") from None
-
-
 def _finish(path: Path, series: list[np.ndarray], labels: list[str] | None) -> SeriesSet:
     if not series:
         raise UserError(f"{path}: no series")
@@ -100,28 +92,18 @@ def read_ts(path: str | Path, labelled: bool = True) -> SeriesSet:
     missing value inside a series, a series without a label, mixed channel counts or a
     non-number are one-line errors naming the line."""
     path = Path(path)
-    text = _open_text(path)
+    header, records = read_at_file(path)
     series: list[np.ndarray] = []
     labels: list[str] = []
-    has_labels, in_data, declared = False, False, None
-    for n, raw in enumerate(text.splitlines(), 1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        if not in_data:
-            if not line.startswith("@"):
-                raise UserError(f"{path}:{n}: expected a @ header line or @data")
-            key, _, value = line[1:].partition(" ")
-            key = key.lower()
-            if key == "data":
-                in_data = True
-            elif key == "classlabel":
-                parts = value.split()
-                has_labels = bool(parts) and parts[0].lower() == "true"
-                declared = parts[1:] if has_labels else None
-            elif key == "timestamps" and value.strip().lower() == "true":
-                raise UserError(f"{path}:{n}: time-stamped .ts files are not supported")
-            continue
+    has_labels, declared = False, None
+    for n, key, value in header:
+        if key == "classlabel":
+            parts = value.split()
+            has_labels = bool(parts) and parts[0].lower() == "true"
+            declared = parts[1:] if has_labels else None
+        elif key == "timestamps" and value.lower() == "true":
+            raise UserError(f"{path}:{n}: time-stamped .ts files are not supported")
+    for n, line in records:
         chans = line.split(":")
         label = None
         if has_labels:
@@ -168,8 +150,6 @@ def read_ts(path: str | Path, labelled: bool = True) -> SeriesSet:
         series.append(np.stack([r[:t] for r in rows], axis=1).astype(np.float32))
         if label is not None:
             labels.append(label)
-    if not in_data:
-        raise UserError(f"{path}: no @data line (not a .ts file)")
     if labelled and not has_labels:
         raise UserError(f"{path}: no class labels (@classLabel false); labelled series needed")
     return _finish(path, series, labels if has_labels else None)
@@ -182,7 +162,7 @@ def read_series_csv_table(path: str | Path, labelled: bool = True) -> SeriesSet:
     skipped). Without: one row per series, a ``label`` column and the values (univariate;
     empty trailing cells end a shorter series). ``labelled``: the label column is required."""
     path = Path(path)
-    text = _open_text(path)
+    text = read_text_file(path)
     first = text.split("\n", 1)[0]
     delim = "\t" if "\t" in first and "," not in first else ","
     try:
