@@ -229,6 +229,8 @@ def test_output_paths_are_checked_before_training(capsys, tmp_path):
     _user_error(capsys, ["train", "text", "--file", str(SMS), *TINY, "--out", str(other)],
                 "not an rnnkit model")
     assert (other / "cat.jpg").read_text() == "meow"
+    _user_error(capsys, ["train", "text", "--file", str(SMS), *TINY, "--out", "."],
+                "current directory")
     if os.geteuid() != 0:  # root may write anywhere
         ro = tmp_path / "ro"
         ro.mkdir(mode=0o500)

@@ -58,6 +58,10 @@ def _exchange(a: Path, b: Path) -> bool:
 
 def check_output_dir(out: Path) -> None:
     """UserError unless a run may write ``out`` (see the module docstring)."""
+    here = Path.cwd().resolve()
+    if out.resolve() in (here, *here.parents):
+        raise UserError(f"--out {out} is the current directory or one above it; name a "
+                        "model directory (e.g. --out models/mine)")
     if out.exists() or out.is_symlink():
         if not out.is_dir():
             raise UserError(f"--out {out} exists and is not a directory")
