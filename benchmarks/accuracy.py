@@ -35,6 +35,15 @@ def _data_dir(arg: str | None) -> Path:
     return Path(env) if env else ROOT.parent / "shared" / "data"
 
 
+def _train(argv: list[str]) -> tuple[dict[str, Any], float]:
+    """``rnnkit train ... --json`` into a throw-away model directory: its result and the
+    wall-clock seconds it took."""
+    with tempfile.TemporaryDirectory() as d:
+        t0 = time.perf_counter()
+        res = _run([*argv, "--out", str(Path(d) / "m")])
+        return res, time.perf_counter() - t0
+
+
 def _run(argv: list[str]) -> dict[str, Any]:
     """``rnnkit argv --json`` in-process; its last stdout line as JSON."""
     from rnnkit.cli import main
@@ -52,11 +61,8 @@ def series_row(data: Path, name: str, target: str, check: Callable[[dict], bool]
     tr, te = data / "series" / f"{name}_TRAIN.ts", data / "series" / f"{name}_TEST.ts"
     if not (tr.is_file() and te.is_file()):
         return {"row": f"series {name}", "skipped": f"{tr} or {te} not found"}
-    with tempfile.TemporaryDirectory() as d:
-        t0 = time.perf_counter()
-        res = _run(["train", "series", "--train", str(tr), "--test", str(te), "--seed", "42",
-                    "--out", str(Path(d) / "m"), "--quiet", "--json"])
-        secs = time.perf_counter() - t0
+    res, secs = _train(["train", "series", "--train", str(tr), "--test", str(te),
+                        "--seed", "42", "--quiet", "--json"])
     t = res["test"]
     return {"row": f"series {name}", "split": "archive TRAIN/TEST", "n_test": t["n"],
             "accuracy": round(t["accuracy"], 4), "macro_f1": round(t["macro"]["f1"], 4),
@@ -69,11 +75,8 @@ def forecast_row(data: Path, name: str, flags: list[str]) -> dict[str, Any]:
     f = data / "series" / f"{name}.csv"
     if not f.is_file():
         return {"row": f"forecast {name}", "skipped": f"{f} not found"}
-    with tempfile.TemporaryDirectory() as d:
-        t0 = time.perf_counter()
-        res = _run(["train", "forecast", "--file", str(f), *flags, "--seed", "42",
-                    "--out", str(Path(d) / "m"), "--quiet", "--json"])
-        secs = time.perf_counter() - t0
+    res, secs = _train(["train", "forecast", "--file", str(f), *flags, "--seed", "42",
+                        "--quiet", "--json"])
     m = res["metrics"]
     model, snaive = m["model"]["mase"], m["seasonal_naive"]["mase"]
     return {"row": f"forecast {name}", "split": "last 20% walk-forward",
@@ -105,12 +108,9 @@ def korean_row(data: Path) -> dict[str, Any]:
     tr, te = d / "train.tsv", d / "dev.tsv"
     if not (tr.is_file() and te.is_file()):
         return {"row": "text korean_hate_speech", "skipped": f"{d} files not found"}
-    with tempfile.TemporaryDirectory() as tmp:
-        t0 = time.perf_counter()
-        res = _run(["train", "text", "--file", str(tr), "--test-file", str(te), "--text-col",
-                    "comments", "--label-col", "hate", "--lang", "ko", "--seed", "42",
-                    "--out", str(Path(tmp) / "m"), "--quiet", "--json"])
-        secs = time.perf_counter() - t0
+    res, secs = _train(["train", "text", "--file", str(tr), "--test-file", str(te),
+                        "--text-col", "comments", "--label-col", "hate", "--lang", "ko",
+                        "--seed", "42", "--quiet", "--json"])
     a = read_labelled(tr, "comments", "hate", "tsv")
     b = read_labelled(te, "comments", "hate", "tsv")
     word = _tfidf_f1((a.texts, a.labels), (b.texts, b.labels), "word", (1, 2))
@@ -130,11 +130,8 @@ def tagger_row(data: Path) -> dict[str, Any]:
     tr, te = d / "en_gum-ud-dev.conllu", d / "en_gum-ud-test.conllu"
     if not (tr.is_file() and te.is_file()):
         return {"row": "tagger ud_english_gum", "skipped": f"{d} files not found"}
-    with tempfile.TemporaryDirectory() as tmp:
-        t0 = time.perf_counter()
-        res = _run(["train", "tagger", "--train", str(tr), "--test", str(te), "--seed", "42",
-                    "--out", str(Path(tmp) / "m"), "--quiet", "--json"])
-        secs = time.perf_counter() - t0
+    res, secs = _train(["train", "tagger", "--train", str(tr), "--test", str(te),
+                        "--seed", "42", "--quiet", "--json"])
     t = res["test"]
     return {"row": "tagger ud_english_gum", "split": "dev -> test", "metric": "UPOS acc",
             "rnnkit": round(t["token_accuracy"], 4),
@@ -148,11 +145,8 @@ def m1_row(data: Path) -> dict[str, Any]:
     f = data / "series" / "m1_yearly_dataset.tsf"
     if not f.is_file():
         return {"row": "forecast M1 yearly", "skipped": f"{f} not found"}
-    with tempfile.TemporaryDirectory() as d:
-        t0 = time.perf_counter()
-        res = _run(["train", "forecast", "--file", str(f), "--seed", "42",
-                    "--out", str(Path(d) / "m"), "--quiet", "--json"])
-        secs = time.perf_counter() - t0
+    res, secs = _train(["train", "forecast", "--file", str(f), "--seed", "42", "--quiet",
+                        "--json"])
     m = res["metrics"]
     return {"row": "forecast M1 yearly", "split": "last 6 of each series",
             "flags": "(defaults)", "origins": res["series"], "mase": m["model"]["mase"],

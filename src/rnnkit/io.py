@@ -334,22 +334,26 @@ def _check_types(cls: type, name: str, config: dict) -> None:
         return
     for key, value in config.items():
         p = params.get(key)
-        if p is None or p.default is inspect.Parameter.empty or p.default is None:
+        if p is None or p.default is inspect.Parameter.empty:
             continue
-        d = p.default
-        if isinstance(d, bool):
-            ok = isinstance(value, bool)
-        elif isinstance(d, int):
-            ok = isinstance(value, int) and not isinstance(value, bool)
-        elif isinstance(d, float):
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        elif isinstance(d, str):
-            ok = isinstance(value, str)
-        else:
-            continue
-        if not ok:
-            raise UserError(f"model type {name!r}: {key} must be a {type(d).__name__}, got "
-                            f"{value!r:.40}")
+        if not same_kind(p.default, value):
+            raise UserError(f"model type {name!r}: {key} must be a "
+                            f"{type(p.default).__name__}, got {value!r:.40}")
+
+
+def same_kind(default: Any, value: Any) -> bool:
+    """Whether a value read from a file has the kind of the setting's ``default``: bool,
+    int (not bool), number, or str; other defaults, None included, accept anything. The
+    one rule for saved model configs and task specs alike."""
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(default, int):
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(default, str):
+        return isinstance(value, str)
+    return True
 
 
 def _register_builtins() -> None:

@@ -68,14 +68,7 @@ def check_output_dir(out: Path) -> None:
         if any(out.iterdir()) and not (out / CONFIG_FILE).is_file():
             raise UserError(f"--out {out} is a non-empty directory that is not an rnnkit model "
                             "directory; refusing to replace its files (choose another --out)")
-    parent = out.parent
-    probe = parent
-    while not probe.exists():
-        probe = probe.parent
-    if not probe.is_dir():
-        raise UserError(f"--out {out}: {probe} is not a directory")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise UserError(f"--out {out}: {probe} is not writable")
+    _check_writable_parent(out, "--out")
 
 
 def check_output_file(path: str | os.PathLike | None, flag: str) -> None:
@@ -85,11 +78,19 @@ def check_output_file(path: str | os.PathLike | None, flag: str) -> None:
     p = Path(path)
     if p.is_dir():
         raise UserError(f"{flag} {p} is a directory, not a file")
-    probe = p.parent
+    _check_writable_parent(p, flag)
+
+
+def _check_writable_parent(path: Path, flag: str) -> None:
+    """UserError unless the nearest existing folder above ``path`` is a writable directory
+    (the folders between are created when written)."""
+    probe = path.parent
     while not probe.exists():
         probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
-        raise UserError(f"{flag} {p}: {probe} is not a writable directory")
+    if not probe.is_dir():
+        raise UserError(f"{flag} {path}: {probe} is not a directory")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise UserError(f"{flag} {path}: {probe} is not writable")
 
 
 class TrainingRun:

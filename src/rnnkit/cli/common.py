@@ -70,6 +70,13 @@ def add_training_args(p: argparse.ArgumentParser, **defaults: Any) -> None:
     g.add_argument("--json", action="store_true", help="print one JSON object last")
 
 
+def given(args: argparse.Namespace, name: str) -> bool:
+    """Whether the flag of ``name`` (``"lookback"`` -> ``--lookback``) was typed on the
+    command line, as opposed to left at its default."""
+    flag = f"--{name.replace('_', '-')}"
+    return any(a == flag or a.startswith(flag + "=") for a in args.argv)
+
+
 def add_resume_arg(g: argparse._ArgumentGroup) -> None:
     """``--resume``: continue the interrupted run of ``--out`` (see :mod:`rnnkit.rundir`)."""
     g.add_argument("--resume", action="store_true",

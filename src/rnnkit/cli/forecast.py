@@ -34,7 +34,7 @@ from ..rundir import check_output_file
 from ..tasks.forecast import Forecaster, ForecastSpec, plot_forecast, read_series_csv
 from ..tasks.timeindex import future
 from ..train import seed_everything
-from .common import add_training_args, check_positive, print_json, read_model_json
+from .common import add_training_args, check_positive, given, print_json, read_model_json
 
 DATA_JSON = "data.json"
 
@@ -172,8 +172,7 @@ def train(args: argparse.Namespace) -> int:
     v = series.values
     val_start, test_start = _split(len(v), args.val_fraction, args.test_fraction)
     lookback = args.lookback
-    flags = {a.split("=")[0] for a in args.argv if a.startswith("--")}
-    if "--lookback" not in flags and val_start < lookback + args.horizon + MIN_WINDOWS:
+    if not given(args, "lookback") and val_start < lookback + args.horizon + MIN_WINDOWS:
         # a short series: the default lookback would leave (almost) no training windows
         lookback = max(2, val_start - args.horizon - MIN_WINDOWS + 1)
         print(f"rnnkit: note: lookback {lookback} instead of {args.lookback}, so that the "
@@ -350,9 +349,8 @@ def train_global(args: argparse.Namespace) -> int:
 
     value_col = _cols(args.value_cols)[0] if args.value_cols else None
     data = read_collection(args.file, args.id_col, value_col)
-    flags = {a.split("=")[0] for a in args.argv if a.startswith("--")}
-    h = args.horizon if "--horizon" in flags or data.horizon is None else data.horizon
-    lb = args.lookback if "--lookback" in flags else h
+    h = args.horizon if given(args, "horizon") or data.horizon is None else data.horizon
+    lb = args.lookback if given(args, "lookback") else h
     say = (lambda *a: None) if args.json and args.quiet else print
     say(f"forecast: {len(data.values)} series of {data.source} ({data.frequency or 'unknown'} "
         f"frequency), horizon {h}, lookback {lb}, one global model")

@@ -25,6 +25,7 @@ from .common import (
     add_training_args,
     check_positive,
     classifier_spec,
+    given,
     predict_texts_cmd,
     print_json,
 )
@@ -56,16 +57,11 @@ def register(sub: argparse._SubParsersAction, train_sub: argparse._SubParsersAct
     TASKS["imdb"] = {"evaluate": evaluate_cmd, "predict": predict_texts_cmd}
 
 
-def _explicit(argv_flags: set[str], name: str) -> bool:
-    return f"--{name.replace('_', '-')}" in argv_flags
-
-
-def _apply_recipe(args: argparse.Namespace, argv: list[str]) -> None:
+def _apply_recipe(args: argparse.Namespace) -> None:
     if args.recipe != "recommended":
         return
-    flags = {a.split("=")[0] for a in argv if a.startswith("--")}
     for k, v in RECOMMENDED.items():
-        if not _explicit(flags, k):
+        if not given(args, k):
             setattr(args, k, v)
 
 
@@ -83,7 +79,7 @@ def _load(data_dir: str | None, limit: int | None):
 
 
 def train(args: argparse.Namespace) -> int:
-    _apply_recipe(args, args.argv)
+    _apply_recipe(args)
     check_positive(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr)
     if not 0 < args.validation_split < 1:
         raise UserError(f"--validation-split must be in (0, 1), got {args.validation_split}")

@@ -170,6 +170,12 @@ def _scale(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return level, scale
 
 
+def _scaled(v: np.ndarray, level: np.ndarray, scale: np.ndarray) -> torch.Tensor:
+    """``(v - level) / scale`` per window (rows), as ``(N, steps, 1)`` float32."""
+    return torch.from_numpy(((v - level[:, None]) / scale[:, None])[:, :, None]
+                            .astype(np.float32))
+
+
 def windows(series: list[np.ndarray], lookback: int, horizon: int
             ) -> tuple[np.ndarray, np.ndarray]:
     """All ``(x (N, L), target (N, H))`` windows of the series (stride 1)."""
@@ -220,8 +226,7 @@ class GlobalForecaster:
 
     def _inputs(self, x: np.ndarray) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
         level, scale = _scale(x)
-        z = (x - level[:, None]) / scale[:, None]
-        return torch.from_numpy(z[:, :, None].astype(np.float32)), level, scale
+        return _scaled(x, level, scale), level, scale
 
     def fit(self, series: list[np.ndarray], *, epochs: int = 40, lr: float = 3e-3,
             batch_size: int = 64, patience: int = 5, seed: int = 42, verbose: int = 0,
@@ -238,10 +243,9 @@ class GlobalForecaster:
         x, y = windows(train, lb, h)
         vx, vy = windows(val, lb, h)
         xi, level, scale = self._inputs(x)
-        yi = torch.from_numpy(((y - level[:, None]) / scale[:, None])[:, :, None]
-                              .astype(np.float32))
+        yi = _scaled(y, level, scale)  # targets on their window's scale
         vxi, vl, vs = self._inputs(vx)
-        vyi = torch.from_numpy(((vy - vl[:, None]) / vs[:, None])[:, :, None].astype(np.float32))
+        vyi = _scaled(vy, vl, vs)
         cbs = [EarlyStopping("val_loss", patience=patience, restore_best_weights=True)]
         return fit(self.model, xi, yi, validation_data=(vxi, vyi), loss="mae", metrics=None,
                    optimizer="adam", lr=lr, batch_size=batch_size, epochs=epochs, seed=seed,

@@ -40,6 +40,7 @@ from ..layers import Dense, Dropout
 from ..metrics import classification_report
 from ..recurrent import GRU, LSTM, Bidirectional, lengths_to_mask
 from ._atfile import read_at_file, read_text_file
+from .forecast import pad_series as pad
 from .spec import Spec
 
 if TYPE_CHECKING:
@@ -315,15 +316,6 @@ class SeriesNet(nn.Module):
 
     def get_config(self) -> dict:
         return dict(self.cfg)
-
-
-def pad(series: list[np.ndarray]) -> tuple[Tensor, Tensor]:
-    """``(n, max T, C)`` zeros-padded at the end, and the lengths ``(n,)``."""
-    t = max(len(s) for s in series)
-    x = np.zeros((len(series), t, series[0].shape[1]), np.float32)
-    for i, s in enumerate(series):
-        x[i, :len(s)] = s
-    return torch.from_numpy(x), torch.tensor([len(s) for s in series])
 
 
 # --------------------------------------------------------------------------- baseline

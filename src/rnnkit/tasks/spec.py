@@ -11,24 +11,11 @@ from dataclasses import asdict, fields
 from typing import Any, Self
 
 from ..errors import UserError
+from ..io import same_kind
 
 
 def _flag(name: str) -> str:
     return name.replace("_", "-")
-
-
-def _same_kind(default: Any, value: Any) -> bool:
-    """Whether a saved ``value`` has the kind of the field's ``default`` (bool, int, float or
-    str; other defaults, None included, accept anything)."""
-    if isinstance(default, bool):
-        return isinstance(value, bool)
-    if isinstance(default, int):
-        return isinstance(value, int) and not isinstance(value, bool)
-    if isinstance(default, float):
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if isinstance(default, str):
-        return isinstance(value, str)
-    return True
 
 
 class Spec:
@@ -42,7 +29,7 @@ class Spec:
             raise UserError(f"{cls.__name__}: expected an object, got {type(d).__name__}")
         names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
         for f in fields(cls):  # type: ignore[arg-type]
-            if f.name in d and not _same_kind(f.default, d[f.name]):
+            if f.name in d and not same_kind(f.default, d[f.name]):
                 raise UserError(f"{cls.__name__}: {_flag(f.name)} must be a "
                                 f"{type(f.default).__name__}, got {d[f.name]!r:.40}")
         try:

@@ -379,13 +379,13 @@ class Tagger:
         n, t = ids.shape
         c = max((min(len(w), MAX_WORD_CHARS) for toks in token_lists for w in toks[:t]),
                 default=1)
-        out = torch.zeros((n, t, max(c, 1)), dtype=torch.long)
+        out = np.zeros((n, t, max(c, 1)), dtype=np.int64)
         get = self.char_index.get
         for i, toks in enumerate(token_lists):
             for j, w in enumerate(toks[:t]):
-                row = [get(ch, 1) for ch in w[:MAX_WORD_CHARS]]
-                out[i, j, :len(row)] = torch.tensor(row, dtype=torch.long)
-        return ids, out
+                w = w[:MAX_WORD_CHARS]
+                out[i, j, :len(w)] = [get(ch, 1) for ch in w]
+        return ids, torch.from_numpy(out)
 
     def encode_tags(self, tag_lists: Sequence[Sequence[str]], maxlen: int | None = None
                     ) -> Tensor:
