@@ -10,7 +10,7 @@ import os
 import select
 import sys
 import tomllib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -311,6 +311,21 @@ def _line_batches(lines: Iterator[bytes], where: str, size: int, more_waiting
         raise UserError(f"{where}: no text given")
 
 
+def answer_lines(texts: Iterable[str], file: str | None,
+                 answer: Callable[[list[str]], list[Any]]) -> Iterator[tuple[int, str, Any]]:
+    """``(index, text, answer)`` for every input line of :func:`text_batches`, in order.
+    ``answer`` is called once per batch with the batch's non-blank texts and returns one
+    answer each (None where it has none); a blank line's answer is None. Standard output
+    is flushed after each batch, so a streamed line is answered before more is read."""
+    for batch in text_batches(texts, file):
+        kept = [(i, t) for i, t in batch if t.strip()]
+        got = dict(zip([i for i, _ in kept], answer([t for _, t in kept]) if kept else [],
+                       strict=True))
+        for i, text in batch:
+            yield i, text, got.get(i)
+        sys.stdout.flush()
+
+
 def predict_texts_cmd(args: argparse.Namespace) -> int:
     """``rnnkit predict`` for text classifiers: one answer per input line, streamed.
 
@@ -320,19 +335,13 @@ def predict_texts_cmd(args: argparse.Namespace) -> int:
     from ..tasks.classify import TextClassifier
 
     clf = TextClassifier.load(args.model_dir)
-    for batch in text_batches(args.texts, args.file):
-        full = [(i, t) for i, t in batch if t.strip()]
-        preds = iter(clf.predict([t for _, t in full]) if full else [])
-        for i, text in batch:
-            p = next(preds) if text.strip() else None
-            if args.json:
-                print_json({"index": i, **p} if p is not None else
-                           {"index": i, "label": None, "probability": None,
-                            "error": "empty text"})
-            elif p is None:
-                print("\t\t(empty line)")
-            else:
-                short = text if len(text) <= 60 else text[:57] + "..."
-                print(f"{p['label']}\t{p['probability']:.3f}\t{short}")
-        sys.stdout.flush()
+    for i, text, p in answer_lines(args.texts, args.file, clf.predict):
+        if args.json:
+            print_json({"index": i, **p} if p is not None else
+                       {"index": i, "label": None, "probability": None, "error": "empty text"})
+        elif p is None:
+            print("\t\t(empty line)")
+        else:
+            short = text if len(text) <= 60 else text[:57] + "..."
+            print(f"{p['label']}\t{p['probability']:.3f}\t{short}")
     return 0

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..io import atomic_write_json
-from .common import add_resume_arg, check_positive, print_json, text_batches
+from .common import add_resume_arg, answer_lines, check_positive, print_json
 
 
 def add_seq_training_flags(p: argparse.ArgumentParser, *, out: str, epochs: int, lr: float,
@@ -146,17 +145,12 @@ def translate_cmd(args: argparse.Namespace) -> int:
     tr = _load(args.model_dir)
     beam = getattr(args, "beam_width", 1)
     check_positive(beam_width=beam)
-    for batch in text_batches(args.texts, args.file):
-        full = [(i, t) for i, t in batch if t.strip()]
-        done = dict(zip([i for i, _ in full],
-                        tr.translate([t for _, t in full], beam_width=beam) if full else [],
-                        strict=True))
-        for i, text in batch:
-            if args.json:
-                print_json({"index": i, "source": text, "translation": done.get(i)})
-            else:
-                print(done.get(i, ""))
-        sys.stdout.flush()
+    for i, text, out in answer_lines(args.texts, args.file,
+                                     lambda ts: tr.translate(ts, beam_width=beam)):
+        if args.json:
+            print_json({"index": i, "source": text, "translation": out})
+        else:
+            print(out or "")
     return 0
 
 

@@ -13,13 +13,12 @@ on unlabelled pairs the rate at which each ``text_a`` finds its own ``text_b`` a
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
 from ..io import atomic_write_json
-from .common import check_positive, print_json, text_batches
+from .common import answer_lines, check_positive, print_json
 from .seq2seq import add_seq_training_flags, split, verbosity
 
 
@@ -132,21 +131,15 @@ def match_cmd(args: argparse.Namespace) -> int:
     check_positive(top_k=args.top_k)
     m = _load(args.model_dir)
     refs = read_references(args.against)
-    for batch in text_batches(args.texts, args.file):
-        full = [(i, t) for i, t in batch if t.strip()]
-        found = dict(zip([i for i, _ in full],
-                         m.match([t for _, t in full], refs, args.top_k) if full else [],
-                         strict=True))
-        for i, q in batch:
-            r = found.get(i, [])
-            if args.json:
-                print_json({"index": i, "query": q,
-                            "top": [{"text": t, "cosine": s} for t, s in r]})
-            else:
-                print(q)
-                for t, s in r:
-                    print(f"  {s:.4f}  {t}")
-        sys.stdout.flush()
+    for i, q, found in answer_lines(args.texts, args.file,
+                                    lambda qs: m.match(qs, refs, args.top_k)):
+        r = found or []
+        if args.json:
+            print_json({"index": i, "query": q, "top": [{"text": t, "cosine": s} for t, s in r]})
+        else:
+            print(q)
+            for t, s in r:
+                print(f"  {s:.4f}  {t}")
     return 0
 
 

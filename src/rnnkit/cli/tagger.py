@@ -15,7 +15,6 @@ early stopping on validation loss (patience 3) restoring the best weights.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +26,10 @@ from ..tasks.tagging import Tagger, TaggerSpec, read_tagged, tokenize_sentence
 from ..train import seed_everything
 from .common import (
     add_training_args,
+    answer_lines,
     check_positive,
     print_json,
     read_model_json,
-    text_batches,
 )
 
 DATA_JSON = "data.json"
@@ -193,23 +192,21 @@ def tag_cmd(args: argparse.Namespace) -> int:
     """Tag sentences, one answer per input line, streamed (``--json``: JSON Lines
     ``{index, tokens: [{token, tag}]}``; a line without tokens gets ``error``)."""
     tagger = Tagger.load(args.model_dir)
-    for batch in text_batches(args.texts, args.file):
-        toks = {i: tokenize_sentence(t) for i, t in batch}
-        if args.texts:
-            empty = next((i for i, t in toks.items() if not t), None)
-            if empty is not None:
-                raise UserError(f"sentence {empty + 1} has no tokens")
-        full = [i for i, _ in batch if toks[i]]
-        tagged = dict(zip(full, tagger.predict([toks[i] for i in full]) if full else [],
-                          strict=True))
-        for i, _ in batch:
-            if args.json:
-                print_json({"index": i, "tokens": [{"token": w, "tag": g} for w, g in
-                                                   zip(toks[i], tagged[i], strict=True)]}
-                           if i in tagged else {"index": i, "tokens": [],
-                                                "error": "no tokens"})
-            else:
-                print(" ".join(f"{w}/{g}" for w, g in zip(toks[i], tagged.get(i, []),
-                                                          strict=True)))
-        sys.stdout.flush()
+
+    def tag(texts: list[str]) -> list[list[tuple[str, str]] | None]:
+        toks = [tokenize_sentence(t) for t in texts]
+        empty = next((k for k, t in enumerate(toks) if not t), None)
+        if args.texts and empty is not None:
+            raise UserError(f"sentence {args.texts.index(texts[empty]) + 1} has no tokens")
+        full = [t for t in toks if t]
+        tagged = iter(tagger.predict(full) if full else [])
+        return [list(zip(t, next(tagged), strict=True)) if t else None for t in toks]
+
+    for i, _, pairs in answer_lines(args.texts, args.file, tag):
+        if args.json:
+            print_json({"index": i, "tokens": [{"token": w, "tag": g} for w, g in pairs]}
+                       if pairs is not None else {"index": i, "tokens": [],
+                                                  "error": "no tokens"})
+        else:
+            print(" ".join(f"{w}/{g}" for w, g in pairs or []))
     return 0
