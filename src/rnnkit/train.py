@@ -65,7 +65,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -75,8 +75,21 @@ from .callbacks import Callback, History, ProgressBar
 from .errors import UserError
 from .layers import Dense, Sequential, clip_gradients
 
-if TYPE_CHECKING:
-    from .backup import Backup
+
+class Resumable(Protocol):
+    """What ``fit(backup=...)`` needs (:class:`rnnkit.backup.Backup` is one): ``restore``
+    loads a saved state into the live objects and returns the finished epochs (``stopped``
+    then says whether training had already ended there); ``save`` records the state after
+    ``epochs_done`` epochs. The training loop depends on this interface only."""
+
+    stopped: bool
+
+    def restore(self, model: nn.Module, opt: torch.optim.Optimizer,
+                generator: torch.Generator, data: Any, callbacks: Sequence[Any]) -> int: ...
+
+    def save(self, epochs_done: int, model: nn.Module, opt: torch.optim.Optimizer,
+             generator: torch.Generator, data: Any, callbacks: Sequence[Any],
+             stopped: bool = False) -> None: ...
 
 #: rnnkit's recommended optimizer settings for the IMDB-style sentiment models: the seed
 #: model Embedding(500,16) -> SimpleRNN(8) -> Dense(1) passes 0.70 validation accuracy on
@@ -730,7 +743,8 @@ def fit(model: nn.Module, x: Any = None, y: Any = None, *,
         batch_size: int = 32, epochs: int = 1, callbacks: Sequence[Callback] = (),
         seed: int | None = None, shuffle: bool = True, clip_norm: float | None = None,
         clip_value: float | None = None, verbose: int = 1,
-        device: str | torch.device | None = None, backup: Backup | None = None) -> History:
+        device: str | torch.device | None = None, backup: Resumable | None = None
+        ) -> History:
     """Train ``model`` (see the module docstring for data, losses, metrics and optimizers).
 
     ``seed`` seeds Python, NumPy and torch (dropout, shuffling) at the start, so the same
