@@ -82,8 +82,10 @@ def forecast_row(data: Path, name: str, flags: list[str]) -> dict[str, Any]:
     return {"row": f"forecast {name}", "split": "last 20% walk-forward",
             "flags": " ".join(flags), "origins": res["origins"], "mase": model,
             "mase_seasonal_naive": snaive, "mase_naive": m["naive"]["mase"],
-            "mase_drift": m["drift"]["mase"], "target": "MASE <= 0.9 x seasonal naive",
-            "met": model <= 0.9 * snaive, "seconds": round(secs, 1)}
+            "mase_drift": m["drift"]["mase"], "interval_coverage": res["interval_coverage"],
+            "target": "MASE <= 0.9 x seasonal naive; 80% interval covers 70-90%",
+            "met": model <= 0.9 * snaive and res["interval_coverage"] is not None
+            and 0.7 <= res["interval_coverage"] <= 0.9, "seconds": round(secs, 1)}
 
 
 def _tfidf_f1(train: tuple[list[str], list[str]], test: tuple[list[str], list[str]],
@@ -172,11 +174,18 @@ ROWS: dict[str, Callable[[Path], list[dict[str, Any]]]] = {
 }
 
 
+def _coverage(row: dict[str, Any]) -> str:
+    c = row.get("interval_coverage", "absent")
+    if c == "absent":
+        return ""
+    return "80% interval: none  " if c is None else f"80% interval covers {c:.1%}  "
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data-dir")
-    ap.add_argument("--only", choices=sorted(ROWS), action="append",
-                    help="run only these groups (repeatable)")
+    ap.add_argument("--task", "--only", dest="only", choices=sorted(ROWS), action="append",
+                    help="run only this group of rows (repeatable)")
     ap.add_argument("--json", help="also write the rows to this JSON file")
     args = ap.parse_args()
     data = _data_dir(args.data_dir)
@@ -202,6 +211,7 @@ def main() -> int:
                 print(f"{row['row']:32} MASE {row['mase']:.3f}  seasonal naive "
                       f"{row['mase_seasonal_naive']:.3f}  naive {row['mase_naive']:.3f}  drift "
                       f"{row['mase_drift']:.3f}  ({row['origins']} origins, {row['flags']}) "
+                      f"{_coverage(row)}"
                       f"target {row['target']}: {'met' if row['met'] else 'NOT met'}  "
                       f"({row['seconds']:.0f} s)", flush=True)
             else:

@@ -113,3 +113,11 @@ def test_short_series_gets_a_lookback_that_fits(tmp_path, capsys):
     assert "lookback" in cap.err and "instead of 28" in cap.err
     data = json.loads((tmp_path / "m" / "data.json").read_text())
     assert data["time"] == {"kind": "month", "step": 1}
+    # a short series also gets a validation part with enough windows for the interval,
+    # which the refit model keeps: forecasts carry the 80% band by default
+    assert "validation part 11 rows instead of 4" in cap.err  # horizon 7 + 4
+    res = _last_json(cap.out)
+    assert res["interval_coverage"] is not None
+    assert main(["forecast", str(tmp_path / "m"), "--file", str(short), "--json"]) == 0
+    rows = _last_json(capsys.readouterr().out)["forecast"]
+    assert all(r["y_p10"] < r["y_p90"] for r in rows)

@@ -3,6 +3,7 @@ baselines, learning on a seasonal fixture (beats the naive forecast, near or und
 seasonal-naive one), walk-forward without look-ahead, persistence, and masked sequence
 classification of variable-length multivariate series."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -186,3 +187,39 @@ def test_pinball_loss_by_hand():
     y = torch.tensor([[2.5]])
     # e = y - yhat = 1.5, 0.5, -0.5 -> max(q e, (q-1) e) = 0.15, 0.25, 0.05
     assert float(pinball_loss(out, y, [0.1, 0.5, 0.9])) == pytest.approx((0.15 + 0.25 + 0.05) / 3)
+
+
+def test_conformal_interval_covers_its_level_on_held_out_data(tmp_path):
+    """Split conformal: calibrated on one held-out span of a stationary noisy series, the 80%
+    interval covers 70-90% of a later, longer span (any model: here one trained briefly);
+    the calibration survives save/load and a malformed one is refused on load."""
+    rng = np.random.default_rng(0)
+    t = np.arange(1400)
+    y = (5 * np.sin(2 * np.pi * t / 12) + rng.normal(0, 1.0, len(t)) + 20)[:, None]
+    spec = ForecastSpec(units=8, lookback=24, horizon=6)
+    fc = Forecaster.create(spec, y[:400], ["y"])
+    fc.fit(y[:400], epochs=3, seed=0)
+    cal = fc.calibrate(y[:700], 400)
+    assert cal is not None and cal["windows"] == 700 - 400 - 6 + 1
+    res = fc.walk_forward(y, 700, step=1)
+    cover = res["interval"]["coverage"]
+    assert 0.7 <= cover <= 0.9, cover
+    lo, hi = res["interval"]["lower"], res["interval"]["upper"]
+    assert np.all(lo <= res["model"]) and np.all(res["model"] <= hi)
+
+    fc.save(tmp_path / "m")
+    again, _ = Forecaster.load(tmp_path / "m")
+    np.testing.assert_allclose(again.walk_forward(y, 700, step=1)["interval"]["lower"], lo)
+    side = tmp_path / "m" / "forecast.json"
+    data = json.loads(side.read_text())
+    data["calibration"]["sigma"] = [[-1.0]] * 6
+    side.write_text(json.dumps(data))
+    with pytest.raises(UserError, match="calibration"):
+        Forecaster.load(tmp_path / "m")
+
+
+def test_calibration_needs_five_held_out_windows():
+    y = np.arange(60, dtype=float)[:, None] % 7
+    fc = Forecaster.create(ForecastSpec(units=4, lookback=7, horizon=3), y[:40], ["y"])
+    assert fc.calibrate(y[:46], 40) is None and fc.calibration is None  # 4 windows
+    assert fc.calibrate(y[:47], 40) is not None  # 5 windows

@@ -73,9 +73,10 @@ def register(sub: argparse._SubParsersAction, train_sub: argparse._SubParsersAct
                    help="feed absolute scaled values (default: relative to the last value)")
     m.add_argument("--quantiles", default="none",
                    help="quantile levels to forecast, e.g. 0.1,0.5,0.9 (pinball loss; the "
-                        "median is the point forecast, 0.1/0.9 give the 80%% interval with "
-                        "its coverage on the test part), or 'none': a point forecast "
-                        "trained on the squared error")
+                        "median is the point forecast, 0.1/0.9 give the 80%% interval), or "
+                        "'none': a point forecast trained on the squared error, with a "
+                        "conformal 80%% interval calibrated on the validation windows "
+                        "(its coverage is reported on the test part)")
     m.add_argument("--no-refit", dest="refit", action="store_false",
                    help="save the model trained without the validation and test parts "
                         "(default: after the walk-forward evaluation, retrain on the whole "
@@ -104,6 +105,8 @@ def _str_or_none(v: object) -> str | None:
 
 #: training windows a short series keeps when the lookback is chosen for it
 MIN_WINDOWS = 10
+#: validation windows a short series keeps when its validation part is chosen for it
+MIN_CALIBRATION = 5
 
 
 def _quantiles(s: str) -> list[float] | None:
@@ -171,6 +174,14 @@ def train(args: argparse.Namespace) -> int:
         check_positive(season=season)
     v = series.values
     val_start, test_start = _split(len(v), args.val_fraction, args.test_fraction)
+    val_windows = test_start - val_start - args.horizon + 1
+    if not given(args, "val_fraction") and val_windows < MIN_CALIBRATION:
+        # a short series: too few validation windows to calibrate the interval
+        val_start = max(0, test_start - args.horizon - MIN_CALIBRATION + 1)
+        print(f"rnnkit: note: validation part {test_start - val_start} rows instead of "
+              f"{test_start - val_start - MIN_CALIBRATION + val_windows}, so that it gives "
+              f"{MIN_CALIBRATION} forecast windows to calibrate the interval (set "
+              "--val-fraction to choose)", file=sys.stderr)
     lookback = args.lookback
     if not given(args, "lookback") and val_start < lookback + args.horizon + MIN_WINDOWS:
         # a short series: the default lookback would leave (almost) no training windows
@@ -195,6 +206,10 @@ def train(args: argparse.Namespace) -> int:
                      epochs=args.epochs, patience=args.patience, seed=args.seed, out=out,
                      backup=args.backup,
                      verbose=0 if args.quiet else 1)
+    if not spec.quantiles and fc.calibrate(v[:test_start], val_start) is None:
+        print(f"rnnkit: note: fewer than {MIN_CALIBRATION} validation windows: no prediction "
+              "interval (raise "
+              "--val-fraction or lower --horizon)", file=sys.stderr)
     ti = series.time_index
     data = {"file": file_record(args.file), "date_col": date_col,
             "val_fraction": args.val_fraction, "test_fraction": args.test_fraction,
@@ -219,6 +234,10 @@ def train(args: argparse.Namespace) -> int:
         full = Forecaster.create(spec, v, series.columns, targets, fc.season)
         full.fit(v, None, optimizer=args.optimizer, lr=args.lr, batch_size=args.batch_size,
                  epochs=chosen, patience=0, seed=args.seed, verbose=0 if args.quiet else 1)
+        if not spec.quantiles:
+            # the interval's scale from every held-out window of the selected model
+            # (validation and test), its shape over the horizon from its training windows
+            full.calibration = fc.calibrate(v, val_start, source="validation and test")
         refit = {"epochs": chosen, "rows": len(v)}
         full.save(out, extra={"refit": refit})
     say(f"walk-forward on the test part: {len(res['origins'])} origins, horizon "
@@ -226,7 +245,8 @@ def train(args: argparse.Namespace) -> int:
     say(_table(res["metrics"]))
     coverage = res.get("interval", {}).get("coverage")
     if coverage is not None:
-        say(f"80% interval (quantiles 0.1-0.9) covers {coverage:.1%} of the test points")
+        how = "quantiles 0.1-0.9" if spec.quantiles else "conformal, from validation errors"
+        say(f"80% interval ({how}) covers {coverage:.1%} of the test points")
     say(f"model saved to {args.final_out} (forecast plot: "
         f"{Path(args.final_out) / 'forecast.png'})")
     if args.json:

@@ -389,6 +389,8 @@ class Forecaster:
         self.target_idx = [self.columns.index(c) for c in self.targets]
         #: the (unscaled) training part of the target columns, for the MASE scale
         self.train_values = train_values
+        #: conformal 80% interval of a point model (see :meth:`calibrate`), or None
+        self.calibration: dict[str, Any] | None = None
 
     @classmethod
     def create(cls, spec: ForecastSpec, train: np.ndarray, columns: list[str],
@@ -441,13 +443,77 @@ class Forecaster:
         qs = self.spec.quantiles
         return out[..., qs.index(0.5)] if qs else out[..., 0]
 
+    def _local_scale(self, zx: np.ndarray) -> np.ndarray:
+        """Each window's own scale ``s_w``: the mean absolute step change of its target
+        columns ``mean_t |y_t - y_{t-1}|`` (data units, ``(n, n_targets)``), floored at a
+        tenth of the mean over all windows so a flat window does not give a zero width."""
+        d = np.abs(np.diff(zx[:, :, self.target_idx], axis=1)) if zx.shape[1] > 1 else \
+            np.abs(zx[:, :, self.target_idx])
+        s = d.mean(axis=1) * self.scaler.std[self.target_idx]
+        return np.maximum(s, 0.1 * s.mean(axis=0) + 1e-12)
+
+    def residuals(self, values: np.ndarray, start: int, end: int | None = None
+                  ) -> tuple[np.ndarray, np.ndarray]:
+        """Forecast errors ``actual - forecast`` (data units, ``(n, H, n_targets)``) from
+        every origin ``t`` in ``[max(start, lookback), end - H]`` (step 1), each forecast
+        made from the ``lookback`` rows before ``t`` only, and each window's
+        :meth:`_local_scale` ``(n, n_targets)``."""
+        h, lb = self.spec.horizon, self.spec.lookback
+        values = np.asarray(values, np.float64)
+        end = len(values) if end is None else end
+        origins = list(range(max(start, lb), end - h + 1))
+        if not origins:
+            k = len(self.target_idx)
+            return np.zeros((0, h, k)), np.zeros((0, k))
+        x = np.stack([self.scaler.transform(values[t - lb:t]) for t in origins])
+        f = self.scaler.inverse(self._predict_scaled(x), self.target_idx)
+        actual = np.stack([values[t:t + h][:, self.target_idx] for t in origins])
+        return actual - f, self._local_scale(x)
+
+    def calibrate(self, values: np.ndarray, start: int, end: int | None = None,
+                  level: float = 0.8, source: str = "validation") -> dict[str, Any] | None:
+        """Split-conformal ``level`` interval for a point model, normalised per window and
+        step (the errors of a series grow with its level and with the lead time).
+
+        Scores are ``r = e / (s_w sigma_k)``: ``s_w`` is the window's own scale
+        (:meth:`_local_scale`), ``sigma_k`` the RMS of ``e / s_w`` at step ``k`` over the
+        windows before ``start`` (the training part, in-sample: the width's shape over the
+        horizon). Held-out windows with origins in ``[start, end - H]`` give the scale: their
+        scores, pooled over windows and steps, give the finite-sample conformal quantiles
+        ``q_lo``, ``q_hi`` (levels ``(1 -+ level) / 2``), and the interval at step ``k`` of
+        a window is ``forecast + [q_lo, q_hi] s_w sigma_k``. None (no interval) when fewer
+        than 5 held-out windows exist. Sets and returns :attr:`calibration`."""
+        e_fit, s_fit = self.residuals(values, 0, start)
+        e_cal, s_cal = self.residuals(values, start, end)
+        if len(e_fit) == 0 or len(e_cal) < 5:
+            self.calibration = None
+            return None
+        sigma = np.sqrt(np.mean((e_fit / s_fit[:, None]) ** 2, axis=0))  # (H, targets)
+        sigma = np.maximum(sigma, 1e-9)
+        r = (e_cal / (s_cal[:, None] * sigma)).transpose(2, 0, 1)
+        r = r.reshape(len(self.target_idx), -1)
+        n = r.shape[1]
+        a = (1 - level) / 2
+        lo_q, hi_q = math.floor(a * (n + 1)) / n, min(1.0, math.ceil((1 - a) * (n + 1)) / n)
+        lo = np.quantile(r, max(lo_q, 0.0), axis=1)
+        hi = np.quantile(r, hi_q, axis=1)
+        self.calibration = {"level": level, "sigma": sigma.tolist(), "lower": lo.tolist(),
+                            "upper": hi.tolist(), "windows": len(e_cal), "source": source}
+        return self.calibration
+
     def intervals(self, zx: np.ndarray, level: float = 0.8
                   ) -> tuple[np.ndarray, np.ndarray] | None:
-        """Lower and upper bounds (data units) of the central ``level`` interval, from the
-        quantiles ``(1 - level) / 2`` and ``(1 + level) / 2``; None when the model has no
-        such quantiles."""
+        """Lower and upper bounds (data units) of the central ``level`` interval: from the
+        quantiles ``(1 - level) / 2`` and ``(1 + level) / 2`` of a quantile model, else from
+        the conformal :attr:`calibration` of a point model; None when neither exists."""
         qs = self.spec.quantiles or []
         lo_q, hi_q = round((1 - level) / 2, 6), round((1 + level) / 2, 6)
+        cal = self.calibration
+        if (lo_q not in qs or hi_q not in qs) and cal is not None and cal["level"] == level:
+            point = self.scaler.inverse(self._predict_scaled(zx), self.target_idx)
+            sigma = np.asarray(cal["sigma"]) * self._local_scale(zx)[:, None]
+            return (point + np.asarray(cal["lower"]) * sigma,
+                    point + np.asarray(cal["upper"]) * sigma)
         if lo_q not in qs or hi_q not in qs:
             return None
         out = self._predict_all(zx)
@@ -568,7 +634,8 @@ class Forecaster:
     def save(self, model_dir: str | Path, extra: dict[str, Any] | None = None) -> Path:
         model_dir = Path(model_dir)
         train = None if self.train_values is None else self.train_values.tolist()
-        io.atomic_write_json(model_dir / "forecast.json", {"train_targets": train})
+        io.atomic_write_json(model_dir / "forecast.json", {"train_targets": train,
+                                                           "calibration": self.calibration})
         io.save_model(model_dir, self.model, task=self.task, extra={
             "forecast": self.spec.to_dict(), "scaler": self.scaler.to_json(),
             "columns": self.columns, "targets": self.targets, "season": self.season,
@@ -584,17 +651,44 @@ class Forecaster:
             columns, targets, season = cfg["columns"], cfg["targets"], int(cfg["season"])
             _check_names(columns, targets, season, len(scaler.mean))
             side = Path(model_dir) / "forecast.json"
-            train = None
+            train, cal = None, None
             if side.is_file():
                 fj = io.read_json(side, "forecast")
-                tv = fj.get("train_targets") if isinstance(fj, dict) else None
+                fj = fj if isinstance(fj, dict) else {}
+                tv = fj.get("train_targets")
                 train = None if tv is None else np.asarray(tv, np.float64)
+                cal = _check_calibration(fj.get("calibration"), spec.horizon, len(targets))
         except (KeyError, TypeError, ValueError, json.JSONDecodeError) as e:
             raise UserError(f"{model_dir}: not a forecast model ({type(e).__name__}: {e})"
                             ) from None
         if not isinstance(model, ForecastModel):
             raise UserError(f"{model_dir}: not a forecast model")
-        return cls(model, spec, scaler, columns, targets, season, train), cfg
+        fc = cls(model, spec, scaler, columns, targets, season, train)
+        fc.calibration = cal
+        return fc, cfg
+
+
+def _check_calibration(cal: Any, horizon: int, targets: int) -> dict[str, Any] | None:
+    """A saved :meth:`Forecaster.calibrate` record, or ValueError naming what is wrong."""
+    if cal is None:
+        return None
+    if not isinstance(cal, dict):
+        raise ValueError("calibration must be an object")
+
+    def finite(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+    sigma, lo, hi, level = cal.get("sigma"), cal.get("lower"), cal.get("upper"), cal.get("level")
+    ok = (finite(level) and 0 < level < 1
+          and isinstance(sigma, list) and len(sigma) == horizon
+          and all(isinstance(r, list) and len(r) == targets and all(finite(x) and x > 0
+                                                                   for x in r) for r in sigma)
+          and all(isinstance(b, list) and len(b) == targets and all(finite(x) for x in b)
+                  for b in (lo, hi)))
+    if not ok:
+        raise ValueError(f"calibration must hold level, sigma ({horizon} x {targets} positive "
+                         f"numbers), lower and upper ({targets} numbers each)")
+    return cal
 
 
 def _mase(actual: np.ndarray, f: np.ndarray, train: np.ndarray, season: int) -> float | None:
