@@ -836,9 +836,9 @@ def fit(model: nn.Module, x: Any = None, y: Any = None, *,
     # callbacks
     cbs = list(callbacks)
     history = next((c for c in cbs if isinstance(c, History)), None)
-    if history is None:
+    if history is None:  # after the given callbacks, so it records the keys they add
         history = History()
-        cbs.insert(0, history)
+        cbs.append(history)
     if verbose and not any(isinstance(c, ProgressBar) for c in cbs):
         cbs.append(ProgressBar(one_line=True if verbose == 2 else None))
     steps = len(train_batches) if hasattr(train_batches, "__len__") else None

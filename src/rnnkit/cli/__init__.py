@@ -19,7 +19,8 @@ from ..errors import UserError
 from .common import add_model_args, apply_config_file, check_flag_bounds, classifier_spec
 
 #: task modules, in the order their commands appear in ``--help``
-TASK_MODULES = ["imdb", "text", "tagger", "forecast", "series", "seq2seq", "lm", "siamese"]
+TASK_MODULES = ["imdb", "text", "tagger", "forecast", "series", "seq2seq", "lm", "siamese",
+                "diagnose"]
 
 #: task name -> {"evaluate": fn(args), "predict": fn(args)}; filled by ``register``
 TASKS: dict[str, dict[str, Callable[[argparse.Namespace], int | None]]] = {}
