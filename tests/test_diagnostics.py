@@ -206,3 +206,26 @@ def test_cli_diagnose_text_and_forecast_models(tmp_path, capsys):
     assert main(["diagnose", str(f)]) == 2
     assert "--file" in capsys.readouterr().err
     assert main(["diagnose", "--demo", str(f)]) == 2
+
+
+def test_cli_diagnose_tagger_seq2seq_and_lm_models(tmp_path, capsys):
+    from pathlib import Path
+
+    from rnnkit.cli import main
+
+    fix = Path(__file__).parent / "fixtures"
+    runs = [(["train", "tagger", "--train", str(fix / "tiny.conllu"), "--epochs", "1"],
+             fix / "tiny.conllu"),
+            (["train", "seq2seq", "--file", str(fix / "pairs_en_fr.tsv"), "--epochs", "1",
+              "--units", "8"], fix / "pairs_en_fr.tsv"),
+            (["train", "lm", "--file", str(fix / "small_text.txt"), "--epochs", "1",
+              "--units", "8"], fix / "small_text.txt")]
+    for i, (argv, data) in enumerate(runs):
+        out = tmp_path / f"m{i}"
+        assert main([*argv, "--out", str(out), "--quiet"]) == 0, argv
+        capsys.readouterr()
+        assert main(["diagnose", str(out), "--file", str(data), "--samples", "4",
+                     "--json"]) == 0, argv
+        res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert res["layers"] and all(len(r["grad_h"]) > 1 for r in res["layers"]), argv
+        assert res["loss"] is not None and res["loss"] > 0

@@ -165,3 +165,49 @@ def test_translator_save_load_roundtrip(trained, tmp_path):
         Translator.load(tmp_path / "m")
     with pytest.raises(UserError, match="nothing to translate"):
         tr.translate("   ")
+
+
+def test_source_and_target_columns_reverse_and_evaluate_beam(tmp_path, capsys):
+    """--source-col/--target-col pick the columns (and --reverse swaps them); the model
+    records them, so evaluate reads the same ones; evaluate takes --beam-width."""
+    import json
+
+    from rnnkit.cli import main
+
+    f = tmp_path / "pairs.tsv"
+    f.write_text("".join(f"cc-by\tle chat {i}\tthe cat {i}\n" for i in range(30)))
+    out = tmp_path / "m"
+    assert main(["train", "seq2seq", "--file", str(f), "--source-col", "3", "--target-col",
+                 "2", "--epochs", "1", "--units", "8", "--out", str(out), "--quiet"]) == 0
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["columns"] == [3, 2]
+    assert len(cfg["history"]["val_bleu"]) == 1  # the model is selected by validation BLEU
+    capsys.readouterr()
+    assert main(["evaluate", str(out), "--file", str(f), "--beam-width", "2", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert res["beam_width"] == 2 and res["n"] == 30
+    rev = tmp_path / "r"
+    assert main(["train", "seq2seq", "--file", str(f), "--source-col", "3", "--target-col",
+                 "2", "--reverse", "--epochs", "1", "--units", "8", "--out", str(rev),
+                 "--quiet"]) == 0
+    assert json.loads((rev / "config.json").read_text())["columns"] == [2, 3]
+    assert main(["train", "seq2seq", "--file", str(f), "--source-col", "4", "--epochs", "1",
+                 "--out", str(tmp_path / "bad")]) == 2
+    assert "source in column 4" in capsys.readouterr().err
+    assert main(["train", "seq2seq", "--file", str(f), "--target-col", "1", "--epochs", "1",
+                 "--out", str(tmp_path / "bad")]) == 2
+
+
+def test_model_selection_by_validation_bleu_restores_the_best_bleu_epoch():
+    """With select_by='bleu' the translator returned is the epoch of the highest
+    validation BLEU: re-scoring it gives that epoch's logged value."""
+    from rnnkit.tasks.seq2seq import bleu, train_translator
+
+    pairs = [(f"a{i % 7} b{i % 5}", f"x{i % 7} y{i % 5}") for i in range(120)]
+    tr, hist = train_translator(pairs[:100], val_pairs=pairs[100:], units=16, embed_dim=8,
+                                epochs=6, seed=0, lr=1e-2)
+    scores = hist["val_bleu"]
+    assert len(scores) == 6
+    again = bleu(tr.translate([s for s, _ in pairs[100:]]),
+                 [tr.reference_text(t) for _, t in pairs[100:]])
+    assert again == pytest.approx(max(scores), abs=1e-6)

@@ -61,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--data-dir", help="directory holding the data files")
     ev.add_argument("--file", help="labelled data file to evaluate on (text tasks)")
     ev.add_argument("--batch-size", type=int, default=256)
+    ev.add_argument("--beam-width", type=int, default=1,
+                    help="seq2seq: beam width of the decoding scored by BLEU (1 = greedy)")
     ev.add_argument("--json", action="store_true", help="print one JSON object last")
     ev.set_defaults(func=_dispatch("evaluate"))
 

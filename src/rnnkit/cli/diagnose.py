@@ -10,7 +10,8 @@ largest weight gradient, with a warning when the first step gets under 1e-6 of t
 step's gradient (vanishing) or a weight gradient exceeds 1e3 (exploding: try
 ``--clip-norm``); writes ``gradients.png`` (per-step norms on a log scale, one curve per
 layer) and ``diagnose.json`` into ``--out``. The figures come from autograd on the
-reference loop, whatever kernel trains the model. Tasks: text, imdb, series, forecast.
+reference loop, whatever kernel trains the model. Tasks: text, imdb, tagger, seq2seq, lm,
+series, forecast (not siamese: its loss needs pairs of batches).
 """
 
 from __future__ import annotations
@@ -177,7 +178,48 @@ def _forecast_batch(args: argparse.Namespace) -> Batch:
     return fc.model, (x,), y, lambda o, t: ((o - t) ** 2).mean()
 
 
+def _tagger_batch(args: argparse.Namespace) -> Batch:
+    from ..tasks.tagging import Tagger, masked_cross_entropy, read_tagged
+
+    tagger = Tagger.load(args.model_dir)
+    d = read_model_json(args.model_dir, "data.json")
+    fmt, col = d.get("format", "auto"), d.get("tag_column")
+    if fmt not in ("auto", "conllu", "conll", "tsv") or not isinstance(col, (str, int, type(None))):
+        raise UserError(f"{args.model_dir}/data.json: corrupt data settings")
+    x, y = tagger.encode(read_tagged(args.file, fmt, col)[:args.samples])
+    inputs = x if isinstance(x, tuple) else (x,)
+    return tagger.model, inputs, y, masked_cross_entropy
+
+
+def _seq2seq_batch(args: argparse.Namespace) -> Batch:
+    from ..tasks._seqtools import token_cross_entropy
+    from ..tasks.seq2seq import Translator, read_pairs
+    from .seq2seq import saved_columns
+
+    tr = Translator.load(args.model_dir)
+    pairs = read_pairs(args.file, args.samples, *saved_columns(args.model_dir))
+    tgt_in, tgt_out = tr.target_ids([t for _, t in pairs])
+    return tr.model, (tr.source_ids([s for s, _ in pairs]), tgt_in), tgt_out, \
+        token_cross_entropy
+
+
+def _lm_batch(args: argparse.Namespace) -> Batch:
+    from ..tasks._seqtools import token_cross_entropy
+    from ..tasks.generate import TextLM, read_text
+    from ..text import START
+
+    lm = TextLM.load(args.model_dir)
+    ids = [START, *lm.ids(read_text(args.file))]
+    n = min(args.samples, (len(ids) - 1) // lm.seq_len)
+    if n < 1:
+        raise UserError(f"{args.file}: shorter than one sequence of {lm.seq_len} tokens")
+    seq = torch.tensor(ids[:n * lm.seq_len + 1])
+    x, y = seq[:-1].reshape(n, lm.seq_len), seq[1:].reshape(n, lm.seq_len)
+    return lm.model, (x,), y, token_cross_entropy
+
+
 BATCHES: dict[str, Callable[[argparse.Namespace], Batch]] = {
     "text": _text_batch, "imdb": _text_batch, "series": _series_batch,
-    "forecast": _forecast_batch,
+    "forecast": _forecast_batch, "tagger": _tagger_batch, "seq2seq": _seq2seq_batch,
+    "lm": _lm_batch,
 }

@@ -67,6 +67,12 @@ def register(sub: argparse._SubParsersAction, train_sub: argparse._SubParsersAct
                              formatter_class=argparse.RawDescriptionHelpFormatter)
     d = p.add_argument_group("data")
     d.add_argument("--file", required=True, help="source<TAB>target[<TAB>attribution] file")
+    d.add_argument("--source-col", type=int, default=1,
+                   help="column (1-based, tab-separated) of the source sentences")
+    d.add_argument("--target-col", type=int, default=2,
+                   help="column of the target sentences")
+    d.add_argument("--reverse", action="store_true",
+                   help="swap the source and target columns (translate the other way)")
     d.add_argument("--max-pairs", type=int, default=None, help="read at most this many pairs")
     d.add_argument("--validation-split", type=float, default=0.1)
     d.add_argument("--level", choices=["word", "char"], default="word")
@@ -79,6 +85,10 @@ def register(sub: argparse._SubParsersAction, train_sub: argparse._SubParsersAct
     m.add_argument("--units", type=int, default=128)
     m.add_argument("--embed-dim", type=int, default=64)
     m.add_argument("--beam-width", type=int, default=1, help="decoding for the reported BLEU")
+    m.add_argument("--select-by", choices=["bleu", "loss"], default="bleu",
+                   help="keep the epoch with the best validation BLEU (greedy, 300 pairs) "
+                        "or the lowest validation loss; --patience counts epochs without "
+                        "improvement of the same")
     add_seq_training_flags(p, out="models/seq2seq", epochs=20, lr=3e-3, batch_size=32)
     p.set_defaults(func=train)
 
@@ -94,12 +104,35 @@ def register(sub: argparse._SubParsersAction, train_sub: argparse._SubParsersAct
     TASKS["seq2seq"] = {"evaluate": evaluate_cmd, "predict": translate_cmd}
 
 
+def _columns(args: argparse.Namespace) -> tuple[int, int]:
+    """``(source column, target column)``, 1-based, after ``--reverse``."""
+    check_positive(source_col=args.source_col, target_col=args.target_col)
+    if args.source_col == args.target_col:
+        raise UserError(f"--source-col and --target-col are both {args.source_col}")
+    cols = (args.source_col, args.target_col)
+    return cols[::-1] if args.reverse else cols
+
+
+def saved_columns(model_dir: str) -> tuple[int, int]:
+    """The columns a model was trained on (from its checked config), default (1, 2)."""
+    from ..io import read_config
+
+    cols = read_config(model_dir).get("columns", [1, 2])
+    if (not isinstance(cols, list) or len(cols) != 2
+            or not all(isinstance(c, int) and not isinstance(c, bool) and 1 <= c <= 1000
+                       for c in cols) or cols[0] == cols[1]):
+        raise UserError(f"{model_dir}/config.json: 'columns' must be two different column "
+                        "numbers in [1, 1000]")
+    return cols[0], cols[1]
+
+
 def train(args: argparse.Namespace) -> int:
     from ..tasks.seq2seq import evaluate_translator, read_pairs, train_translator
 
     check_positive(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                    units=args.units, embed_dim=args.embed_dim, beam_width=args.beam_width)
-    pairs = read_pairs(args.file, args.max_pairs)
+    cols = _columns(args)
+    pairs = read_pairs(args.file, args.max_pairs, *cols)
     train_p, val_p = split(pairs, args.validation_split, args.seed)
     if args.patience is not None and not val_p:
         raise UserError("--patience needs a validation split (--validation-split > 0)")
@@ -112,7 +145,7 @@ def train(args: argparse.Namespace) -> int:
         max_source_len=args.max_source_len, max_target_len=args.max_target_len,
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, clip_norm=args.clip_norm,
         seed=args.seed, backend=args.backend, patience=args.patience,
-        verbose=verbosity(args), backup=args.backup)
+        verbose=verbosity(args), backup=args.backup, select_by=args.select_by)
     res: dict[str, Any] = {"task": "seq2seq", "model_dir": args.final_out,
                            "train_pairs": len(train_p),
                            "validation_pairs": len(val_p), "loss": hist["loss"][-1]}
@@ -121,7 +154,8 @@ def train(args: argparse.Namespace) -> int:
         res.update({"val_bleu": ev["bleu"], "val_baseline_bleu": ev["baseline_bleu"],
                     "val_exact_match": ev["exact_match"], "val_perplexity": ev["perplexity"],
                     "examples": ev["examples"]})
-    tr.save(args.out, extra={"history": hist, "source_file": Path(args.file).name})
+    tr.save(args.out, extra={"history": hist, "source_file": Path(args.file).name,
+                             "columns": list(cols)})
     atomic_write_json(Path(args.out) / "metrics.json", res)
     if not args.json:
         if val_p:
@@ -160,12 +194,16 @@ def evaluate_cmd(args: argparse.Namespace) -> int:
     if not args.file:
         raise UserError("evaluate a seq2seq model with --file PAIRS.tsv")
     tr = _load(args.model_dir)
-    ev = evaluate_translator(tr, read_pairs(args.file))
+    beam = getattr(args, "beam_width", 1)
+    check_positive(beam_width=beam)
+    ev = evaluate_translator(tr, read_pairs(args.file, None, *saved_columns(args.model_dir)),
+                             beam_width=beam)
     res = {k: v for k, v in ev.items() if k != "examples"}
     if args.json:
         print_json(res)
     else:
-        print(f"BLEU {ev['bleu']:.1f} (constant baseline {ev['baseline_bleu']:.1f}), exact "
+        print(f"BLEU {ev['bleu']:.1f} (beam {beam}; constant baseline "
+              f"{ev['baseline_bleu']:.1f}), exact "
               f"match {ev['exact_match']:.3f}, perplexity "
               f"{ev['perplexity'] if math.isfinite(ev['perplexity']) else 'inf'} on {ev['n']} "
               "pairs")

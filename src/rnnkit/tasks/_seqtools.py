@@ -153,15 +153,19 @@ def train(model: nn.Module, batches: Batches, loss: Callable[[Any, Any], Tensor]
           epochs: int, lr: float = 1e-3, clip_norm: float | None = 5.0, seed: int = 0,
           validation_data: Iterable[Any] | None = None,
           validation_fn: Callable[[], float] | None = None, patience: int | None = None,
-          verbose: int = 0, backup: Backup | None = None) -> dict[str, list[float]]:
+          verbose: int = 0, backup: Backup | None = None,
+          score: tuple[str, Callable[[], float]] | None = None) -> dict[str, list[float]]:
     """Train ``model`` with :func:`rnnkit.train.fit` (Adam, ``clip_norm``); returns the
     per-epoch history ``{"loss": [...], "val_loss": [...]}``.
 
     Validation loss comes from ``validation_data`` (batches scored with ``loss``) or from
     ``validation_fn()`` (e.g. a log perplexity). ``patience``: stop once ``val_loss`` has not
     improved for that many epochs and restore the weights of the best epoch (needs
-    validation). UserError when the loss becomes NaN or infinite. ``backup``: see
-    :func:`rnnkit.train.fit`.
+    validation). ``score=(name, fn)``: a higher-is-better validation score ``fn()`` logged
+    as ``name`` each epoch (e.g. ``val_bleu``) that selects the model instead of
+    ``val_loss``: the weights of its best epoch are restored at the end, and ``patience``
+    counts epochs without a better score. UserError when the loss becomes NaN or infinite.
+    ``backup``: see :func:`rnnkit.train.fit`.
     """
     from ..callbacks import EarlyStopping, History, TerminateOnNaN
     from ..train import fit
@@ -178,8 +182,13 @@ def train(model: nn.Module, batches: Batches, loss: Callable[[Any, Any], Tensor]
     cbs: list[Callback] = [TerminateOnNaN()]
     if validation_fn is not None:
         cbs.append(EpochValue("val_loss", validation_fn))
+    if score is not None:
+        cbs.append(EpochValue(*score))
     cbs.append(history)
-    if patience is not None:
+    if score is not None:  # select by the score: restore its best epoch even without patience
+        cbs.append(EarlyStopping(score[0], patience=patience or epochs, mode="max",
+                                 restore_best_weights=True, verbose=verbose))
+    elif patience is not None:
         cbs.append(EarlyStopping("val_loss", patience=patience, restore_best_weights=True,
                                  verbose=verbose))
     fit(model, train_data=batches, validation_data=validation_data, loss=loss, metrics=None,

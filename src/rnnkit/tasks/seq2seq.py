@@ -71,20 +71,28 @@ _ATTENTIONS = (None, "bahdanau", "luong")
 
 # --------------------------------------------------------------------------- data
 
-def read_pairs(path: str | Path, max_pairs: int | None = None) -> list[tuple[str, str]]:
-    """``(source, target)`` pairs from a ``source<TAB>target[<TAB>attribution]`` file.
+def read_pairs(path: str | Path, max_pairs: int | None = None, source_col: int = 1,
+               target_col: int = 2) -> list[tuple[str, str]]:
+    """``(source, target)`` pairs from a tab-separated file, the source in column
+    ``source_col`` and the target in ``target_col`` (1-based; default
+    ``source<TAB>target[<TAB>attribution]``, as in the Tatoeba/ManyThings files).
 
-    UserError naming the file and line for a line without a tab or with an empty side.
+    UserError naming the file and line for a line with too few columns or an empty side.
     """
+    if source_col < 1 or target_col < 1 or source_col == target_col:
+        raise UserError(f"source and target columns must be two different positive column "
+                        f"numbers, got {source_col} and {target_col}")
+    need = max(source_col, target_col)
     pairs: list[tuple[str, str]] = []
     for n, line in read_lines(path, "pairs file"):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         parts = line.split("\t")
-        if len(parts) < 2:
-            raise UserError(f"{path}:{n}: expected 'source<TAB>target[<TAB>attribution]', "
-                            f"found no tab in {line[:40]!r}")
-        src, tgt = parts[0].strip(), parts[1].strip()
+        if len(parts) < need:
+            raise UserError(f"{path}:{n}: expected 'source<TAB>target[<TAB>attribution]' "
+                            f"with the source in column {source_col} and the target in "
+                            f"{target_col}, found {len(parts)} column(s) in {line[:40]!r}")
+        src, tgt = parts[source_col - 1].strip(), parts[target_col - 1].strip()
         if not src or not tgt:
             side = "source" if not src else "target"
             raise UserError(f"{path}:{n}: empty {side} sentence")
@@ -411,7 +419,7 @@ def train_translator(pairs: Sequence[tuple[str, str]], *, val_pairs: Sequence[tu
                      max_target_len: int | None = None, epochs: int = 20,
                      batch_size: int = 32, lr: float = 3e-3, clip_norm: float = 5.0,
                      seed: int = 0, backend: str = "auto", patience: int | None = None,
-                     verbose: int = 0, backup: Backup | None = None
+                     verbose: int = 0, backup: Backup | None = None, select_by: str = "bleu"
                      ) -> tuple[Translator, dict[str, list[float]]]:
     """Fit vocabularies on ``pairs`` and train a :class:`Seq2Seq` with teacher forcing
     (:func:`rnnkit.train.fit`, Adam).
@@ -420,8 +428,14 @@ def train_translator(pairs: Sequence[tuple[str, str]], *, val_pairs: Sequence[tu
     ``val_pairs`` adds a per-epoch ``val_loss`` (teacher-forced cross-entropy per target
     token, averaged over validation batches of ``batch_size`` sentences); ``patience`` stops
     when it has not improved for that many epochs and keeps the best epoch's weights.
-    Returns ``(translator, history)`` with per-epoch ``loss`` (and ``val_loss``).
+    ``select_by="bleu"`` (default, with ``val_pairs``): the model is selected by the greedy
+    BLEU of the first 300 validation pairs, logged as ``val_bleu`` each epoch (the
+    lowest validation loss is often not the best translator); ``"loss"``: by ``val_loss``.
+    Returns ``(translator, history)`` with per-epoch ``loss`` (and ``val_loss``,
+    ``val_bleu``).
     """
+    if select_by not in ("bleu", "loss"):
+        raise ValueError(f"select_by must be 'bleu' or 'loss', got {select_by!r}")
     if not pairs:
         raise ValueError("no training pairs")
     seed_everything(seed)
@@ -446,10 +460,20 @@ def train_translator(pairs: Sequence[tuple[str, str]], *, val_pairs: Sequence[tu
 
     data = tensors(pairs)
     val = list(batches(tensors(val_pairs), None)) if val_pairs else None
+    score = None
+    if val_pairs and select_by == "bleu":
+        probe = list(val_pairs)[:300]
+        refs = [tr.reference_text(t) for _, t in probe]
+
+        def val_bleu() -> float:
+            return bleu(tr.translate([s for s, _ in probe]), refs)
+
+        score = ("val_bleu", val_bleu)
     history = train(model, Batches(lambda rng: batches(data, rng), seed,
                                    math.ceil(len(pairs) / batch_size)),
                     token_cross_entropy, epochs=epochs, lr=lr, clip_norm=clip_norm, seed=seed,
-                    validation_data=val, patience=patience, verbose=verbose, backup=backup)
+                    validation_data=val, patience=patience, verbose=verbose, backup=backup,
+                    score=score)
     return tr, history
 
 
