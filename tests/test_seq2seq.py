@@ -138,8 +138,31 @@ def trained():
     random.Random(0).shuffle(pairs)
     train, test = pairs[:96], pairs[96:]
     tr, hist = train_translator(train, val_pairs=test, attention="luong", units=32,
-                                embed_dim=16, epochs=25, batch_size=16, lr=1e-2, seed=0)
+                                embed_dim=16, epochs=25, batch_size=16, lr=1e-2, seed=0,
+                                level="word", select_by="loss")
     return tr, hist, train, test
+
+
+def test_subword_translator_writes_cased_detokenised_text_and_round_trips(tmp_path):
+    """The default level: sentencepiece per side, case kept; translations are text as
+    written (capital first letter, no space before the full stop) scored against the raw
+    reference; both sentencepiece models are saved, checked and reloaded."""
+    pairs = read_pairs(FIXTURE)
+    random.Random(0).shuffle(pairs)
+    tr, hist = train_translator(pairs[:96], val_pairs=pairs[96:], units=32, embed_dim=16,
+                                epochs=25, batch_size=16, lr=1e-2, seed=0, subword_vocab=60)
+    assert tr.level == "subword" and "val_bleu" in hist
+    out = tr.translate([s for s, _ in pairs[:96]])
+    ev = evaluate_translator(tr, pairs[:96])
+    assert ev["bleu"] > 50 > ev["baseline_bleu"]
+    assert sum(o[:1].isupper() and o.endswith(".") and " ." not in o for o in out) > 80
+    assert tr.reference_text("Il  voit le chat.") == "Il voit le chat."
+    tr.save(tmp_path / "m")
+    back = Translator.load(tmp_path / "m")
+    assert back.translate([s for s, _ in pairs[:8]]) == out[:8]
+    (tmp_path / "m" / "target_sentencepiece.model").write_bytes(b"\x00" * 10)
+    with pytest.raises(UserError, match="sha256"):
+        Translator.load(tmp_path / "m")
 
 
 def test_translator_learns_and_beats_constant_baseline(trained):

@@ -174,3 +174,29 @@ def test_character_cnn_tags_unseen_words_by_spelling():
     assert tagger.vocab.encode(["swimming", "sadly"], add_start=False) == [2, 2]
     tagger.fit(train, epochs=30, lr=2e-2, batch_size=16, seed=0)
     assert tagger.predict([s.tokens for s in test]) == [s.tags for s in test]
+
+
+def test_crf_tagger_learns_decodes_by_viterbi_and_round_trips(ner, tmp_path):
+    """--crf: trained on the sentence likelihood; predictions are the CRF's Viterbi paths
+    (never the padding tag); it tags the held-out NER sentences as well as the softmax
+    model's bar; save/load keeps the transitions."""
+    train, test = ner
+    torch.manual_seed(0)
+    tagger = Tagger.create(TaggerSpec(cell="lstm", embed_dim=24, units=24, crf=True), train)
+    assert tagger.model.crf is not None
+    hist = tagger.fit(train, test, epochs=8, lr=1e-2, batch_size=16, seed=0)
+    assert hist.history["loss"][-1] < 0.5 * hist.history["loss"][0]
+    res = tagger.evaluate(test)
+    assert res["token_accuracy"] > res["baseline_word_majority_accuracy"]
+    assert res["entity"]["f1"] > 0.6
+    toks = [s.tokens for s in test[:10]]
+    x = tagger.inputs(toks)
+    with torch.no_grad():
+        logits = tagger.model(*x)
+    paths = tagger.model.crf.decode(logits, x[0] != 0)
+    assert tagger.predict(toks) == [[tagger.tags[k] for k in p] for p in paths]
+    assert all(0 not in p for p in paths)
+    tagger.save(tmp_path / "crf")
+    again = Tagger.load(tmp_path / "crf")
+    assert again.predict(toks) == tagger.predict(toks)
+    torch.testing.assert_close(again.model.crf.transitions, tagger.model.crf.transitions)

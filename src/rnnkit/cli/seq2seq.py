@@ -75,7 +75,11 @@ def register(sub: argparse._SubParsersAction, train_sub: argparse._SubParsersAct
                    help="swap the source and target columns (translate the other way)")
     d.add_argument("--max-pairs", type=int, default=None, help="read at most this many pairs")
     d.add_argument("--validation-split", type=float, default=0.1)
-    d.add_argument("--level", choices=["word", "char"], default="word")
+    d.add_argument("--level", choices=["subword", "word", "char"], default="subword",
+                   help="subword: sentencepiece pieces per side, case kept, translations "
+                        "detokenised; word: lowercased words; char: characters")
+    d.add_argument("--subword-vocab", type=int, default=4000,
+                   help="pieces per side's sentencepiece model (a soft limit)")
     d.add_argument("--num-words", type=int, default=None, help="cap each vocabulary")
     d.add_argument("--max-source-len", type=int, default=None)
     d.add_argument("--max-target-len", type=int, default=None)
@@ -145,7 +149,8 @@ def train(args: argparse.Namespace) -> int:
         max_source_len=args.max_source_len, max_target_len=args.max_target_len,
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, clip_norm=args.clip_norm,
         seed=args.seed, backend=args.backend, patience=args.patience,
-        verbose=verbosity(args), backup=args.backup, select_by=args.select_by)
+        verbose=verbosity(args), backup=args.backup, select_by=args.select_by,
+        subword_vocab=args.subword_vocab)
     res: dict[str, Any] = {"task": "seq2seq", "model_dir": args.final_out,
                            "train_pairs": len(train_p),
                            "validation_pairs": len(val_p), "loss": hist["loss"][-1]}

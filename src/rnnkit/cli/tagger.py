@@ -59,6 +59,9 @@ def register(sub: argparse._SubParsersAction, train_sub: argparse._SubParsersAct
                    help="vocabulary size including the ids 0 (pad), 1 (start), 2 (unknown)")
     m.add_argument("--min-count", type=int, default=1)
     m.add_argument("--lowercase", action="store_true", help="lowercase words before lookup")
+    m.add_argument("--crf", action="store_true",
+                   help="a CRF output layer: tags chosen jointly per sentence (Viterbi) "
+                        "instead of one softmax per word")
     m.add_argument("--char-filters", type=int, default=200,
                    help="filters of the per-word character CNN, so that unseen words get "
                         "tags from their spelling (0: off)")
@@ -94,7 +97,7 @@ def train(args: argparse.Namespace) -> int:
                       dropout=args.dropout, recurrent_dropout=args.recurrent_dropout,
                       num_words=args.num_words, min_count=args.min_count,
                       lowercase=args.lowercase, maxlen=args.maxlen,
-                      char_filters=args.char_filters)
+                      char_filters=args.char_filters, crf=args.crf)
     col = _tag_column(args.tag_column)
     out = Path(args.out or args.out_default)
     say = (lambda *a: None) if args.json and args.quiet else print

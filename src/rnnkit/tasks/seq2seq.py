@@ -2,9 +2,11 @@
 
 Data: tab-separated sentence pairs in the Tatoeba/ManyThings format
 ``source<TAB>target[<TAB>attribution]``, one pair per line (blank lines and ``#`` comments are
-skipped). Sentences are tokenized into lowercased words and punctuation marks (or characters,
-``level="char"``); source and target have separate vocabularies (0 pad, 1 start, 2 unknown,
-3 end). Model, with ``x_1..x_S`` the source ids and ``y_0 = <start>``::
+skipped). Sentences are split into subword pieces of a sentencepiece model trained on each
+side's training sentences, case kept (``level="subword"``, the default: translations come out
+cased and detokenised, as written), or into lowercased words and punctuation marks
+(``"word"``) or characters (``"char"``); source and target have separate vocabularies (0 pad,
+1 start, 2 unknown, 3 end). Model, with ``x_1..x_S`` the source ids and ``y_0 = <start>``::
 
     e_s, s_S     = Encoder(Embed_src(x_1..x_S))                  (LSTM or GRU, padding masked)
     s_0          = s_S                                           (encoder final state)
@@ -20,8 +22,10 @@ Training is teacher forcing: ``y_{t-1}`` is the reference token, loss the mean c
 over real (non-pad) target tokens including ``<end>``. Decoding runs the decoder one step at a
 time from the encoder's final state: greedy (argmax) or beam search (score = sum of log
 probabilities, finished hypotheses ranked by ``score / length**length_penalty``); it stops at
-``<end>`` or ``max_target_len`` tokens. BLEU is sacrebleu's corpus BLEU on the token sequences
-joined by spaces (reference sentences go through the same tokenization).
+``<end>`` or ``max_target_len`` tokens. BLEU is sacrebleu's corpus BLEU (its 13a tokenizer,
+cased): with subwords on the detokenised translation against the reference as written; with
+words or characters on the token sequences joined by spaces against the reference put
+through the same tokenization (lowercased).
 """
 
 from __future__ import annotations
@@ -328,11 +332,20 @@ class Translator:
     level: str = "word"
     max_source_len: int = 20
     max_target_len: int = 20
+    #: the two sentencepiece models of ``level="subword"`` (source, target)
+    subwords: tuple[Any, Any] | None = None
+
+    def tokens(self, text: str, side: int) -> list[str]:
+        """The tokens of ``text`` on side 0 (source) or 1 (target)."""
+        if self.level == "subword":
+            assert self.subwords is not None
+            return self.subwords[side].tokenize(text)
+        return tokenize(text, self.level)
 
     def source_ids(self, texts: Sequence[str]) -> Tensor:
         rows = []
         for t in texts:
-            ids = self.src_vocab.encode(tokenize(t, self.level), add_start=False)
+            ids = self.src_vocab.encode(self.tokens(t, 0), add_start=False)
             if not ids:
                 raise UserError(f"nothing to translate in {t!r} (no tokens)")
             rows.append(ids[: self.max_source_len])
@@ -340,7 +353,7 @@ class Translator:
 
     def target_ids(self, texts: Sequence[str]) -> tuple[Tensor, Tensor]:
         """``(decoder inputs [start, y..], decoder targets [y.., end])``, padded at the end."""
-        rows = [[START, *self.tgt_vocab.encode(tokenize(t, self.level),
+        rows = [[START, *self.tgt_vocab.encode(self.tokens(t, 1),
                                                add_start=False)[: self.max_target_len], END]
                 for t in texts]
         x = pad_sequences([r[:-1] for r in rows], padding="post")
@@ -354,11 +367,15 @@ class Translator:
         return token_cross_entropy(self.model(src, tgt_in), tgt_out)
 
     def _words(self, ids: list[int]) -> str:
+        if self.level == "subword":
+            assert self.subwords is not None
+            return self.subwords[1].detokenize(self.tgt_vocab.decode(ids, skip_special=True))
         return detokenize(self.tgt_vocab.decode(ids, skip_special=False), self.level)
 
     def translate(self, texts: Sequence[str] | str, beam_width: int = 1,
                   length_penalty: float = 1.0, batch_size: int = 64) -> list[str]:
-        """Translations (tokens joined by spaces, or characters for ``level="char"``)."""
+        """Translations: detokenised text for ``level="subword"``, tokens joined by spaces
+        for ``"word"``, characters for ``"char"``."""
         if isinstance(texts, str):
             texts = [texts]
         if beam_width < 1:
@@ -375,16 +392,29 @@ class Translator:
         return out
 
     def reference_text(self, text: str) -> str:
-        """A reference sentence as the model would write it (tokenized and re-joined)."""
+        """A reference sentence as BLEU compares it: as written (subwords), or tokenized
+        and re-joined as the model writes it (words, characters)."""
+        if self.level == "subword":
+            return " ".join(text.split())
         return detokenize(tokenize(text, self.level), self.level)
 
     # persistence --------------------------------------------------------------------------
     def save(self, model_dir: str | Path, extra: dict | None = None) -> Path:
+        sub: dict[str, Any] = {}
+        if self.subwords is not None:
+            from ..io import atomic_write_bytes
+
+            Path(model_dir).mkdir(parents=True, exist_ok=True)
+            for side, sp in zip(("source", "target"), self.subwords, strict=True):
+                name = f"{side}_sentencepiece.model"
+                assert sp._proto is not None
+                atomic_write_bytes(Path(model_dir) / name, sp._proto)
+                sub[side] = {**sp.get_config(), "model_file": name}
         return save_model(model_dir, self.model, task=TASK, extra={
             "source_vocabulary": self.src_vocab.to_json(),
             "target_vocabulary": self.tgt_vocab.to_json(), "level": self.level,
             "max_source_len": self.max_source_len, "max_target_len": self.max_target_len,
-            **(extra or {})})
+            **({"subwords": sub} if sub else {}), **(extra or {})})
 
     @classmethod
     def load(cls, model_dir: str | Path) -> Translator:
@@ -394,8 +424,10 @@ class Translator:
             raise UserError(f"{model_dir} holds a {cfg.get('task')!r} model, not {TASK!r}")
         where = f"{Path(model_dir) / 'config.json'}"
         try:
-            if cfg["level"] not in ("char", "word"):
-                raise ValueError(f"level must be 'char' or 'word', got {cfg['level']!r:.20}")
+            if cfg["level"] not in LEVELS:
+                raise ValueError(f"level must be one of {', '.join(LEVELS)}, got "
+                                 f"{cfg['level']!r:.20}")
+            subwords = _load_subwords(model_dir, cfg) if cfg["level"] == "subword" else None
             for key in ("max_source_len", "max_target_len"):
                 v = cfg[key]
                 if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 10_000:
@@ -403,23 +435,54 @@ class Translator:
             src = Vocabulary.from_json(cfg["source_vocabulary"])
             tgt = Vocabulary.from_json(cfg["target_vocabulary"])
             t = cls(model, src, tgt, cfg["level"], int(cfg["max_source_len"]),
-                    int(cfg["max_target_len"]))
+                    int(cfg["max_target_len"]), subwords)
         except (KeyError, ValueError, TypeError) as e:
             raise UserError(f"{where}: corrupt translation settings ({e})") from None
         check_end_vocabulary(tgt, where)
         return t
 
 
+def _load_subwords(model_dir: str | Path, cfg: dict[str, Any]) -> tuple[Any, Any]:
+    """The two sentencepiece models a subword translator saved (names and SHA-256 checked
+    by :meth:`SentencePieceTokenizer.from_config`; only its known options are passed)."""
+    from ..text_subword import SentencePieceTokenizer
+
+    sub = cfg["subwords"]
+    out = []
+    for side in ("source", "target"):
+        c = sub[side]
+        if not isinstance(c, dict):
+            raise ValueError(f"subwords.{side} must be an object")
+        keep = {k: c[k] for k in ("vocab_size", "model_type", "character_coverage",
+                                  "lowercase", "model_file", "sha256") if k in c}
+        if keep.get("model_file") != f"{side}_sentencepiece.model":
+            raise ValueError(f"subwords.{side}.model_file must be {side}_sentencepiece.model")
+        out.append(SentencePieceTokenizer.from_config(keep, model_dir))
+    return out[0], out[1]
+
+
+LEVELS = ("subword", "word", "char")
+
+
+def _fit_subwords(pairs: Sequence[tuple[str, str]], vocab_size: int) -> tuple[Any, Any]:
+    """A sentencepiece model per side (unigram, case kept, full character coverage)."""
+    from ..text_subword import SentencePieceTokenizer
+
+    return tuple(SentencePieceTokenizer(vocab_size, "unigram", 1.0, lowercase=False)
+                 .fit([p[i] for p in pairs]) for i in (0, 1))  # type: ignore[return-value]
+
+
 # --------------------------------------------------------------------------- training
 
 def train_translator(pairs: Sequence[tuple[str, str]], *, val_pairs: Sequence[tuple[str, str]]
-                     | None = None, level: str = "word", cell: str = "lstm",
+                     | None = None, level: str = "subword", cell: str = "lstm",
                      attention: str | None = "luong", embed_dim: int = 64, units: int = 128,
                      num_words: int | None = None, max_source_len: int | None = None,
                      max_target_len: int | None = None, epochs: int = 20,
                      batch_size: int = 32, lr: float = 3e-3, clip_norm: float = 5.0,
                      seed: int = 0, backend: str = "auto", patience: int | None = None,
-                     verbose: int = 0, backup: Backup | None = None, select_by: str = "bleu"
+                     verbose: int = 0, backup: Backup | None = None, select_by: str = "bleu",
+                     subword_vocab: int = 4000
                      ) -> tuple[Translator, dict[str, list[float]]]:
     """Fit vocabularies on ``pairs`` and train a :class:`Seq2Seq` with teacher forcing
     (:func:`rnnkit.train.fit`, Adam).
@@ -438,9 +501,16 @@ def train_translator(pairs: Sequence[tuple[str, str]], *, val_pairs: Sequence[tu
         raise ValueError(f"select_by must be 'bleu' or 'loss', got {select_by!r}")
     if not pairs:
         raise ValueError("no training pairs")
+    if level not in LEVELS:
+        raise ValueError(f"level must be one of {', '.join(LEVELS)}, got {level!r}")
     seed_everything(seed)
-    src_tok = [tokenize(s, level) for s, _ in pairs]
-    tgt_tok = [tokenize(t, level) for _, t in pairs]
+    subwords = _fit_subwords(pairs, subword_vocab) if level == "subword" else None
+    if subwords is not None:
+        src_tok = subwords[0].tokenize_many([s for s, _ in pairs])
+        tgt_tok = subwords[1].tokenize_many([t for _, t in pairs])
+    else:
+        src_tok = [tokenize(s, level) for s, _ in pairs]
+        tgt_tok = [tokenize(t, level) for _, t in pairs]
     src_vocab = vocabulary_with_end(src_tok, num_words)
     tgt_vocab = vocabulary_with_end(tgt_tok, num_words)
     if max_source_len is None:
@@ -448,7 +518,8 @@ def train_translator(pairs: Sequence[tuple[str, str]], *, val_pairs: Sequence[tu
     if max_target_len is None:
         max_target_len = min(max(len(t) for t in tgt_tok), 50)
     model = Seq2Seq(len(src_vocab), len(tgt_vocab), embed_dim, units, cell, attention, backend)
-    tr = Translator(model, src_vocab, tgt_vocab, level, max_source_len, max_target_len)
+    tr = Translator(model, src_vocab, tgt_vocab, level, max_source_len, max_target_len,
+                    subwords)
 
     def tensors(ps: Sequence[tuple[str, str]]) -> tuple[Tensor, Tensor, Tensor]:
         return (tr.source_ids([s for s, _ in ps]), *tr.target_ids([t for _, t in ps]))

@@ -27,7 +27,7 @@ from __future__ import annotations
 import re
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,6 +37,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import io
+from ..crf import CRF
 from ..errors import UserError
 from ..io import atomic_write_text
 from ..layers import Dense, Embedding
@@ -236,6 +237,9 @@ class TaggerSpec(Spec):
     maxlen: int = 200
     #: filters of the per-word character CNN (0: word embeddings only)
     char_filters: int = 200
+    #: a linear-chain CRF over the tag scores (trained on the sentence likelihood, decoded
+    #: by Viterbi) instead of one independent softmax per word
+    crf: bool = False
 
     def __post_init__(self) -> None:
         self.check_choice("cell", RNN_LAYERS)
@@ -267,13 +271,15 @@ class SequenceTaggerModel(nn.Module):
     def __init__(self, vocab_size: int, num_tags: int, embed_dim: int = 64, units: int = 64,
                  cell: str = "lstm", layers: int = 1, bidirectional: bool = True,
                  dropout: float = 0.0, recurrent_dropout: float = 0.0, char_vocab: int = 0,
-                 char_embed: int = 16, char_filters: int = 200):
+                 char_embed: int = 16, char_filters: int = 200, crf: bool = False):
         super().__init__()
         self.cfg = {"vocab_size": vocab_size, "num_tags": num_tags, "embed_dim": embed_dim,
                     "units": units, "cell": cell, "layers": layers,
                     "bidirectional": bidirectional, "dropout": dropout,
                     "recurrent_dropout": recurrent_dropout, "char_vocab": char_vocab,
-                    "char_embed": char_embed, "char_filters": char_filters}
+                    "char_embed": char_embed, "char_filters": char_filters, "crf": crf}
+        #: the CRF over the logits (tag 0, padding, is never decoded), or None
+        self.crf = CRF(num_tags) if crf else None
         self.embedding = Embedding(vocab_size, embed_dim, mask_zero=True)
         size = embed_dim
         self.char_embedding = self.char_conv = None
@@ -308,6 +314,19 @@ class SequenceTaggerModel(nn.Module):
 
     def get_config(self) -> dict:
         return dict(self.cfg)
+
+
+def tag_loss(model: SequenceTaggerModel) -> Callable[[Tensor, Tensor], Tensor]:
+    """The model's training loss: the CRF's negative log-likelihood per real token, or the
+    masked per-token cross-entropy."""
+    crf = model.crf
+    if crf is None:
+        return masked_cross_entropy
+
+    def nll(logits: Tensor, targets: Tensor) -> Tensor:
+        return crf.nll(logits, targets.long(), targets != 0)
+
+    return nll
 
 
 def masked_cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
@@ -357,7 +376,7 @@ class Tagger:
                                     spec.layers, spec.bidirectional, spec.dropout,
                                     spec.recurrent_dropout,
                                     char_vocab=len(chars) + 2 if chars else 0,
-                                    char_filters=spec.char_filters)
+                                    char_filters=spec.char_filters, crf=spec.crf)
         return cls(model, vocab, tags, spec, _fit_baseline(train, norm), chars)
 
     # -- encoding --------------------------------------------------------------------------
@@ -432,7 +451,7 @@ class Tagger:
         val = self.encode(validation) if validation else None
         callbacks = stop_and_checkpoint(val is not None, patience, out, self.save)
         start = time.perf_counter()
-        history = fit(self.model, x, y, validation_data=val, loss=masked_cross_entropy,
+        history = fit(self.model, x, y, validation_data=val, loss=tag_loss(self.model),
                       metrics={"accuracy": _masked_accuracy}, optimizer=optimizer, lr=lr,
                       batch_size=batch_size, epochs=epochs, callbacks=callbacks, seed=seed,
                       clip_norm=clip_norm, verbose=verbose, backup=backup)
@@ -463,9 +482,13 @@ class Tagger:
             for j, toks in enumerate(chunk):
                 if not toks:
                     raise UserError(f"sentence {i + j + 1} has no tokens")
-            logits = self.model(*self.inputs(chunk))
-            logits[..., 0] = -torch.inf  # never predict padding
-            best = logits.argmax(-1).tolist()
+            ids = self.inputs(chunk)
+            logits = self.model(*ids)
+            if self.model.crf is not None:
+                best = self.model.crf.decode(logits, ids[0] != 0)
+            else:
+                logits[..., 0] = -torch.inf  # never predict padding
+                best = logits.argmax(-1).tolist()
             out.extend([self.tags[k] for k in row[:len(toks)]]
                        for row, toks in zip(best, chunk, strict=True))
         return out
@@ -499,7 +522,7 @@ class Tagger:
             x, y = self.encode(sentences[i:i + 256], maxlen=10**9)
             n = int((y != 0).sum())
             logits = self.model(*x) if isinstance(x, tuple) else self.model(x)
-            losses += float(masked_cross_entropy(logits, y)) * n
+            losses += float(tag_loss(self.model)(logits, y)) * n
             n_tok += n
         tokens = [s.tokens for s in sentences]
         gold = [s.tags for s in sentences]
