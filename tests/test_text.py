@@ -460,3 +460,32 @@ def test_real_imdb_vocabulary_and_lengths(imdb_raw) -> None:
     assert x.shape == (1000, 100) and int(x.max()) < 500 and int(x.min()) >= 0
     stats = length_stats(enc.lengths(texts))
     assert 150 < stats["mean"] < 350 and stats["median"] < stats["mean"] < stats["p90"]
+
+
+def test_tokenization_progress_after_a_second(capsys):
+    """With set_progress on, tokenizing many texts that takes over a second prints progress
+    lines on stderr ending at 100%; quick or small jobs and the default print nothing."""
+    import time
+
+    from rnnkit.text import TextEncoder, set_progress
+
+    enc = TextEncoder("basic")
+    slow = enc.tokenizer.tokenize_many
+
+    def tokenize_many(texts):
+        time.sleep(0.3)
+        return slow(texts)
+
+    enc.tokenizer.tokenize_many = tokenize_many
+    texts = ["a b c"] * 5000
+    try:
+        set_progress(True)
+        enc.fit(texts)
+        err = capsys.readouterr().err
+        assert "tokenizing: 5,000/5,000 texts (100%" in err
+        enc.fit(texts[:900])  # one chunk: no progress
+        assert capsys.readouterr().err == ""
+    finally:
+        set_progress(False)
+    enc.fit(texts)
+    assert capsys.readouterr().err == ""

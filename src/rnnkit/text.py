@@ -579,6 +579,16 @@ def format_length_stats(stats: dict[str, float], unit: str = "tokens") -> str:
 
 # --------------------------------------------------------------------------- encoder
 
+_PROGRESS = {"on": False}
+_PROGRESS_CHUNK = 1000
+
+
+def set_progress(on: bool) -> None:
+    """Show (or not) a progress line on stderr while a :class:`TextEncoder` tokenizes many
+    texts and it takes over a second (the CLI turns it on unless ``--quiet``)."""
+    _PROGRESS["on"] = bool(on)
+
+
 class TextEncoder:
     """The whole text pipeline saved with a model (``text.json``).
 
@@ -617,6 +627,37 @@ class TextEncoder:
         """Number of ids in use (embedding ``input_dim`` / one-hot depth)."""
         return len(self.vocab)
 
+    def _tokenize_all(self, texts: list[str]) -> list[list[str]]:
+        """``tokenizer.tokenize_many(texts)``; with :func:`set_progress` on, in chunks with
+        a progress line on stderr once it has taken over a second."""
+        if not _PROGRESS["on"] or len(texts) <= _PROGRESS_CHUNK:
+            return self.tokenizer.tokenize_many(texts)
+        import sys
+        import time
+
+        out: list[list[str]] = []
+        start = time.perf_counter()
+        shown = False
+        tty = sys.stderr.isatty()
+        last_quarter = 0
+        for i in range(0, len(texts), _PROGRESS_CHUNK):
+            out.extend(self.tokenizer.tokenize_many(texts[i:i + _PROGRESS_CHUNK]))
+            secs = time.perf_counter() - start
+            if secs < 1.0:
+                continue
+            done = len(out)
+            quarter = 4 * done // len(texts)
+            if tty or quarter > last_quarter or not shown:
+                end = "\r" if tty and done < len(texts) else "\n"
+                rate = done / secs
+                print(f"tokenizing: {done:,}/{len(texts):,} texts ({done / len(texts):.0%}, "
+                      f"{rate:,.0f}/s, {(len(texts) - done) / rate:.0f} s left)",
+                      end=end, file=sys.stderr, flush=True)
+                shown, last_quarter = True, quarter
+        if shown and tty:
+            print(file=sys.stderr)
+        return out
+
     @_no_gc
     def fit(self, texts: Sequence[str], num_words: int | None = 500, min_count: int = 1
             ) -> TextEncoder:
@@ -624,8 +665,7 @@ class TextEncoder:
         texts = _as_texts(texts)
         if self.tokenizer.needs_fit:
             self.tokenizer.fit(texts)
-        self.vocabulary = Vocabulary.fit(self.tokenizer.tokenize_many(texts), num_words,
-                                         min_count)
+        self.vocabulary = Vocabulary.fit(self._tokenize_all(texts), num_words, min_count)
         return self
 
     @_no_gc
@@ -635,13 +675,13 @@ class TextEncoder:
         texts = _as_texts(texts)
         if self.tokenizer.needs_fit:
             self.tokenizer.fit(texts)
-        token_lists = self.tokenizer.tokenize_many(texts)
+        token_lists = self._tokenize_all(texts)
         self.vocabulary = Vocabulary.fit(token_lists, num_words, min_count)
         return self._encode_tokens(token_lists)
 
     @_no_gc
     def tokenize(self, texts: Sequence[str] | str) -> list[list[str]]:
-        return self.tokenizer.tokenize_many(_as_texts(texts))
+        return self._tokenize_all(_as_texts(texts))
 
     @_no_gc
     def encode_ids(self, texts: Sequence[str] | str) -> list[list[int]]:
@@ -665,7 +705,7 @@ class TextEncoder:
         texts = _as_texts(texts)
         if self.maxlen is not None and type(self.tokenizer) is BasicTokenizer:
             return self._encode_tokens([self._kept_tokens(t) for t in texts])
-        return self._encode_tokens(self.tokenizer.tokenize_many(texts))
+        return self._encode_tokens(self._tokenize_all(texts))
 
     def _kept_tokens(self, text: str) -> list[str]:
         """The tokens of ``text`` that survive truncation to ``maxlen``, tokenizing only the

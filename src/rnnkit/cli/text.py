@@ -34,6 +34,7 @@ from ..tasks.textfile import (
     read_labelled,
     split_data,
 )
+from ..text import set_progress
 from ..train import seed_everything
 from .common import (
     add_model_args,
@@ -84,6 +85,7 @@ def train(args: argparse.Namespace) -> int:
     out = Path(args.out or args.out_default)
     say = (lambda *a: None) if args.json and args.quiet else print
 
+    set_progress(not args.quiet)  # a progress line when tokenizing takes over a second
     tokenizer = make_tokenizer(args)  # before reading: a missing extra fails fast
     stats = None
     if args.format == "nsmc":
