@@ -118,9 +118,13 @@ def korean_row(data: Path) -> dict[str, Any]:
     word = _tfidf_f1((a.texts, a.labels), (b.texts, b.labels), "word", (1, 2))
     char = _tfidf_f1((a.texts, a.labels), (b.texts, b.labels), "char_wb", (1, 3))
     f1 = res["test"]["macro"]["f1"]
+    from keras_peers import text_classifier_f1
+
+    peer = text_classifier_f1((a.texts, a.labels), (b.texts, b.labels))
     return {"row": "text korean_hate_speech", "split": "train.tsv / dev.tsv",
             "metric": "macro F1", "rnnkit": round(f1, 4),
             "tfidf_word_1_2": round(word, 4), "tfidf_char_1_3": round(char, 4),
+            "keras_peer": None if peer is None else round(peer, 4),
             "majority_accuracy": round(res["test"]["baseline_majority_accuracy"], 4),
             "target": "macro F1 >= best TF-IDF + 0.02", "met": f1 >= max(word, char) + 0.02,
             "seconds": round(secs, 1)}
@@ -135,11 +139,51 @@ def tagger_row(data: Path) -> dict[str, Any]:
     res, secs = _train(["train", "tagger", "--train", str(tr), "--test", str(te),
                         "--seed", "42", "--quiet", "--json"])
     t = res["test"]
+    from keras_peers import tagger_accuracy
+
+    from rnnkit.tasks.tagging import read_tagged
+
+    peer = tagger_accuracy([(x.tokens, x.tags) for x in read_tagged(tr)],
+                           [(x.tokens, x.tags) for x in read_tagged(te)])
     return {"row": "tagger ud_english_gum", "split": "dev -> test", "metric": "UPOS acc",
             "rnnkit": round(t["token_accuracy"], 4),
+            "keras_peer": None if peer is None else round(peer, 4),
             "baseline_word_majority": round(t["baseline_word_majority_accuracy"], 4),
             "target": "UPOS >= 0.92", "met": t["token_accuracy"] >= 0.92,
             "seconds": round(secs, 1)}
+
+
+def imdb_csv_row(data: Path) -> dict[str, Any]:
+    """IMDB as two CSV files (the official 25,000 / 25,000 split of aclImdb_v1.tar.gz):
+    ``train text`` with its defaults against ``train imdb --recipe recommended``."""
+    import csv
+
+    from rnnkit.datasets import load_imdb
+
+    if not (data / "aclImdb_v1.tar.gz").is_file():
+        return {"row": "text IMDB as CSV", "skipped": f"{data / 'aclImdb_v1.tar.gz'} not found"}
+    (trx, try_), (tex, tey) = load_imdb(data, "raw", download=False)
+    with tempfile.TemporaryDirectory() as d:
+        files = []
+        for name, xs, ys in (("train", trx, try_), ("test", tex, tey)):
+            f = Path(d) / f"imdb_{name}.csv"
+            with open(f, "w", newline="", encoding="utf-8") as fh:
+                w = csv.writer(fh)
+                w.writerow(["review", "sentiment"])
+                w.writerows((x, "positive" if y else "negative") for x, y in zip(xs, ys,
+                                                                                 strict=True))
+            files.append(f)
+        res, secs = _train(["train", "text", "--file", str(files[0]), "--test-file",
+                            str(files[1]), "--text-col", "review", "--label-col", "sentiment",
+                            "--seed", "42", "--quiet", "--json"])
+    rec, rsecs = _train(["train", "imdb", "--recipe", "recommended", "--data-dir", str(data),
+                         "--seed", "42", "--quiet", "--json"])
+    acc, racc = res["test"]["accuracy"], rec["test_accuracy"]
+    return {"row": "text IMDB as CSV", "split": "official 25k / 25k", "metric": "accuracy",
+            "rnnkit": round(acc, 4), "imdb_recommended": round(racc, 4),
+            "target": "within 1 point of train imdb --recipe recommended",
+            "met": acc >= racc - 0.01, "seconds": round(secs, 1),
+            "recommended_seconds": round(rsecs, 1)}
 
 
 def translation_row(data: Path, train_pairs: int = 30_000, test_pairs: int = 1_000
@@ -191,7 +235,7 @@ def m1_row(data: Path) -> dict[str, Any]:
 
 
 ROWS: dict[str, Callable[[Path], list[dict[str, Any]]]] = {
-    "text": lambda d: [korean_row(d)],
+    "text": lambda d: [korean_row(d), imdb_csv_row(d)],
     "tagger": lambda d: [tagger_row(d)],
     "translation": lambda d: [translation_row(d)],
     "forecast": lambda d: [
@@ -206,6 +250,10 @@ ROWS: dict[str, Callable[[Path], list[dict[str, Any]]]] = {
                    lambda t: t["accuracy"] >= t["baseline_1nn_accuracy"] + 0.05),
     ],
 }
+
+
+def _num(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.4f}"
 
 
 def _coverage(row: dict[str, Any]) -> str:
@@ -234,8 +282,15 @@ def main() -> int:
             elif "tfidf_char_1_3" in row:
                 print(f"{row['row']:32} {row['metric']} {row['rnnkit']:.4f}  TF-IDF word 1-2 "
                       f"{row['tfidf_word_1_2']:.4f}  char 1-3 {row['tfidf_char_1_3']:.4f}  "
+                      f"Keras {_num(row.get('keras_peer'))}  "
                       f"target {row['target']}: {'met' if row['met'] else 'NOT met'}  "
                       f"({row['seconds']:.0f} s)", flush=True)
+            elif "imdb_recommended" in row:
+                print(f"{row['row']:32} {row['metric']} {row['rnnkit']:.4f}  train imdb "
+                      f"--recipe recommended {row['imdb_recommended']:.4f}  target "
+                      f"{row['target']}: {'met' if row['met'] else 'NOT met'}  "
+                      f"({row['seconds']:.0f} s / {row['recommended_seconds']:.0f} s)",
+                      flush=True)
             elif "baseline_constant" in row:
                 print(f"{row['row']:32} {row['metric']} {row['rnnkit']:.2f}  greedy "
                       f"{row['greedy']:.2f}  constant baseline {row['baseline_constant']:.2f}  "
@@ -243,7 +298,8 @@ def main() -> int:
                       f"({row['seconds']:.0f} s)", flush=True)
             elif "baseline_word_majority" in row:
                 print(f"{row['row']:32} {row['metric']} {row['rnnkit']:.4f}  most frequent tag "
-                      f"per word {row['baseline_word_majority']:.4f}  target {row['target']}: "
+                      f"per word {row['baseline_word_majority']:.4f}  Keras BiLSTM "
+                      f"{_num(row.get('keras_peer'))}  target {row['target']}: "
                       f"{'met' if row['met'] else 'NOT met'}  ({row['seconds']:.0f} s)",
                       flush=True)
             elif "mase" in row:
