@@ -162,3 +162,30 @@ def test_a_header_line_is_not_a_class(tmp_path, capsys):
     cap = capsys.readouterr()
     assert "looks like a header" in cap.err
     assert json.loads(cap.out.strip().splitlines()[-1])["labels"] == ["ham", "spam"]
+
+
+def test_train_text_chooses_maxlen_from_the_data(tmp_path, capsys):
+    """Without --maxlen, train text pads/truncates to the 90th percentile of the training
+    texts' encoded lengths (within [8, 256]); --maxlen still wins."""
+    import json
+
+    import numpy as np
+
+    from rnnkit.cli import main
+
+    f = tmp_path / "t.csv"
+    rows = [f"{'good ' * (3 + i % 40)}film,pos" if i % 2 else f"{'bad ' * (3 + i % 40)}film,neg"
+            for i in range(200)]
+    f.write_text("text,label\n" + "\n".join(rows) + "\n")
+    out = tmp_path / "m"
+    assert main(["train", "text", "--file", str(f), "--text-col", "text", "--label-col",
+                 "label", "--epochs", "1", "--out", str(out), "--test-fraction", "0.2"]) == 0
+    text_cfg = json.loads((out / "text.json").read_text())
+    lengths = [4 + i % 40 + 1 for i in range(200)]  # words + "film" + the start id
+    # the training part is 72% of the rows (stratified): its percentile is close to all's
+    assert abs(text_cfg["maxlen"] - np.percentile(lengths, 90)) <= 3
+    assert "maxlen" in capsys.readouterr().out
+    assert main(["train", "text", "--file", str(f), "--text-col", "text", "--label-col",
+                 "label", "--epochs", "1", "--out", str(tmp_path / "m2"), "--maxlen", "12",
+                 "--quiet"]) == 0
+    assert json.loads((tmp_path / "m2" / "text.json").read_text())["maxlen"] == 12

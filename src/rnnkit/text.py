@@ -669,14 +669,22 @@ class TextEncoder:
         return self
 
     @_no_gc
-    def fit_encode(self, texts: Sequence[str], num_words: int | None = 500, min_count: int = 1
-                   ) -> torch.Tensor:
-        """``fit(texts, ...)`` then ``encode(texts)``, tokenizing the texts only once."""
+    def fit_encode(self, texts: Sequence[str], num_words: int | None = 500, min_count: int = 1,
+                   auto_maxlen: tuple[float, int, int] | None = None) -> torch.Tensor:
+        """``fit(texts, ...)`` then ``encode(texts)``, tokenizing the texts only once.
+
+        ``auto_maxlen=(q, low, high)`` first sets ``maxlen`` from the data: the ``q``-th
+        percentile of the encoded lengths (start id included), clipped to ``[low, high]``."""
         texts = _as_texts(texts)
         if self.tokenizer.needs_fit:
             self.tokenizer.fit(texts)
         token_lists = self._tokenize_all(texts)
         self.vocabulary = Vocabulary.fit(token_lists, num_words, min_count)
+        if auto_maxlen is not None:
+            q, low, high = auto_maxlen
+            extra = 1 if self.add_start else 0
+            lengths = np.array([len(t) + extra for t in token_lists] or [low])
+            self.maxlen = int(min(max(math.ceil(np.percentile(lengths, q)), low), high))
         return self._encode_tokens(token_lists)
 
     @_no_gc

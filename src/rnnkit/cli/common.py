@@ -33,7 +33,10 @@ def add_model_args(p: argparse.ArgumentParser, **defaults: Any) -> None:
     g.add_argument("--recurrent-dropout", type=float, default=d["recurrent_dropout"])
     g.add_argument("--num-words", type=int, default=d["num_words"],
                    help="vocabulary size including the ids 0 (pad), 1 (start), 2 (unknown)")
-    g.add_argument("--maxlen", type=int, default=d["maxlen"], help="pad/truncate to this length")
+    g.add_argument("--maxlen", type=int, default=d["maxlen"],
+                   help="pad/truncate to this length" + (
+                       " (default: the 90th percentile of the training texts' lengths, "
+                       "within [8, 256])" if d["maxlen"] is None else ""))
     g.add_argument("--padding", choices=["pre", "post"], default="pre")
     g.add_argument("--truncating", choices=["pre", "post"], default="pre")
 
@@ -46,7 +49,7 @@ def classifier_spec(args: argparse.Namespace):
                           embed_dim=args.embed_dim, units=args.units, layers=args.layers,
                           bidirectional=args.bidirectional, dropout=args.dropout,
                           recurrent_dropout=args.recurrent_dropout, mask=args.mask,
-                          maxlen=args.maxlen)
+                          maxlen=args.maxlen if args.maxlen is not None else 100)
 
 
 def add_training_args(p: argparse.ArgumentParser, **defaults: Any) -> None:

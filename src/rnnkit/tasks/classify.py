@@ -16,7 +16,7 @@ everything to one directory (``weights.safetensors``, ``config.json``, ``text.js
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -93,13 +93,21 @@ class TextClassifier:
     @classmethod
     def create(cls, spec: ClassifierSpec, train_texts: list[str], labels: list[str],
                tokenizer: str | Any = "basic", padding: str = "pre", truncating: str = "pre",
-               task: str = "text") -> TextClassifier:
+               task: str = "text", auto_maxlen: tuple[float, int, int] | None = None
+               ) -> TextClassifier:
         """Fit the text encoder on ``train_texts`` and build an untrained model.
 
-        The encoded training texts are kept in ``train_ids`` (tokenized once)."""
+        ``auto_maxlen=(q, low, high)``: ``spec.maxlen`` is replaced by the ``q``-th
+        percentile of the training texts' lengths, clipped to ``[low, high]`` (see
+        :meth:`TextEncoder.fit_encode`). The encoded training texts are kept in
+        ``train_ids`` (tokenized once)."""
         encoder = TextEncoder(tokenizer, maxlen=spec.maxlen, padding=padding,
                               truncating=truncating)
-        train_ids = encoder.fit_encode(train_texts, num_words=spec.num_words)
+        train_ids = encoder.fit_encode(train_texts, num_words=spec.num_words,
+                                       auto_maxlen=auto_maxlen)
+        if auto_maxlen is not None:
+            assert encoder.maxlen is not None
+            spec = replace(spec, maxlen=encoder.maxlen)
         clf = cls(build_model(spec, len(labels)), encoder, labels, spec, task)
         clf.train_ids = train_ids
         return clf
