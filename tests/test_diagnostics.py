@@ -208,18 +208,21 @@ def test_cli_diagnose_text_and_forecast_models(tmp_path, capsys):
     assert main(["diagnose", "--demo", str(f)]) == 2
 
 
-def test_cli_diagnose_tagger_seq2seq_and_lm_models(tmp_path, capsys):
+def test_cli_diagnose_tagger_seq2seq_lm_and_siamese_models(tmp_path, capsys):
     from pathlib import Path
 
     from rnnkit.cli import main
 
     fix = Path(__file__).parent / "fixtures"
+    addresses = tmp_path / "addresses.tsv"
+    addresses.write_text("".join(f"{i} main st\t{i} main street\n" for i in range(1, 40)))
     runs = [(["train", "tagger", "--train", str(fix / "tiny.conllu"), "--epochs", "1"],
              fix / "tiny.conllu"),
             (["train", "seq2seq", "--file", str(fix / "pairs_en_fr.tsv"), "--epochs", "1",
               "--units", "8"], fix / "pairs_en_fr.tsv"),
             (["train", "lm", "--file", str(fix / "small_text.txt"), "--epochs", "1",
-              "--units", "8"], fix / "small_text.txt")]
+              "--units", "8"], fix / "small_text.txt"),
+            (["train", "siamese", "--file", str(addresses), "--epochs", "1"], addresses)]
     for i, (argv, data) in enumerate(runs):
         out = tmp_path / f"m{i}"
         assert main([*argv, "--out", str(out), "--quiet"]) == 0, argv

@@ -10,8 +10,8 @@ largest weight gradient, with a warning when the first step gets under 1e-6 of t
 step's gradient (vanishing) or a weight gradient exceeds 1e3 (exploding: try
 ``--clip-norm``); writes ``gradients.png`` (per-step norms on a log scale, one curve per
 layer) and ``diagnose.json`` into ``--out``. The figures come from autograd on the
-reference loop, whatever kernel trains the model. Tasks: text, imdb, tagger, seq2seq, lm,
-series, forecast (not siamese: its loss needs pairs of batches).
+reference loop, whatever kernel trains the model. Every task: text, imdb, tagger, seq2seq,
+lm, siamese (the in-batch softmax loss over the file's similar pairs), series, forecast.
 """
 
 from __future__ import annotations
@@ -218,8 +218,21 @@ def _lm_batch(args: argparse.Namespace) -> Batch:
     return lm.model, (x,), y, token_cross_entropy
 
 
+def _siamese_batch(args: argparse.Namespace) -> Batch:
+    from ..tasks.siamese import InBatchSimilarity, Matcher, read_pairs, softmax_loss
+
+    m = Matcher.load(args.model_dir)
+    pairs, labels = read_pairs(args.file)
+    pos = [p for i, p in enumerate(pairs) if labels is None or labels[i] == 1][:args.samples]
+    if len(pos) < 2:
+        raise UserError(f"{args.file}: need at least 2 similar pairs (label 1)")
+    # the in-batch softmax loss: each first text against every second text of the batch
+    return (InBatchSimilarity(m.model), (m.ids([a for a, _ in pos]), m.ids([b for _, b in pos])),
+            torch.arange(len(pos)), lambda s, _: softmax_loss(s))
+
+
 BATCHES: dict[str, Callable[[argparse.Namespace], Batch]] = {
     "text": _text_batch, "imdb": _text_batch, "series": _series_batch,
     "forecast": _forecast_batch, "tagger": _tagger_batch, "seq2seq": _seq2seq_batch,
-    "lm": _lm_batch,
+    "lm": _lm_batch, "siamese": _siamese_batch,
 }

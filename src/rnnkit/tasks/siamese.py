@@ -459,14 +459,14 @@ def _train_in_batch(m: Matcher, pairs: Sequence[tuple[str, str]], labels: Sequen
 
     pos, hard = prepare(pairs, labels)
     val = list(batches(*prepare(val_pairs, val_labels), None)) if val_pairs else None
-    return train(_InBatchSimilarity(m.model),
+    return train(InBatchSimilarity(m.model),
                  Batches(lambda rng: batches(pos, hard, rng), seed,
                          math.ceil(len(pos) / batch_size)),
                  loss_fn, epochs=epochs, lr=lr, clip_norm=clip_norm, seed=seed,
                  validation_data=val, patience=patience, verbose=verbose, backup=backup)
 
 
-class _InBatchSimilarity(nn.Module):
+class InBatchSimilarity(nn.Module):
     """``(a (P, T), candidates (C, T)) -> cos(f(a_i), f(c_j))`` ``(P, C)``."""
 
     def __init__(self, encoder: SiameseEncoder) -> None:
