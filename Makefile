@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.rnnkit-installed
-EXTRAS ?= test,ko,subword,tasks
+EXTRAS ?= test,ko,subword,tasks,keras
 
 .PHONY: venv test demo bench accuracy lint clean
 
