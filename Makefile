@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.rnnkit-installed
-EXTRAS ?= test,ko,subword,tasks,keras,onnx
+EXTRAS ?= test,ko,subword,tasks,keras,onnx,serve
 
 .PHONY: venv test demo bench accuracy lint clean
 

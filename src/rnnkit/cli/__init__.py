@@ -20,7 +20,7 @@ from .common import add_model_args, apply_config_file, check_flag_bounds, classi
 
 #: task modules, in the order their commands appear in ``--help``
 TASK_MODULES = ["imdb", "text", "tagger", "forecast", "series", "seq2seq", "lm", "siamese",
-                "diagnose", "keras", "export"]
+                "diagnose", "keras", "export", "serve"]
 
 #: task name -> {"evaluate": fn(args), "predict": fn(args)}; filled by ``register``
 TASKS: dict[str, dict[str, Callable[[argparse.Namespace], int | None]]] = {}
