@@ -183,3 +183,11 @@ def _tuplist(x: Any) -> Any:
 
 def _untuplist(x: Any) -> Any:
     return tuple(_untuplist(v) for v in x) if isinstance(x, list) else x
+
+
+class ReadOnlyBackup(Backup):
+    """A :class:`Backup` that restores but never writes: what the ranks other than 0 of a
+    data-parallel run use (rank 0 writes the one backup every rank resumes from)."""
+
+    def save(self, *args: Any, **kwargs: Any) -> None:  # noqa: D102 - see the class
+        return None

@@ -71,6 +71,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from . import distributed
 from .callbacks import Callback, History, ProgressBar
 from .errors import UserError
 from .layers import Dense, Sequential, clip_gradients
@@ -832,6 +833,14 @@ def fit(model: nn.Module, x: Any = None, y: Any = None, *,
 
     fused = plan(model, objective.name, opt, clip_norm, clip_value, dev)
     metric_fns = resolve_metrics(metrics, loss)
+    # data parallelism (torchrun): the model behind DistributedDataParallel, each rank on
+    # its rows of every batch (rnnkit.distributed); the fused step is not used then
+    rank, world_size = distributed.world()
+    parallel = distributed.data_parallel(model)
+    if parallel is not None:
+        fused = None
+        verbose = verbose if rank == 0 else 0
+    forward_model = parallel if parallel is not None else model
 
     # callbacks
     cbs = list(callbacks)
@@ -846,6 +855,11 @@ def fit(model: nn.Module, x: Any = None, y: Any = None, *,
     params = {"epochs": epochs, "steps": steps, "verbose": verbose, "batch_size": batch_size,
               "fused_step": fused is not None,
               "batches_per_call": SPAN_BATCHES if spans else 1}
+    if parallel is not None:
+        params["distributed"] = {
+            "world_size": world_size, "rank": rank, "backend": distributed.backend(),
+            "path": "DistributedDataParallel over the per-layer kernels (the fused training "
+                    "step does not run data-parallel)"}
     for c in cbs:
         c.set_model(model)
         c.set_params(params)
@@ -881,12 +895,14 @@ def fit(model: nn.Module, x: Any = None, y: Any = None, *,
                             c.on_batch_begin(b, {})
                         inputs, targets = _split_batch(batch)
                         inputs, targets = _move(inputs, dev), _move(targets, dev)
+                        if parallel is not None:
+                            inputs, targets = distributed.shard(inputs, targets)
                         n = _batch_size_of(inputs)
                         if fused is not None and isinstance(inputs, Tensor):
                             loss_value, outputs = fused(inputs, targets)
                         else:
                             opt.zero_grad(set_to_none=True)
-                            outputs = _call(model, inputs)
+                            outputs = _call(forward_model, inputs)
                             batch_loss = objective(outputs, targets)
                             if batch_loss.dim() != 0:
                                 raise ValueError("the loss must be a scalar tensor, got shape "
@@ -904,7 +920,11 @@ def fit(model: nn.Module, x: Any = None, y: Any = None, *,
             if n_batches == 0:
                 raise ValueError(f"train_data yielded no batches in epoch {epoch + 1}; pass a "
                                  "re-iterable (a list or a DataLoader), not a one-shot iterator")
-            logs = {k: m.value for k, m in means.items()}
+            if parallel is not None:  # every rank's samples, weighted by their number
+                logs = distributed.reduce_means({k: (m.total, m.count)
+                                                 for k, m in means.items()})
+            else:
+                logs = {k: m.value for k, m in means.items()}
             if val_batches is not None:
                 vals = _run_eval(model, val_batches, objective, metric_fns, dev)
                 logs.update({f"val_{k}": v for k, v in vals.items()})

@@ -125,12 +125,46 @@ def _train(args: argparse.Namespace) -> int:
     folder, with a lock on ``--out`` and a backup after each epoch, and the folder becomes
     ``--out`` in one rename when the task returns (see :mod:`rnnkit.rundir`). When training
     diverges, the best finite checkpoint (if any) is published and the error is reported."""
+    from .. import distributed
+
+    out = Path(args.out or getattr(args, "out_default", None) or "model")
+    settings = {k: v for k, v in vars(args).items() if k not in _NOT_SETTINGS}
+    rank, world = distributed.init_from_env()
+    settings["world_size"] = world
+    try:
+        if rank != 0:
+            return _train_other_rank(args, out)
+        return _train_rank0(args, out, settings)
+    finally:
+        distributed.barrier()
+        distributed.shutdown()
+
+
+def _train_other_rank(args: argparse.Namespace, out: Path) -> int:
+    """A data-parallel rank other than 0 trains in step with rank 0 and writes nothing that
+    stays: its model directory is a temporary one; with ``--resume`` it restores rank 0's
+    backup without writing it."""
+    import tempfile
+
+    from ..backup import ReadOnlyBackup
+    from ..rundir import TrainingRun
+
+    with tempfile.TemporaryDirectory(prefix="rnnkit-rank-") as tmp:
+        args.out = args.final_out = str(Path(tmp) / "model")
+        args.quiet, args.json = True, False
+        shared = TrainingRun(out, {}).backup_dir
+        args.backup = ReadOnlyBackup(shared if getattr(args, "resume", False) else
+                                     Path(tmp) / "backup")
+        with contextlib.redirect_stdout(open(os.devnull, "w")):  # noqa: SIM115
+            return int(args.task_func(args) or 0)
+
+
+def _train_rank0(args: argparse.Namespace, out: Path, settings: dict) -> int:
+    """The run that writes: staged, locked, backed up, published (see :func:`_train`)."""
     from ..backup import Backup
     from ..rundir import TrainingRun
     from ..train import TrainingDiverged
 
-    out = Path(args.out or getattr(args, "out_default", None) or "model")
-    settings = {k: v for k, v in vars(args).items() if k not in _NOT_SETTINGS}
     with TrainingRun(out, settings, resume=getattr(args, "resume", False)) as run:
         if run.resumed_epochs:
             print(f"resuming {out} after epoch {run.resumed_epochs}", file=sys.stderr)
