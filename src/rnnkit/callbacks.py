@@ -43,6 +43,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from .errors import UserError
+
 _MAX_HINTS = ("acc", "auc", "precision", "recall", "f1", "bleu")
 
 
@@ -327,6 +329,127 @@ def cosine_schedule(lr: float, epochs: int, final: float = 0.01) -> Callable[[in
     def schedule(epoch: int, _: float) -> float:
         return lr * (final + (1 - final) * 0.5 * (1 + math.cos(math.pi * epoch / max(epochs, 1))))
     return schedule
+
+
+SCHEDULES = ("constant", "cosine", "onecycle", "plateau")
+
+
+def make_schedule(name: str, lr: float, epochs: int, warmup: int = 0
+                  ) -> Callable[[int, float], float] | None:
+    """The per-epoch learning rate of ``name`` (None: leave it as it is)::
+
+        warm-up (epochs e < w):  lr_e = lr (e + 1) / (w + 1)
+        constant:                lr_e = lr
+        cosine:                  lr_e = lr (0.01 + 0.99 (1 + cos(pi (e - w) / (E - w))) / 2)
+        onecycle:                lr / 25 rising linearly to lr over the first 30% of the
+                                 epochs (or the warm-up), then cosine down to lr / 10^4
+
+    ``"plateau"`` is not a function of the epoch: see :class:`ReduceLROnPlateau` (warm-up
+    still applies)."""
+    if name not in SCHEDULES:
+        raise ValueError(f"lr schedule must be one of {', '.join(SCHEDULES)}, got {name!r}")
+    if warmup < 0 or epochs < 1:
+        raise ValueError("warm-up epochs must be >= 0 and epochs >= 1")
+    if name == "onecycle":
+        up = max(1, warmup or math.ceil(0.3 * epochs))
+
+        def onecycle(e: int, _: float) -> float:
+            if e < up:
+                return lr / 25 + (lr - lr / 25) * e / max(up - 1, 1)
+            t = (e - up + 1) / max(epochs - up, 1)
+            return lr * (1e-4 + (1 - 1e-4) * 0.5 * (1 + math.cos(math.pi * min(t, 1.0))))
+        return onecycle
+    if name in ("constant", "plateau") and warmup == 0:
+        return None
+
+    def schedule(e: int, current: float) -> float:
+        if e < warmup:
+            return lr * (e + 1) / (warmup + 1)
+        if name == "cosine":
+            t = (e - warmup) / max(epochs - warmup, 1)
+            return lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * t)))
+        return lr if name == "constant" or e == warmup else current
+    return schedule
+
+
+class ReduceLROnPlateau(Callback):
+    """Multiply the learning rate by ``factor`` when ``monitor`` has not improved for
+    ``patience`` epochs (Keras semantics), not below ``min_lr``; resumable."""
+
+    def __init__(self, monitor: str = "val_loss", factor: float = 0.5, patience: int = 2,
+                 min_lr: float = 0.0, mode: str = "auto") -> None:
+        super().__init__()
+        if not 0 < factor < 1:
+            raise ValueError(f"factor must be in (0, 1), got {factor}")
+        self.monitor, self.factor, self.patience, self.min_lr = monitor, factor, patience, min_lr
+        self.better = _better(monitor, mode)
+        self.best: float | None = None
+        self.wait = 0
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        value = (logs or {}).get(self.monitor)
+        if value is None or self.optimizer is None:
+            return
+        if self.best is None or self.better(float(value), self.best):
+            self.best, self.wait = float(value), 0
+            return
+        self.wait += 1
+        if self.wait >= self.patience:
+            for g in self.optimizer.param_groups:
+                g["lr"] = max(self.min_lr, g["lr"] * self.factor)
+            self.wait = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best, "wait": self.wait}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best, self.wait = state["best"], int(state["wait"])
+
+
+class CSVLogger(Callback):
+    """Append one row per epoch (``epoch`` and every log key) to ``path``, flushed at once,
+    so a run can be followed with ``tail -f`` and a crash keeps the finished epochs."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        super().__init__()
+        self.path = Path(path)
+        self.keys: list[str] | None = None
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        import csv
+
+        logs = logs or {}
+        new = self.keys is None or not self.path.is_file()
+        if self.keys is None:
+            self.keys = list(logs)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a" if not new else "w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f)
+            if new:
+                w.writerow(["epoch", *self.keys])
+            w.writerow([epoch + 1, *(logs.get(k, "") for k in self.keys)])
+
+
+class TensorBoardLogger(Callback):
+    """Every log value per epoch as a TensorBoard scalar under ``log_dir``
+    (``torch.utils.tensorboard``; needs ``pip install tensorboard``)."""
+
+    def __init__(self, log_dir: str | os.PathLike) -> None:
+        super().__init__()
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise UserError("--log-dir writes TensorBoard logs with the tensorboard package: "
+                            "pip install tensorboard") from None
+        self.writer = SummaryWriter(str(log_dir))
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        for k, v in (logs or {}).items():
+            self.writer.add_scalar(k, float(v), epoch + 1)
+        self.writer.flush()
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        self.writer.close()
 
 
 class TerminateOnNaN(Callback):

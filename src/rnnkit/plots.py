@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .callbacks import History
+from .callbacks import Callback, History
 from .io import atomic_path
 
 
@@ -37,12 +37,14 @@ def plot_history(history: History | dict[str, Any], path: str | os.PathLike,
     if "loss" not in h or not h["loss"]:
         raise ValueError(f"history has no 'loss' values to plot (keys: {sorted(h)})")
     if metric is None:
-        candidates = [k for k in h if not k.startswith("val_") and k != "loss"]
+        candidates = [k for k in h if not k.startswith("val_") and k not in ("loss", "lr")
+                      and "/" not in k]
         metric = "accuracy" if "accuracy" in h else (candidates[0] if candidates else None)
     elif metric not in h:
         raise ValueError(f"metric {metric!r} is not in the history (keys: {sorted(h)})")
 
-    panels = ["loss"] + ([metric] if metric else [])
+    lr = h.get("lr") or []
+    panels = ["loss"] + ([metric] if metric else []) + (["lr"] if len(set(lr)) > 1 else [])
     fig = Figure(figsize=(5 * len(panels), 4), dpi=100)
     FigureCanvasAgg(fig)
     for i, key in enumerate(panels):
@@ -62,3 +64,18 @@ def plot_history(history: History | dict[str, Any], path: str | os.PathLike,
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, format="png")
     return path
+
+
+class HistoryPlot(Callback):
+    """Redraw the history PNG at ``path`` after every epoch, so a long run can be watched."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        super().__init__()
+        self.path = Path(path)
+        self.logs: dict[str, list[float]] = {}
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        for k, v in (logs or {}).items():
+            self.logs.setdefault(k, []).append(float(v))
+        if self.logs.get("loss"):
+            plot_history(self.logs, self.path)

@@ -62,9 +62,13 @@ the CLI and the docs); the seed recipe is RMSprop at 1e-4.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 import random
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -735,6 +739,88 @@ def _fused_epoch(step, data: _TensorBatches, arrays: tuple, cbs: Sequence[Callba
     return b
 
 
+@dataclass(frozen=True)
+class TrainingOptions:
+    """Run-wide training settings that every ``fit`` call inside :func:`training_options`
+    applies, whichever task calls it (the CLI sets them from ``--lr-schedule``,
+    ``--warmup-epochs``, ``--precision``, ``--log-dir`` and ``--device`` in one place).
+
+    ``lr_schedule``: see :func:`rnnkit.callbacks.make_schedule` and
+    :class:`~rnnkit.callbacks.ReduceLROnPlateau`; with any schedule the epoch's rate is
+    logged as ``lr``. ``precision="bf16"``: forward pass and loss under
+    ``torch.autocast(dtype=bfloat16)`` (the fused and Numba kernels compute in float32;
+    ``history.params["precision"]`` says so). ``log_dir``: a CSV of the epochs, TensorBoard
+    scalars (when the ``tensorboard`` package is installed) and ``history.png`` redrawn each
+    epoch. ``device``: train there; the model is moved back to the CPU afterwards, so the
+    task's evaluation and saving run as usual."""
+
+    lr_schedule: str = "constant"
+    warmup_epochs: int = 0
+    precision: str = "32"
+    log_dir: str | None = None
+    device: str | None = None
+
+
+_OPTIONS: contextvars.ContextVar[TrainingOptions | None] = contextvars.ContextVar(
+    "rnnkit_training_options", default=None)
+
+
+@contextlib.contextmanager
+def training_options(**kwargs: Any) -> Iterator[TrainingOptions]:
+    """Apply :class:`TrainingOptions` to every ``fit`` in the block."""
+    opts = TrainingOptions(**kwargs)
+    if opts.precision not in ("32", "bf16"):
+        raise ValueError(f"precision must be '32' or 'bf16', got {opts.precision!r}")
+    token = _OPTIONS.set(opts)
+    try:
+        yield opts
+    finally:
+        _OPTIONS.reset(token)
+
+
+def resolve_device(name: str | None) -> torch.device | None:
+    """``auto``: CUDA when available, else the CPU; ``cuda`` without CUDA: UserError."""
+    if name is None:
+        return None
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError("--device cuda was asked for, but this torch has no CUDA device "
+                        "(torch.cuda.is_available() is False); use --device cpu or auto")
+    return torch.device(name)
+
+
+def _option_callbacks(opts: TrainingOptions, lr: float, epochs: int,
+                      given: Sequence[Callback]) -> list[Callback]:
+    """The callbacks the run-wide options add (schedule, loggers), none already given."""
+    from .callbacks import (
+        CSVLogger,
+        LearningRateScheduler,
+        ReduceLROnPlateau,
+        TensorBoardLogger,
+        make_schedule,
+    )
+
+    out: list[Callback] = []
+    if not any(isinstance(c, LearningRateScheduler) for c in given):
+        sched = make_schedule(opts.lr_schedule, lr, max(epochs, 1), opts.warmup_epochs)
+        if sched is not None:
+            out.append(LearningRateScheduler(sched))
+    if opts.lr_schedule == "plateau" and not any(isinstance(c, ReduceLROnPlateau)
+                                                 for c in given):
+        out.append(ReduceLROnPlateau(min_lr=lr / 1000))
+    if opts.log_dir is not None and distributed.world()[0] == 0:
+        from .plots import HistoryPlot
+
+        out.append(CSVLogger(Path(opts.log_dir) / "history.csv"))
+        out.append(HistoryPlot(Path(opts.log_dir) / "history.png"))
+        try:
+            out.append(TensorBoardLogger(opts.log_dir))
+        except UserError:
+            pass  # no tensorboard package: the CSV and the PNG still come
+    return out
+
+
 def fit(model: nn.Module, x: Any = None, y: Any = None, *,
         train_data: Iterable | None = None,
         validation_data: Any = None, validation_split: float = 0.0,
@@ -761,6 +847,12 @@ def fit(model: nn.Module, x: Any = None, y: Any = None, *,
     A non-finite epoch loss stops training: the callbacks' ``on_train_end`` still runs (so
     EarlyStopping restores its best weights), then :class:`TrainingDiverged` is raised.
     """
+    opts = _OPTIONS.get() or TrainingOptions()
+    moved_from: torch.device | None = None
+    if device is None and opts.device is not None:
+        target = resolve_device(opts.device)
+        if target is not None and target != model_device(model):
+            moved_from, device = model_device(model), str(target)
     if seed is not None:
         seed_everything(seed)
     if not isinstance(epochs, int) or epochs < 0:
@@ -842,8 +934,11 @@ def fit(model: nn.Module, x: Any = None, y: Any = None, *,
         verbose = verbose if rank == 0 else 0
     forward_model = parallel if parallel is not None else model
 
-    # callbacks
-    cbs = list(callbacks)
+    # callbacks (the run-wide options' first, so History and the given ones see their keys)
+    extra = _option_callbacks(opts, lr, epochs, callbacks)
+    log_lr = opts.lr_schedule != "constant" or opts.warmup_epochs > 0
+    bf16 = opts.precision == "bf16"
+    cbs = [*extra, *callbacks]
     history = next((c for c in cbs if isinstance(c, History)), None)
     if history is None:  # after the given callbacks, so it records the keys they add
         history = History()
@@ -855,6 +950,10 @@ def fit(model: nn.Module, x: Any = None, y: Any = None, *,
     params = {"epochs": epochs, "steps": steps, "verbose": verbose, "batch_size": batch_size,
               "fused_step": fused is not None,
               "batches_per_call": SPAN_BATCHES if spans else 1}
+    if bf16:
+        params["precision"] = ("bf16 autocast" + (": the fused step and the Numba kernels "
+                                                  "compute in float32" if fused is not None
+                                                  else " (Numba kernels compute in float32)"))
     if parallel is not None:
         params["distributed"] = {
             "world_size": world_size, "rank": rank, "backend": distributed.backend(),
@@ -902,8 +1001,9 @@ def fit(model: nn.Module, x: Any = None, y: Any = None, *,
                             loss_value, outputs = fused(inputs, targets)
                         else:
                             opt.zero_grad(set_to_none=True)
-                            outputs = _call(forward_model, inputs)
-                            batch_loss = objective(outputs, targets)
+                            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
+                                outputs = _call(forward_model, inputs)
+                                batch_loss = objective(outputs, targets)
                             if batch_loss.dim() != 0:
                                 raise ValueError("the loss must be a scalar tensor, got shape "
                                                  f"{tuple(batch_loss.shape)}")
@@ -928,6 +1028,8 @@ def fit(model: nn.Module, x: Any = None, y: Any = None, *,
             if val_batches is not None:
                 vals = _run_eval(model, val_batches, objective, metric_fns, dev)
                 logs.update({f"val_{k}": v for k, v in vals.items()})
+            if log_lr:
+                logs["lr"] = float(opt.param_groups[0]["lr"])
             if not math.isfinite(logs["loss"]):
                 diverged = (epoch, logs["loss"])
             for c in cbs:
@@ -940,6 +1042,8 @@ def fit(model: nn.Module, x: Any = None, y: Any = None, *,
                 break
     finally:
         model.eval()
+        if moved_from is not None:  # trained on --device: the task goes on on the CPU
+            model.to(moved_from)
     for c in cbs:
         c.on_train_end({})
     if diverged:

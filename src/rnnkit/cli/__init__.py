@@ -82,8 +82,33 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name in TASK_MODULES:
         importlib.import_module(f"{__name__}.{name}").register(sub, train_sub)
+    for p in train_sub.choices.values():
+        _add_run_options(p)
     _show_defaults(parser)
     return parser
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    """The flags every ``train`` command shares (applied to each ``fit`` of the run through
+    :func:`rnnkit.train.training_options`)."""
+    from ..callbacks import SCHEDULES
+
+    g = p.add_argument_group("schedule, precision, logging, device (every task)")
+    g.add_argument("--lr-schedule", choices=SCHEDULES, default="constant",
+                   help="learning rate over the epochs: constant, cosine (to lr/100), "
+                        "onecycle (up over 30%% of the epochs, then down), plateau (halve "
+                        "when the validation loss stalls for 2 epochs)")
+    g.add_argument("--warmup-epochs", type=int, default=0,
+                   help="epochs of linear warm-up before the schedule")
+    g.add_argument("--precision", choices=["32", "bf16"], default="32",
+                   help="bf16: autocast the forward pass and loss (the fused and Numba "
+                        "kernels stay float32)")
+    g.add_argument("--log-dir", default=None,
+                   help="write history.csv, history.png (each epoch) and TensorBoard "
+                        "scalars (with the tensorboard package) here")
+    g.add_argument("--device", choices=["cpu", "cuda", "auto"], default="cpu",
+                   help="where fit trains (auto: CUDA when available); evaluation, "
+                        "prediction and saving run on the CPU")
 
 
 def _show_defaults(parser: argparse.ArgumentParser) -> None:
@@ -140,6 +165,20 @@ def _train(args: argparse.Namespace) -> int:
         distributed.shutdown()
 
 
+def _run_options(args: argparse.Namespace) -> contextlib.AbstractContextManager:
+    from ..train import resolve_device, training_options
+
+    if getattr(args, "warmup_epochs", 0) < 0:
+        raise UserError(f"--warmup-epochs must be >= 0, got {args.warmup_epochs}")
+    device = getattr(args, "device", "cpu")
+    resolve_device(device)  # a clear error now when CUDA is asked for and absent
+    return training_options(lr_schedule=getattr(args, "lr_schedule", "constant"),
+                            warmup_epochs=getattr(args, "warmup_epochs", 0),
+                            precision=getattr(args, "precision", "32"),
+                            log_dir=getattr(args, "log_dir", None),
+                            device=None if device == "cpu" else device)
+
+
 def _train_other_rank(args: argparse.Namespace, out: Path) -> int:
     """A data-parallel rank other than 0 trains in step with rank 0 and writes nothing that
     stays: its model directory is a temporary one; with ``--resume`` it restores rank 0's
@@ -155,7 +194,8 @@ def _train_other_rank(args: argparse.Namespace, out: Path) -> int:
         shared = TrainingRun(out, {}).backup_dir
         args.backup = ReadOnlyBackup(shared if getattr(args, "resume", False) else
                                      Path(tmp) / "backup")
-        with contextlib.redirect_stdout(open(os.devnull, "w")):  # noqa: SIM115
+        args.log_dir = None  # rank 0 logs
+        with contextlib.redirect_stdout(open(os.devnull, "w")), _run_options(args):  # noqa: SIM115
             return int(args.task_func(args) or 0)
 
 
@@ -171,7 +211,8 @@ def _train_rank0(args: argparse.Namespace, out: Path, settings: dict) -> int:
         args.out, args.final_out = str(run.stage), str(out)
         args.backup = Backup(run.backup_dir)
         try:
-            rc = int(args.task_func(args) or 0)
+            with _run_options(args):
+                rc = int(args.task_func(args) or 0)
             _record_settings(run.stage, settings)
         except TrainingDiverged as e:
             if (run.stage / "config.json").is_file():
