@@ -16,7 +16,7 @@ import torch
 
 import rnnkit
 from rnnkit import callbacks, train
-from rnnkit.kernels import classifier
+from rnnkit import planner as classifier
 from rnnkit.layers import OneHot
 
 CELLS = {"simple": rnnkit.SimpleRNN, "lstm": rnnkit.LSTM, "gru": rnnkit.GRU}

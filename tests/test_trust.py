@@ -444,7 +444,6 @@ _FUZZ = settings(max_examples=300, deadline=None,
 
 
 def _readers():
-    from rnnkit.nsmc import read_nsmc_labelled
     from rnnkit.tasks.forecast import read_series_csv
     from rnnkit.tasks.generate import read_text
     from rnnkit.tasks.global_forecast import read_long_csv, read_tsf
@@ -452,7 +451,7 @@ def _readers():
     from rnnkit.tasks.series import read_series_csv_table, read_ts
     from rnnkit.tasks.siamese import read_pairs as read_siamese
     from rnnkit.tasks.tagging import read_tagged
-    from rnnkit.tasks.textfile import read_labelled
+    from rnnkit.tasks.textfile import read_labelled, read_nsmc_labelled
 
     return [read_labelled, lambda p: read_tagged(p, "conllu"), lambda p: read_tagged(p, "conll"),
             read_series_csv, read_pairs, read_siamese, read_text, read_nsmc_labelled,

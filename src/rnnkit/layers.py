@@ -10,7 +10,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -190,6 +191,21 @@ class Dropout(nn.Module):
         return mask
 
 
+#: fast paths a :class:`Sequential` asks, registered by :mod:`rnnkit.kernels` (which this
+#: module does not import): ``"forward_no_grad"`` ``(model, x, mask) -> output | None`` runs
+#: a whole model without autograd in one call, ``"embedding_rnn"``
+#: ``(embedding, rnn, ids, mask) -> (output, mask) | None`` an Embedding -> RNN pair; None
+#: means "not this call" and the layers run one by one.
+FAST_PATHS: dict[str, Callable[..., Any]] = {}
+
+
+def register_fast_path(name: str, fn: Callable[..., Any]) -> None:
+    """Register one of :data:`FAST_PATHS` (a plug-in: the layers work without any)."""
+    if name not in ("forward_no_grad", "embedding_rnn"):
+        raise ValueError(f"unknown fast path {name!r}")
+    FAST_PATHS[name] = fn
+
+
 class Sequential(nn.Sequential):
     """Layers applied in order, each receiving the mask computed by the one before.
 
@@ -240,16 +256,16 @@ class Sequential(nn.Sequential):
     def forward_with_mask(self, x: Tensor, mask: Tensor | None = None
                           ) -> tuple[Tensor, Tensor | None]:
         """Output and the mask that leaves the last layer (e.g. for a masked loss)."""
-        from .kernels.classifier import forward_no_grad
-        from .kernels.fold import embedding_rnn  # Embedding -> RNN as one fused call
-
-        out = forward_no_grad(self, x, mask)  # the IMDB shape without autograd: one call
+        whole = FAST_PATHS.get("forward_no_grad")  # e.g. the IMDB shape without autograd
+        out = whole(self, x, mask) if whole is not None else None
         if out is not None:
             return out, None
+        fold = FAST_PATHS.get("embedding_rnn")  # Embedding -> RNN as one fused call
         layers, i = list(self), 0
         while i < len(layers):
             layer, i = layers[i], i + 1
-            folded = embedding_rnn(layer, layers[i], x, mask) if i < len(layers) else None
+            folded = fold(layer, layers[i], x, mask) if fold is not None and i < len(layers) \
+                else None
             if folded is not None:
                 (x, mask), i = folded, i + 1
             elif getattr(layer, "supports_masking", False):
@@ -266,14 +282,14 @@ class Sequential(nn.Sequential):
     def get_config(self) -> dict:
         """Each layer's ``{"type", "config"}`` (via :func:`rnnkit.io.serialize`) and
         ``input_shape``."""
-        from .io import serialize
+        from .registry import serialize
 
         return {"layers": [serialize(layer) for layer in self],
                 "input_shape": list(self.input_shape) if self.input_shape is not None else None}
 
     @classmethod
     def from_config(cls, config: dict) -> Sequential:
-        from .io import deserialize
+        from .registry import deserialize
 
         return cls(*[deserialize(c) for c in config["layers"]],
                    input_shape=config.get("input_shape"))

@@ -27,15 +27,11 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from .errors import UserError
 
-if TYPE_CHECKING:
-    from .tasks.textfile import LabelledTexts
-
 __all__ = ["NSMC_HEADER", "NSMC_LABELS", "NSMCStats", "load_nsmc", "read_nsmc_lines",
-           "read_nsmc_labelled", "looks_like_nsmc"]
+           "looks_like_nsmc"]
 
 NSMC_HEADER = ("id", "document", "label")
 
@@ -145,17 +141,6 @@ def load_nsmc(path: str | os.PathLike, drop_duplicates: bool = False,
 
 #: NSMC's integer labels as class names (other integers keep their digits)
 NSMC_LABELS = {0: "negative", 1: "positive"}
-
-
-def read_nsmc_labelled(path: str | os.PathLike, drop_duplicates: bool = False,
-                       ) -> tuple[LabelledTexts, NSMCStats]:
-    """:func:`load_nsmc` as :class:`rnnkit.tasks.textfile.LabelledTexts` for ``rnnkit train
-    text --format nsmc``: label 0 -> ``"negative"``, 1 -> ``"positive"``."""
-    from .tasks.textfile import LabelledTexts
-
-    texts, labels, stats = load_nsmc(path, drop_duplicates=drop_duplicates)
-    names = [NSMC_LABELS.get(y, str(y)) for y in labels]
-    return LabelledTexts(texts, names, str(path)), stats
 
 
 def looks_like_nsmc(first_line: str) -> bool:

@@ -21,7 +21,7 @@ upstream ``Embedding(mask_zero=True)`` inside :class:`rnnkit.layers.Sequential`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -73,6 +73,17 @@ def reference_scan(cell: RNNCellBase, xp: Tensor, state: State, mask: Tensor | N
     if return_sequences:
         return torch.stack(outputs, dim=1), state
     return (out if mask is not None else state[0]), state
+
+
+#: the backend dispatch :meth:`RNN.forward` calls, registered by :mod:`rnnkit.kernels`
+#: (which this module does not import): ``run(layer, x, state, mask, in_mask, rec_mask) ->
+#: (outputs, final_state)``; without it every layer runs :func:`reference_scan`.
+BACKEND_RUNNER: dict[str, Callable[..., tuple[Tensor, State]]] = {}
+
+
+def register_backend_runner(run: Callable[..., tuple[Tensor, State]]) -> None:
+    """Plug in the kernel dispatch (see :data:`BACKEND_RUNNER`)."""
+    BACKEND_RUNNER["run"] = run
 
 
 class RNN(nn.Module):
@@ -177,9 +188,12 @@ class RNN(nn.Module):
         if self.training and self.recurrent_dropout > 0:
             rec_mask = dropout_mask((batch, self.cell.units), self.recurrent_dropout, x)
 
-        from . import kernels  # local import: kernels import this module
-
-        out, state = kernels.run(self, x, state, mask, in_mask, rec_mask)
+        run = BACKEND_RUNNER.get("run")  # rnnkit.kernels' dispatch, or the reference loop
+        if run is not None:
+            out, state = run(self, x, state, mask, in_mask, rec_mask)
+        else:
+            self.last_backend = "reference"
+            out, state = self.run_reference(x, state, mask, in_mask, rec_mask)
 
         if unbatched:
             out = out.squeeze(0)
@@ -367,14 +381,14 @@ class Bidirectional(nn.Module):
 
     def get_config(self) -> dict:
         """Both wrapped layers as ``{"type", "config"}`` (see :mod:`rnnkit.io`)."""
-        from .io import serialize
+        from .registry import serialize
 
         return {"layer": serialize(self.forward_layer), "merge_mode": self.merge_mode,
                 "backward_layer": serialize(self.backward_layer)}
 
     @classmethod
     def from_config(cls, config: dict) -> Bidirectional:
-        from .io import deserialize
+        from .registry import deserialize
 
         return cls(deserialize(config["layer"]), merge_mode=config["merge_mode"],
                    backward_layer=deserialize(config["backward_layer"]))

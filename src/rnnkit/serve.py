@@ -167,7 +167,7 @@ def create_app(model_dir: str | Path, *, max_batch: int = 64, max_wait_ms: float
     fastapi = _fastapi()
     from fastapi.responses import HTMLResponse, JSONResponse
 
-    from . import __version__
+    from .version import __version__
 
     task, predict, info = load_predictor(model_dir)
     limits = {"max_batch": max_batch, "max_wait_ms": max_wait_ms, "max_texts": max_texts,

@@ -78,7 +78,24 @@ from torch import Tensor, nn
 from . import distributed
 from .callbacks import Callback, History, ProgressBar
 from .errors import UserError
-from .layers import Dense, Sequential, clip_gradients
+from .layers import FAST_PATHS, Dense, Sequential, clip_gradients
+from .losses import (  # noqa: F401 - re-exported: rnnkit.train is where users find them
+    LOGIT_ACTIVATION,
+    LOSSES,
+    LossFn,
+    MetricFn,
+    binary_accuracy,
+    binary_crossentropy,
+    categorical_accuracy,
+    categorical_crossentropy,
+    check_output,
+    mae,
+    mse,
+    resolve_metrics,
+    sparse_categorical_accuracy,
+    sparse_categorical_crossentropy,
+)
+from .optimizers import OPTIMIZERS, Adam, RMSprop, make_optimizer  # noqa: F401 - re-exported
 
 
 class Resumable(Protocol):
@@ -105,278 +122,10 @@ RECOMMENDED: dict[str, Any] = {"optimizer": "rmsprop", "lr": 1e-3, "batch_size":
 #: the seed's recipe (Keras book defaults)
 SEED_RECIPE: dict[str, Any] = {"optimizer": "rmsprop", "lr": 1e-4, "batch_size": 64}
 
-_EPS = 1e-7
-
-LossFn = Callable[[Any, Any], Tensor]
-MetricFn = Callable[[Any, Any], Tensor]
 
 
-# -- optimizers -------------------------------------------------------------------------------
-class RMSprop(torch.optim.Optimizer):
-    """Keras 3 RMSprop: ``v <- rho v + (1-rho) g^2``; ``w <- w - lr g / sqrt(v + eps)``
-    (with ``momentum``: ``m <- momentum m + lr g / sqrt(v + eps)``, ``w <- w - m``)."""
-
-    def __init__(self, params, lr: float = 1e-3, rho: float = 0.9, eps: float = 1e-7,
-                 momentum: float = 0.0):
-        if lr < 0 or not 0.0 <= rho < 1.0 or eps < 0 or momentum < 0:
-            raise ValueError(f"invalid RMSprop settings lr={lr}, rho={rho}, eps={eps}, "
-                             f"momentum={momentum}")
-        super().__init__(params, {"lr": lr, "rho": rho, "eps": eps, "momentum": momentum})
-
-    @torch.no_grad()
-    def step(self, closure=None):
-        from .kernels.optim import update_in_place
-
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            lr, rho, eps, mom = group["lr"], group["rho"], group["eps"], group["momentum"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                g = p.grad
-                st = self.state[p]
-                if not st:
-                    st["velocity"] = torch.zeros_like(p)
-                    if mom > 0:
-                        st["momentum"] = torch.zeros_like(p)
-                v = st["velocity"]
-                if mom == 0 and update_in_place(False, p, g, v, v, lr, rho, 0.0, eps, 0):
-                    continue  # the same update in one compiled pass (CPU)
-                v.mul_(rho).addcmul_(g, g, value=1 - rho)
-                denom = v.add(eps).sqrt_()  # one temporary: large embeddings are memory-bound
-                if mom > 0:
-                    m = st["momentum"]
-                    m.mul_(mom).addcdiv_(g, denom, value=lr)
-                    p.sub_(m)
-                else:
-                    p.addcdiv_(g, denom, value=-lr)
-        return loss
-
-
-class Adam(torch.optim.Optimizer):
-    """Keras 3 Adam: ``m <- m + (g - m)(1-b1)``, ``v <- v + (g^2 - v)(1-b2)``,
-    ``w <- w - lr sqrt(1-b2^t)/(1-b1^t) * m / (sqrt(v) + eps)``."""
-
-    def __init__(self, params, lr: float = 1e-3, beta_1: float = 0.9, beta_2: float = 0.999,
-                 eps: float = 1e-7):
-        if lr < 0 or not 0.0 <= beta_1 < 1.0 or not 0.0 <= beta_2 < 1.0 or eps < 0:
-            raise ValueError(f"invalid Adam settings lr={lr}, beta_1={beta_1}, "
-                             f"beta_2={beta_2}, eps={eps}")
-        super().__init__(params, {"lr": lr, "beta_1": beta_1, "beta_2": beta_2, "eps": eps})
-
-    @torch.no_grad()
-    def step(self, closure=None):
-        from .kernels.optim import update_in_place
-
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            lr, b1, b2, eps = group["lr"], group["beta_1"], group["beta_2"], group["eps"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                g = p.grad
-                st = self.state[p]
-                if not st:
-                    st["step"] = 0
-                    st["m"] = torch.zeros_like(p)
-                    st["v"] = torch.zeros_like(p)
-                st["step"] += 1
-                t = st["step"]
-                m, v = st["m"], st["v"]
-                if update_in_place(True, p, g, m, v, lr, b1, b2, eps, t):
-                    continue  # the same update in one compiled pass (CPU)
-                m.lerp_(g, 1 - b1)                        # m + (g - m)(1 - b1)
-                v.mul_(b2).addcmul_(g, g, value=1 - b2)   # v + (g^2 - v)(1 - b2)
-                alpha = lr * math.sqrt(1 - b2 ** t) / (1 - b1 ** t)
-                p.addcdiv_(m, v.sqrt().add_(eps), value=-alpha)
-        return loss
-
-
-OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
-    "rmsprop": RMSprop,
-    "adam": Adam,
-    "sgd": torch.optim.SGD,
-}
-
-
-def make_optimizer(optimizer: str | torch.optim.Optimizer | Callable, params: Iterable,
-                   lr: float = 1e-3) -> torch.optim.Optimizer:
-    """An optimizer from a name (``rmsprop``/``adam``/``sgd``), an instance or a factory."""
-    if isinstance(optimizer, torch.optim.Optimizer):
-        return optimizer
-    if isinstance(optimizer, str):
-        key = optimizer.lower()
-        if key not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {sorted(OPTIMIZERS)}, an Optimizer or "
-                             f"a factory, got {optimizer!r}")
-        if not lr > 0:
-            raise ValueError(f"learning rate must be positive, got {lr}")
-        return OPTIMIZERS[key](params, lr=lr)
-    if callable(optimizer):
-        opt = optimizer(params)
-        if not isinstance(opt, torch.optim.Optimizer):
-            raise TypeError(f"optimizer factory returned {type(opt).__name__}, not an Optimizer")
-        return opt
-    raise TypeError(f"optimizer must be a name, an Optimizer or a factory, got {optimizer!r}")
-
-
-# -- losses and metrics -----------------------------------------------------------------------
-def _as_binary_targets(out: Tensor, y: Tensor) -> Tensor:
-    y = y.to(out.dtype)
-    if y.dim() == out.dim() - 1 and out.shape[-1] == 1:
-        y = y.unsqueeze(-1)
-    if y.shape != out.shape:
-        raise ValueError(f"binary targets of shape {tuple(y.shape)} do not match outputs of "
-                         f"shape {tuple(out.shape)}")
-    return y
-
-
-def _sparse_targets(out: Tensor, y: Tensor) -> Tensor:
-    if y.is_floating_point():
-        if not torch.all(y == y.round()):
-            raise ValueError("sparse targets must be integer class ids")
-        y = y.long()
-    if y.dim() == out.dim() and y.shape[-1] == 1:
-        y = y.squeeze(-1)
-    if tuple(y.shape) != tuple(out.shape[:-1]):
-        raise ValueError(f"sparse targets of shape {tuple(y.shape)} do not match outputs of "
-                         f"shape {tuple(out.shape)} (expected {tuple(out.shape[:-1])})")
-    return y.long()
-
-
-def _check_tensor(out: Any, loss: str) -> Tensor:
-    if not isinstance(out, Tensor):
-        raise ValueError(f"loss {loss!r} needs a single output tensor; the model returned "
-                         f"{type(out).__name__} (pass a callable loss)")
-    return out
-
-
-def binary_crossentropy(out: Tensor, y: Tensor, logits: Tensor | None = None) -> Tensor:
-    """Mean ``-(y log p + (1-y) log(1-p))``; from ``logits`` when given (exact), else
-    from ``p`` clipped to ``[1e-7, 1-1e-7]``."""
-    y = _as_binary_targets(out, y)
-    if logits is not None:
-        return nn.functional.binary_cross_entropy_with_logits(logits, y)
-    p = out.clamp(_EPS, 1 - _EPS)
-    return -(y * torch.log(p) + (1 - y) * torch.log(1 - p)).mean()
-
-
-def categorical_crossentropy(out: Tensor, y: Tensor, logits: Tensor | None = None) -> Tensor:
-    """Mean over samples of ``-sum_c y_c log p_c`` (one-hot or soft targets)."""
-    y = y.to(out.dtype)
-    if y.shape != out.shape:
-        raise ValueError(f"categorical targets of shape {tuple(y.shape)} do not match outputs "
-                         f"of shape {tuple(out.shape)} (use sparse_categorical_crossentropy "
-                         "for integer class ids)")
-    if logits is not None:
-        logp = torch.log_softmax(logits, dim=-1)
-    else:
-        p = out / out.sum(-1, keepdim=True)  # Keras renormalises probabilities
-        logp = torch.log(p.clamp(_EPS, 1 - _EPS))
-    return -(y * logp).sum(-1).mean()
-
-
-def sparse_categorical_crossentropy(out: Tensor, y: Tensor,
-                                    logits: Tensor | None = None) -> Tensor:
-    """Mean ``-log p[y]`` for integer class ids ``y``."""
-    y = _sparse_targets(out, y)
-    if logits is not None:
-        logp = torch.log_softmax(logits, dim=-1)
-    else:
-        logp = torch.log(out.clamp(_EPS, 1 - _EPS))
-    return -logp.gather(-1, y.unsqueeze(-1)).mean()
-
-
-def _regression_targets(out: Tensor, y: Tensor) -> Tensor:
-    y = y.to(out.dtype)
-    if y.dim() == out.dim() - 1 and out.shape[-1] == 1:
-        y = y.unsqueeze(-1)
-    if y.shape != out.shape:
-        raise ValueError(f"targets of shape {tuple(y.shape)} do not match outputs of shape "
-                         f"{tuple(out.shape)}")
-    return y
-
-
-def mse(out: Tensor, y: Tensor, logits: Tensor | None = None) -> Tensor:
-    """Mean squared error."""
-    return ((out - _regression_targets(out, y)) ** 2).mean()
-
-
-def mae(out: Tensor, y: Tensor, logits: Tensor | None = None) -> Tensor:
-    """Mean absolute error."""
-    return (out - _regression_targets(out, y)).abs().mean()
-
-
-LOSSES: dict[str, Callable[..., Tensor]] = {
-    "binary_crossentropy": binary_crossentropy,
-    "categorical_crossentropy": categorical_crossentropy,
-    "sparse_categorical_crossentropy": sparse_categorical_crossentropy,
-    "mse": mse,
-    "mae": mae,
-}
-_LOGIT_ACT = {"binary_crossentropy": "sigmoid", "categorical_crossentropy": "softmax",
-              "sparse_categorical_crossentropy": "softmax"}
-
-
-def binary_accuracy(out: Tensor, y: Tensor) -> Tensor:
-    y = _as_binary_targets(out, y)
-    return ((out > 0.5).to(out.dtype) == y).to(torch.float32).mean()
-
-
-def categorical_accuracy(out: Tensor, y: Tensor) -> Tensor:
-    return (out.argmax(-1) == y.argmax(-1)).to(torch.float32).mean()
-
-
-def sparse_categorical_accuracy(out: Tensor, y: Tensor) -> Tensor:
-    return (out.argmax(-1) == _sparse_targets(out, y)).to(torch.float32).mean()
-
-
-def _auto_accuracy(out: Tensor, y: Tensor) -> Tensor:
-    out = _check_tensor(out, "accuracy")
-    if not y.is_floating_point() and (y.dim() == out.dim() - 1 or
-                                      (y.dim() == out.dim() and y.shape[-1] == 1
-                                       and out.shape[-1] > 1)):
-        return sparse_categorical_accuracy(out, y)
-    if out.shape[-1] == 1:
-        return binary_accuracy(out, y)
-    return categorical_accuracy(out, y)
-
-
-def _accuracy_for(loss: str | Callable) -> MetricFn:
-    return {"binary_crossentropy": binary_accuracy,
-            "categorical_crossentropy": categorical_accuracy,
-            "sparse_categorical_crossentropy": sparse_categorical_accuracy,
-            }.get(loss if isinstance(loss, str) else "", _auto_accuracy)
-
-
-def resolve_metrics(metrics: Sequence[str] | Mapping[str, MetricFn] | None,
-                    loss: str | Callable) -> dict[str, MetricFn]:
-    """Metric names (or a dict of callables) -> ``{name: fn(outputs, targets)}``."""
-    if not metrics:
-        return {}
-    if isinstance(metrics, Mapping):
-        return dict(metrics)
-    if isinstance(metrics, str):
-        metrics = (metrics,)
-    out: dict[str, MetricFn] = {}
-    for m in metrics:
-        if callable(m):
-            out[getattr(m, "__name__", f"metric_{len(out)}")] = m
-        elif m in ("accuracy", "acc"):
-            out[m] = _accuracy_for(loss)
-        elif m in ("mse", "mae"):
-            out[m] = LOSSES[m]
-        else:
-            raise ValueError(f"unknown metric {m!r}: use 'accuracy', 'mse', 'mae' or a dict "
-                             "name -> callable")
-    return out
-
+# optimizers (rnnkit.optimizers) and losses/metrics (rnnkit.losses) live in their own
+# modules; they are re-exported here, where fit's callers have always found them
 
 class _Objective:
     """The loss as used by fit and evaluate (identical in both), with the logits tap."""
@@ -393,7 +142,7 @@ class _Objective:
         else:
             raise TypeError(f"loss must be a name or a callable, got {loss!r}")
         self.head = None
-        act = _LOGIT_ACT.get(self.name)
+        act = LOGIT_ACTIVATION.get(self.name)
         #: the model says it returns logits (class attribute ``outputs = "logits"``): the
         #: cross-entropies take them as logits, the metrics see probabilities
         self.from_logits = act is not None and getattr(model, "outputs", None) == "logits"
@@ -426,7 +175,7 @@ class _Objective:
     def __call__(self, outputs: Any, targets: Any) -> Tensor:
         if self.name == "custom":
             return self.fn(outputs, targets)
-        out = _check_tensor(outputs, self.name)
+        out = check_output(outputs, self.name)
         logits = None
         if self.from_logits:
             logits, out = out, self.probabilities(out)
@@ -661,12 +410,11 @@ def predict(model: nn.Module, x: Any, batch_size: int = 32,
     model.eval()
     outs: list[Any] = []
     try:
-        if isinstance(x, Tensor) and device.type == "cpu":
-            from .kernels.classifier import forward_no_grad
-
+        whole = FAST_PATHS.get("forward_no_grad")
+        if isinstance(x, Tensor) and device.type == "cpu" and whole is not None:
             # the IMDB shape: one call for all sequences (they are independent, so the
             # batch size does not change the result)
-            fused = forward_no_grad(model, x, None)
+            fused = whole(model, x, None)
             if fused is not None:
                 return fused
         for inputs in batches:
@@ -712,7 +460,7 @@ def _batch_done(b: int, loss_value: float, outputs: Any, targets: Any, n: int,
 
 def _fused_epoch(step, data: _TensorBatches, arrays: tuple, cbs: Sequence[Callback],
                  means: dict, metric_fns: dict[str, MetricFn], stop: Callable[[], bool]) -> int:
-    """One epoch of the fused classifier step (``kernels.classifier.TrainStep``): the full
+    """One epoch of the fused classifier step (``rnnkit.planner.TrainStep``): the full
     batches in spans of :data:`SPAN_BATCHES` per compiled call, a last partial batch on its
     own; the same batches in the same order (the same shuffle) as the per-batch loop. The
     callbacks hear of each batch after its span. Returns the number of batches."""
@@ -921,7 +669,7 @@ def fit(model: nn.Module, x: Any = None, y: Any = None, *,
     opt = make_optimizer(optimizer, model.parameters(), lr)
     objective = _Objective(model, loss)
     # the IMDB shape (Embedding|OneHot -> RNN -> Dense) trains in one compiled call per batch
-    from .kernels.classifier import plan
+    from .planner import plan
 
     fused = plan(model, objective.name, opt, clip_norm, clip_value, dev)
     metric_fns = resolve_metrics(metrics, loss)

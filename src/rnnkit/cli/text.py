@@ -23,7 +23,6 @@ from typing import Any
 from ..errors import UserError
 from ..io import atomic_write_json, file_record, same_file
 from ..metrics import format_classification_report
-from ..nsmc import read_nsmc_labelled
 from ..plots import plot_history
 from ..tasks.classify import TextClassifier
 from ..tasks.textfile import (
@@ -32,6 +31,7 @@ from ..tasks.textfile import (
     evaluate_texts,
     label_names,
     read_labelled,
+    read_nsmc_labelled,
     split_data,
 )
 from ..text import set_progress

@@ -14,9 +14,10 @@ Backends:
 * ``blas``      -- :mod:`.blas`: per-step recurrent GEMM through MKL (:mod:`.mkl`), gate
   math fused in compiled code. CPU, float32/float64, built-in cells, large units.
 
-Beside the backends, :mod:`.classifier` runs a whole training step (and inference) of the
-``Embedding | OneHot -> RNN -> Dense`` classifier in one compiled call; ``rnnkit.fit`` and
-``Sequential`` use it when the model has that shape.
+Beside the backends, :mod:`rnnkit.planner` runs a whole training step (and inference) of
+the ``Embedding | OneHot -> RNN -> Dense`` classifier in one compiled call; ``rnnkit.fit``
+consults it, and ``Sequential`` through :mod:`rnnkit.fastpaths`. The kernels import nothing
+of rnnkit above :mod:`rnnkit.cells`.
 * ``torch``     -- :mod:`.torch_nn`: ``torch.lstm``/``torch.gru``/``torch.rnn_*`` (cuDNN on
   CUDA); no recurrent dropout, masks only as post-padding and not with ``go_backwards``.
 
@@ -26,98 +27,6 @@ Beside the backends, :mod:`.classifier` runs a whole training step (and inferenc
 
 from __future__ import annotations
 
-import importlib.util
-from collections.abc import Callable
-from functools import partial
+from .dispatch import BACKENDS, MODULES, NUMBA_MAX_UNITS, run, select, unsupported
 
-import torch
-from torch import Tensor
-
-Backend = Callable[..., tuple[Tensor, tuple[Tensor, ...]]]
-
-#: auto-dispatch threshold: per-sequence loops up to this many units, per-step BLAS above.
-NUMBA_MAX_UNITS = 64
-
-
-def _reference(layer, x, state, mask, in_mask, rec_mask):
-    return layer.run_reference(x, state, mask, in_mask, rec_mask)
-
-
-#: module implementing each fused backend
-MODULES = {"numba": "lanes", "blas": "blas"}
-
-
-def _fused(module: str, layer, x, state, mask, in_mask, rec_mask):
-    import importlib
-
-    from . import fused
-
-    impl = importlib.import_module(f"{__name__}.{module}")
-    return fused.run(impl, layer, x, state, mask, in_mask, rec_mask)
-
-
-def _torch(layer, x, state, mask, in_mask, rec_mask):
-    from . import torch_nn
-
-    return torch_nn.run(layer, x, state, mask, in_mask, rec_mask)
-
-
-BACKENDS: dict[str, Backend] = {
-    "reference": _reference,
-    "numba": partial(_fused, "lanes"),
-    "blas": partial(_fused, "blas"),
-    "torch": _torch,
-}
-
-
-def unsupported(name: str, layer, x: Tensor, mask: Tensor | None,
-                rec_mask: Tensor | None) -> str | None:
-    """Why backend ``name`` cannot run this call (None when it can)."""
-    if name == "reference":
-        return None
-    from .fused import cell_kind
-
-    if cell_kind(layer.cell) is None:
-        return f"{type(layer.cell).__name__} is not a built-in cell"
-    if x.dtype not in (torch.float32, torch.float64):
-        return f"dtype {x.dtype} (float32/float64 only)"
-    if x.shape[1] == 0:
-        return "empty sequence"
-    if name == "torch":
-        from .torch_nn import unsupported as torch_unsupported
-
-        return torch_unsupported(layer, x, mask, rec_mask)
-    if x.device.type != "cpu":
-        return f"device {x.device} (CPU only)"
-    if name == "blas" and importlib.util.find_spec("scipy") is None:
-        return "scipy is not installed (numba's BLAS calls need it)"
-    return None
-
-
-def select(layer, x: Tensor, mask: Tensor | None, in_mask: Tensor | None,
-           rec_mask: Tensor | None) -> str:
-    """Name of the backend to run this call: the layer's explicit choice, else the fastest
-    backend that supports the call. Tensors on the ``meta`` device (shapes only, as when a
-    saved model's shapes are checked before loading) always take the reference loop."""
-    if x.device.type == "meta":
-        return "reference"
-    if layer.backend != "auto":
-        if layer.backend not in BACKENDS:
-            raise ValueError(f"unknown backend {layer.backend!r}; available: {sorted(BACKENDS)}")
-        why = unsupported(layer.backend, layer, x, mask, rec_mask)
-        if why is not None:
-            raise ValueError(f"backend {layer.backend!r} cannot run this call: {why}")
-        return layer.backend
-    if x.device.type == "cpu":
-        name = "numba" if layer.cell.units <= NUMBA_MAX_UNITS else "blas"
-    else:
-        name = "torch"
-    return name if unsupported(name, layer, x, mask, rec_mask) is None else "reference"
-
-
-def run(layer, x, state, mask, in_mask, rec_mask):
-    """Select a backend, record it on ``layer.last_backend`` and run it."""
-    name = select(layer, x, mask, in_mask, rec_mask)
-    layer.last_backend = name
-    layer.embedding_folded = False  # set True by kernels.fold when it ran Embedding -> RNN
-    return BACKENDS[name](layer, x, state, mask, in_mask, rec_mask)
+__all__ = ["BACKENDS", "MODULES", "NUMBA_MAX_UNITS", "run", "select", "unsupported"]

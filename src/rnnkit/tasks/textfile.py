@@ -34,6 +34,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..metrics import classification_report
+from ..nsmc import NSMC_LABELS, NSMCStats, load_nsmc, looks_like_nsmc
 
 __all__ = ["LabelledTexts", "read_labelled", "read_sms_spam", "label_names", "encode_labels",
            "split_data", "evaluate_texts"]
@@ -128,7 +129,6 @@ def read_labelled(path: str | Path, text_col: str | None = None, label_col: str 
     if format not in FORMATS:
         raise UserError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
     if format == "auto" and text_col is None and label_col is None:
-        from ..nsmc import looks_like_nsmc
 
         if looks_like_nsmc(_read_text(path).split("\n", 1)[0]):
             format = "nsmc"
@@ -136,7 +136,6 @@ def read_labelled(path: str | Path, text_col: str | None = None, label_col: str 
         if text_col is not None or label_col is not None:
             raise UserError("the NSMC format (id<TAB>document<TAB>label) has fixed columns; "
                             "drop --text-col/--label-col")
-        from ..nsmc import read_nsmc_labelled
 
         return read_nsmc_labelled(path, drop_duplicates)[0]
     if format == "auto":
@@ -272,3 +271,12 @@ def evaluate_texts(clf: Any, data: LabelledTexts, batch_size: int = 256) -> dict
     report["baseline_majority_accuracy"] = max(counts.values()) / len(y)
     report["baseline_majority_label"] = clf.labels[max(counts, key=lambda k: (counts[k], -k))]
     return report
+
+
+def read_nsmc_labelled(path: str | Path, drop_duplicates: bool = False,
+                       ) -> tuple[LabelledTexts, NSMCStats]:
+    """:func:`rnnkit.nsmc.load_nsmc` as :class:`LabelledTexts` for ``rnnkit train text
+    --format nsmc``: label 0 -> ``"negative"``, 1 -> ``"positive"``."""
+    texts, labels, stats = load_nsmc(path, drop_duplicates=drop_duplicates)
+    names = [NSMC_LABELS.get(y, str(y)) for y in labels]
+    return LabelledTexts(texts, names, str(path)), stats

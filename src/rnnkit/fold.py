@@ -56,9 +56,9 @@ class Gather(torch.autograd.Function):
 def embedding_rnn(emb, rnn, ids: Tensor, mask: Tensor | None):
     """``(output, mask for the next layer)`` of ``rnn(emb(ids))`` in one fused call, or None
     when the pair is not foldable (then the caller runs the layers as usual)."""
-    from .. import kernels
-    from ..layers import Embedding, _check_ids
-    from ..recurrent import RNN, dropout_mask
+    from .kernels import dispatch
+    from .layers import Embedding, _check_ids
+    from .recurrent import RNN, dropout_mask
 
     if not (isinstance(emb, Embedding) and isinstance(rnn, RNN)):
         return None
@@ -72,7 +72,7 @@ def embedding_rnn(emb, rnn, ids: Tensor, mask: Tensor | None):
     emb_mask = emb.compute_mask(ids, mask)
     batch, time = ids.shape
     probe = w.new_empty((1, 1, 1)).expand(batch, time, emb.output_dim)
-    name = kernels.select(rnn, probe, emb_mask, None, None)
+    name = dispatch.select(rnn, probe, emb_mask, None, None)
     if name not in ("numba", "blas"):
         return None
     _check_ids(ids, emb.input_dim, "Embedding")
@@ -86,9 +86,9 @@ def embedding_rnn(emb, rnn, ids: Tensor, mask: Tensor | None):
         ids = ids.flip(1)
         m = None if m is None else m.flip(1)
     xp = Gather.apply(cell.project_inputs(w), ids.contiguous())
-    from . import fused
+    from .kernels import fused
 
-    impl = importlib.import_module(f"{kernels.__name__}.{kernels.MODULES[name]}")
+    impl = importlib.import_module(f"{dispatch.__package__}.{dispatch.MODULES[name]}")
     rnn.last_backend, rnn.embedding_folded = name, True
     out, _ = fused.run_projected(impl, rnn, xp, state, m, rec_mask)
     return out, rnn.compute_mask(ids, emb_mask)

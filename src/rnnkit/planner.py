@@ -11,7 +11,7 @@ a span of training batches (many, or one) is one Numba call (:func:`train_span_k
 table as it is needed, nothing per step kept). What a training step computes, per batch of ``B``::
 
     T     = E W_x + b_x              (OneHot: W_x + b_x)       vocabulary x gates*units
-    xp_t  = T[id_t]                                            (the fold of kernels.fold)
+    xp_t  = T[id_t]                                            (the fold of rnnkit.fold)
     h     = last real output of the recurrence (:mod:`.lanes`) over xp, mask ids != 0
     z     = h W_d + b_d;  out = sigmoid(z) | softmax(z)
     loss  = mean binary cross-entropy | mean sparse categorical cross-entropy (from z)
@@ -35,10 +35,10 @@ import torch
 from numba import njit, prange
 from torch import Tensor
 
-from . import lanes, mkl  # mkl registers its BLAS symbols before cached kernels load
-from .mkl import blas_threads_local
-from .numba_cpu import _FM, run_threaded
-from .optim import optimizer_kernel
+from .kernels import lanes, mkl  # mkl registers its BLAS symbols before cached kernels load
+from .kernels.mkl import blas_threads_local
+from .kernels.numba_cpu import _FM, run_threaded
+from .kernels.optim import optimizer_kernel
 
 _SER = {"cache": True, "fastmath": _FM, "nogil": True, "error_model": "numpy"}
 _PAR = {**_SER, "parallel": True}
@@ -339,10 +339,10 @@ class Parts:
 
 def parts(model) -> Parts | str:
     """The model's layers when it has the fused classifier's shape, else why not."""
-    from ..layers import Dense, Embedding, OneHot, Sequential
-    from ..recurrent import GRU, LSTM, RNN, SimpleRNN
-    from . import NUMBA_MAX_UNITS
-    from .fused import cell_kind
+    from .kernels.dispatch import NUMBA_MAX_UNITS
+    from .kernels.fused import cell_kind
+    from .layers import Dense, Embedding, OneHot, Sequential
+    from .recurrent import GRU, LSTM, RNN, SimpleRNN
 
     if not isinstance(model, Sequential) or len(model) != 3:
         return "not a Sequential of 3 layers"
@@ -427,7 +427,7 @@ def _bh(p: Parts) -> Tensor:
 
 
 def _ids(p: Parts, ids: Tensor) -> np.ndarray:
-    from ..layers import OneHot, _check_ids
+    from .layers import OneHot, _check_ids
 
     if ids.dim() != 2 or ids.is_floating_point():
         raise ValueError(f"expected (batch, time) integer ids, got {tuple(ids.shape)} "
@@ -463,7 +463,7 @@ def infer_hidden(p: Parts, ids: Tensor) -> Tensor:
     """The RNN's output (N, H) for ``ids``, without autograd, in one compiled call
     (:func:`infer_kernel`; the Dense layer is left to the caller, so its hooks and the
     losses' logits tap still see it)."""
-    from ..layers import Embedding
+    from .layers import Embedding
 
     idn = _ids(p, ids)
     n = idn.shape[0]
@@ -506,8 +506,8 @@ class TrainStep:
 
     def __init__(self, p: Parts, model, opt, clip_norm: float | None,
                  clip_value: float | None):
-        from ..layers import Embedding
-        from ..train import Adam
+        from .layers import Embedding
+        from .optimizers import Adam
 
         self.p, self.model, self.opt = p, model, opt
         self.adam = isinstance(opt, Adam)
@@ -579,7 +579,7 @@ class TrainStep:
 
     def _rml(self, w: _Work, nb: int) -> np.ndarray:
         """This batch's recurrent-dropout mask in lanes (ones without dropout)."""
-        from ..recurrent import dropout_mask
+        from .recurrent import dropout_mask
 
         p, cell = self.p, self.p.rnn.cell
         if p.rnn.training and p.rnn.recurrent_dropout > 0:
@@ -642,7 +642,7 @@ class TrainStep:
 def plan(model, loss: str, opt, clip_norm: float | None, clip_value: float | None,
          device: torch.device) -> TrainStep | None:
     """A :class:`TrainStep` when ``fit`` can train ``model`` with it, else None."""
-    from ..train import Adam, RMSprop
+    from .optimizers import Adam, RMSprop
 
     if device.type != "cpu":
         return None
