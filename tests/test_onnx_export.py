@@ -175,7 +175,88 @@ def test_cli_export_text_model_matches_predict(tmp_path, capsys):
     pairs = tmp_path / "pairs.tsv"
     pairs.write_text("".join(f"a {i}\tb {i}\n" for i in range(20)))
     assert main(["train", "seq2seq", "--file", str(pairs), "--epochs", "1", "--units", "4",
-                 "--out", str(tmp_path / "s2s"), "--quiet"]) == 0
+                 "--level", "word", "--out", str(tmp_path / "s2s"), "--quiet"]) == 0
     capsys.readouterr()
-    assert main(["export", str(tmp_path / "s2s"), "--out", str(tmp_path / "s.onnx")]) == 2
-    assert "seq2seq" in capsys.readouterr().err
+    assert main(["export", str(tmp_path / "s2s"), "--out", str(tmp_path / "s.onnx")]) == 0
+    side = json.loads(Path(tmp_path / "s.onnx.json").read_text())
+    assert (tmp_path / side["decoder"]["onnx"]).is_file()
+    assert [i["name"] for i in side["decoder"]["inputs"]][:2] == ["y_prev", "h"]
+    tsf = tmp_path / "m.tsf"
+    tsf.write_text("@relation t\n@attribute series_name string\n@attribute start_timestamp "
+                   "date\n@frequency yearly\n@horizon 2\n@missing false\n@equallength false\n"
+                   "@data\n" + "".join(f"s{i}:2000-01-01 00-00-00:" + ",".join(
+                       str(10 + i + j) for j in range(14)) + "\n" for i in range(6)))
+    assert main(["train", "forecast", "--file", str(tsf), "--epochs", "1", "--out",
+                 str(tmp_path / "g"), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["export", str(tmp_path / "g"), "--out", str(tmp_path / "g.onnx")]) == 2
+    assert "forecast_global" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("attention", [None, "luong", "bahdanau"])
+def test_seq2seq_encoder_and_decoder_steps(cell, attention):
+    from rnnkit.onnx_export import export_seq2seq
+    from rnnkit.tasks.seq2seq import Seq2Seq
+
+    torch.manual_seed(11)
+    model = Seq2Seq(30, 25, embed_dim=6, units=8, cell=cell, attention=attention).eval()
+    src = _ids("post", batch=5, time=7, vocab=30)
+    enc, dec = export_seq2seq(model)
+    got = dict(zip(["enc_out", "h", "c", "src_mask"] if cell == "lstm" else
+                   ["enc_out", "h", "src_mask"], _run(enc, src=src), strict=True))
+    with torch.no_grad():
+        enc_out, mask, state = model.encode(torch.from_numpy(src))
+    real = src != 0
+    np.testing.assert_allclose(got["enc_out"][real], enc_out.numpy()[real], atol=1e-5)
+    np.testing.assert_allclose(got["h"], state[0].numpy(), atol=1e-5)
+    assert (got["src_mask"] == mask.numpy()).all()
+    y = np.ones(5, np.int64)  # the start id
+    st = {"h": got["h"]} | ({"c": got["c"]} if cell == "lstm" else {})
+    for _ in range(4):  # greedy steps: the same logits and states as rnnkit's decode_step
+        out = _run(dec, y_prev=y, enc_out=got["enc_out"], src_mask=got["src_mask"], **st)
+        with torch.no_grad():
+            logits, state = model.decode_step(torch.from_numpy(y), state, enc_out, mask)
+        np.testing.assert_allclose(out[0], logits.numpy(), atol=1e-5, rtol=1e-5)
+        st = {"h": out[1]} | ({"c": out[2]} if cell == "lstm" else {})
+        y = out[0][:, 2:].argmax(-1).astype(np.int64) + 2
+
+
+@pytest.mark.parametrize("normalize", ["channel", "series"])
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_series_classifier_parity_variable_lengths(normalize, bidirectional):
+    from rnnkit.onnx_export import export_series
+    from rnnkit.tasks.forecast import pad_series
+    from rnnkit.tasks.series import SeriesNet
+
+    torch.manual_seed(12)
+    model = SeriesNet(3, 4, units=5, filters=6, bidirectional=bidirectional,
+                      normalize=normalize)
+    with torch.no_grad():
+        model.mean.copy_(torch.tensor([0.5, -1.0, 2.0]))
+        model.std.copy_(torch.tensor([1.5, 0.7, 2.0]))
+        for bn in model.fcn[1::2]:
+            bn.running_mean.normal_()
+            bn.running_var.uniform_(0.5, 2.0)
+    model.eval()
+    rng = np.random.default_rng(13)
+    series = [rng.normal(size=(n, 3)).astype(np.float32) for n in (20, 9, 14, 3)]
+    x, lengths = pad_series(series)
+    with torch.no_grad():
+        want = model(x, lengths).numpy()
+    got = _run(export_series(model), x=x.numpy(), lengths=lengths.numpy())[0]
+    np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("pooling", ["last", "meanmax"])
+def test_siamese_encoder_parity(pooling):
+    from rnnkit.onnx_export import export_siamese
+    from rnnkit.tasks.siamese import SiameseEncoder
+
+    torch.manual_seed(14)
+    model = SiameseEncoder(30, embed_dim=6, units=5, out_dim=4, cell="gru",
+                           pooling=pooling).eval()
+    ids = _ids("post", vocab=30)
+    with torch.no_grad():
+        want = model(torch.from_numpy(ids)).numpy()
+    np.testing.assert_allclose(_run(export_siamese(model), ids=ids)[0], want, atol=1e-5)

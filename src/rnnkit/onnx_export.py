@@ -400,3 +400,195 @@ def export_lm_step(model: nn.Module) -> Any:
         assert y_c is not None
         outs.append(("c_out", g.one("Squeeze", [y_c, zero]), ["batch", h]))
     return _model_proto(g, inputs, outs)
+
+
+# -- seq2seq: the encoder and one decoder step ------------------------------------------------
+def _const_i64(g: _Graph, values: list[int]) -> str:
+    return g.const(np.array(values, np.int64))
+
+
+def _attend(g: _Graph, att: nn.Module, q: str, enc: str, mask: str) -> str:
+    """Context ``(B, T, H)`` of Luong or Bahdanau attention of queries ``q (B, T, Dq)`` over
+    ``enc (B, S, H)`` with ``mask (B, S)`` bool (the model's equations)."""
+    from .tasks.seq2seq import BahdanauAttention
+
+    if isinstance(att, BahdanauAttention):
+        wq = g.one("Unsqueeze", [g.one("MatMul", [q, g.const(_np(att.w_q.kernel))]),
+                                 _const_i64(g, [2])])  # (B, T, 1, U)
+        wk = g.one("MatMul", [enc, g.const(_np(att.w_k.kernel))])
+        if att.w_k.bias is not None:
+            wk = g.one("Add", [wk, g.const(_np(att.w_k.bias))])
+        wk = g.one("Unsqueeze", [wk, _const_i64(g, [1])])  # (B, 1, S, U)
+        hidden = g.one("Tanh", [g.one("Add", [wq, wk])])
+        scores = g.one("Squeeze", [g.one("MatMul", [hidden, g.const(_np(att.v.kernel))]),
+                                   _const_i64(g, [3])])  # (B, T, S)
+    else:
+        qa = g.one("MatMul", [q, g.const(_np(att.w_a.kernel))])
+        scores = g.one("MatMul", [qa, g.one("Transpose", [enc], perm=[0, 2, 1])])
+    keep = g.one("Unsqueeze", [mask, _const_i64(g, [1])])
+    low = g.const(np.float32(np.finfo(np.float32).min))
+    weights = g.one("Softmax", [g.one("Where", [keep, scores, low])], axis=-1)
+    return g.one("MatMul", [weights, enc])
+
+
+def export_seq2seq(model: nn.Module) -> tuple[Any, Any]:
+    """ONNX of a :class:`~rnnkit.tasks.seq2seq.Seq2Seq` as two graphs:
+
+    * encoder: ``src (B, S)`` int64, post-padded with 0 -> ``enc_out (B, S, H)``,
+      ``src_mask (B, S)`` bool, ``h (B, H)`` [, ``c``];
+    * one decoder step: ``y_prev (B,)`` int64 (1, the start id, first), ``h`` [, ``c``],
+      ``enc_out``, ``src_mask`` -> ``logits (B, V)``, ``h_out`` [, ``c_out``].
+
+    Greedy decoding: feed the argmax back as ``y_prev`` with the new state until ``<end>``
+    (id 3); beam search keeps several states."""
+    g = _Graph()
+    onnx = g.onnx
+    model.eval()
+    lstm = isinstance(model.encoder.cell, LSTMCell)
+    h_dim = model.units
+    f, i64 = onnx.TensorProto.FLOAT, onnx.TensorProto.INT64
+    src = onnx.helper.make_tensor_value_info("src", i64, ["batch", "src_len"])
+    lens = _lengths(g, "src")
+    x = g.one("Gather", [g.const(_np(model.src_embed.weight), "src_embedding"), "src"], axis=0)
+    x = g.one("Transpose", [x], perm=[1, 0, 2])
+    y, y_h, y_c, _, _ = _recurrent(g, model.encoder, x, lens, "encoder", init=[])
+    zero = _const_i64(g, [0])
+    enc = g.one("Transpose", [g.one("Squeeze", [y, _const_i64(g, [1])])], perm=[1, 0, 2])
+    mask = g.one("Not", [g.one("Equal", ["src", g.const(np.int64(0))])])
+    outs = [("enc_out", enc, ["batch", "src_len", h_dim]), ("h", g.one("Squeeze", [y_h, zero]),
+                                                            ["batch", h_dim])]
+    if lstm:
+        assert y_c is not None
+        outs.append(("c", g.one("Squeeze", [y_c, zero]), ["batch", h_dim]))
+    enc_out_names = [("src_mask", mask)]
+    nodes_out = outs + [(n, v, ["batch", "src_len"]) for n, v in enc_out_names]
+    encoder = _model_proto_typed(g, [src], nodes_out, {"src_mask": onnx.TensorProto.BOOL})
+
+    g = _Graph()
+    inputs = [onnx.helper.make_tensor_value_info("y_prev", i64, ["batch"]),
+              onnx.helper.make_tensor_value_info("h", f, ["batch", h_dim])]
+    if lstm:
+        inputs.append(onnx.helper.make_tensor_value_info("c", f, ["batch", h_dim]))
+    inputs += [onnx.helper.make_tensor_value_info("enc_out", f, ["batch", "src_len", h_dim]),
+               onnx.helper.make_tensor_value_info("src_mask", onnx.TensorProto.BOOL,
+                                                  ["batch", "src_len"])]
+    zero = _const_i64(g, [0])
+    one = _const_i64(g, [1])
+    emb = g.one("Gather", [g.const(_np(model.tgt_embed.weight), "tgt_embedding"),
+                           g.one("Unsqueeze", ["y_prev", one])], axis=0)  # (B, 1, E)
+    if model.attention_kind == "bahdanau":
+        ctx = _attend(g, model.attention, g.one("Unsqueeze", ["h", one]), "enc_out",
+                      "src_mask")
+        emb = g.one("Concat", [emb, ctx], axis=-1)
+    init = [g.one("Unsqueeze", ["h", zero])] + ([g.one("Unsqueeze", ["c", zero])] if lstm
+                                                 else [])
+    y, y_h, y_c, _, _ = _recurrent(g, model.decoder, g.one("Transpose", [emb], perm=[1, 0, 2]),
+                                   None, "decoder", init)
+    h_t = g.one("Transpose", [g.one("Squeeze", [y, one])], perm=[1, 0, 2])  # (B, 1, H)
+    if model.attention_kind == "luong":
+        ctx = _attend(g, model.attention, h_t, "enc_out", "src_mask")
+        h_t = _dense(g, model.combine, g.one("Concat", [ctx, h_t], axis=-1))
+    logits = g.one("Squeeze", [_dense(g, model.out, h_t, logits=True), one])
+    outs = [("logits", logits, ["batch", "vocab"]),
+            ("h_out", g.one("Squeeze", [y_h, zero]), ["batch", h_dim])]
+    if lstm:
+        assert y_c is not None
+        outs.append(("c_out", g.one("Squeeze", [y_c, zero]), ["batch", h_dim]))
+    return encoder, _model_proto(g, inputs, outs)
+
+
+def _model_proto_typed(g: _Graph, inputs: list[Any], outputs: list[tuple[str, str, list]],
+                       types: dict[str, int]) -> Any:
+    """:func:`_model_proto` with some outputs of other element types than float."""
+    onnx = g.onnx
+    renamed = [onnx.helper.make_node("Identity", [name], [public]) for public, name, _ in outputs]
+    outs = [onnx.helper.make_tensor_value_info(public, types.get(public,
+                                                                 onnx.TensorProto.FLOAT), shape)
+            for public, _, shape in outputs]
+    graph = onnx.helper.make_graph(g.nodes + renamed, "rnnkit", inputs, outs, g.inits)
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", OPSET)],
+                                   producer_name="rnnkit")
+    onnx.checker.check_model(model)
+    return model
+
+
+# -- series classification and the siamese encoder --------------------------------------------
+def _length_mask(g: _Graph, x: str, lengths: str) -> str:
+    """``(B, T)`` bool: step ``t < lengths[b]`` of ``x (B, T, ...)``."""
+    t = g.one("Gather", [g.one("Shape", [x]), g.const(np.int64(1))], axis=0)
+    pos = g.one("Unsqueeze", [g.one("Range", [g.const(np.int64(0)), t, g.const(np.int64(1))]),
+                              _const_i64(g, [0])])
+    return g.one("Less", [pos, g.one("Unsqueeze", [lengths, _const_i64(g, [1])])])
+
+
+def export_series(model: nn.Module) -> Any:
+    """ONNX of a :class:`~rnnkit.tasks.series.SeriesNet`: ``x (B, T, C)`` float padded at the
+    end with ``lengths (B,)`` int64 -> class logits ``(B, classes)`` (standardisation,
+    masked recurrence and the masked convolutional branch inside the graph)."""
+    g = _Graph()
+    onnx = g.onnx
+    model.eval()
+    f = onnx.TensorProto.FLOAT
+    inputs = [onnx.helper.make_tensor_value_info("x", f, ["batch", "time", model.cfg["channels"]]),
+              onnx.helper.make_tensor_value_info("lengths", onnx.TensorProto.INT64, ["batch"])]
+    mask = _length_mask(g, "x", "lengths")
+    m3 = g.one("Cast", [g.one("Unsqueeze", [mask, _const_i64(g, [2])])], to=f)  # (B, T, 1)
+    if model.cfg["normalize"] == "series":
+        one = _const_i64(g, [1])
+        n = g.one("Max", [g.one("ReduceSum", [m3, one], keepdims=1), g.const(np.float32(1.0))])
+        mu = g.one("Div", [g.one("ReduceSum", [g.one("Mul", ["x", m3]), one], keepdims=1), n])
+        dev = g.one("Mul", [g.one("Sub", ["x", mu]), m3])
+        var = g.one("Div", [g.one("ReduceSum", [g.one("Mul", [dev, dev]), one], keepdims=1), n])
+        sd = g.one("Max", [g.one("Sqrt", [var]), g.const(np.float32(1e-6))])
+        z = g.one("Mul", [g.one("Div", [g.one("Sub", ["x", mu]), sd]), m3])
+    else:
+        z = g.one("Mul", [g.one("Div", [g.one("Sub", ["x", g.const(_np(model.mean))]),
+                                        g.const(_np(model.std))]), m3])
+    lens = g.one("Cast", ["lengths"], to=6)
+    feats = [_rnn_block(g, model.rnn, z, lens, True, "recurrent layer")]
+    if model.fcn is not None:
+        h = g.one("Transpose", [z], perm=[0, 2, 1])  # (B, C, T)
+        m = g.one("Transpose", [m3], perm=[0, 2, 1])  # (B, 1, T)
+        for conv, bn in zip(model.fcn[0::2], model.fcn[1::2], strict=True):
+            k = conv.kernel_size[0]
+            h = g.one("Pad", [h, _const_i64(g, [0, 0, (k - 1) // 2, 0, 0, k // 2])])
+            h = g.one("Conv", [h, g.const(_np(conv.weight)), g.const(_np(conv.bias))],
+                      kernel_shape=[k])
+            h = g.one("BatchNormalization", [h, g.const(_np(bn.weight)), g.const(_np(bn.bias)),
+                                             g.const(_np(bn.running_mean)),
+                                             g.const(_np(bn.running_var))], epsilon=bn.eps)
+            h = g.one("Mul", [g.one("Relu", [h]), m])
+        two = _const_i64(g, [2])
+        pooled = g.one("Div", [g.one("ReduceSum", [h, two], keepdims=0),
+                               g.one("Max", [g.one("ReduceSum", [m, two], keepdims=0),
+                                             g.const(np.float32(1.0))])])
+        feats.append(pooled)
+    x = g.one("Concat", feats, axis=-1) if len(feats) > 1 else feats[0]
+    return _model_proto(g, inputs, [("logits", _dense(g, model.out, x, logits=True),
+                                     ["batch", model.cfg["classes"]])])
+
+
+def export_siamese(model: nn.Module) -> Any:
+    """ONNX of a :class:`~rnnkit.tasks.siamese.SiameseEncoder`: ``ids (B, T)`` post-padded
+    -> the embedding ``(B, out_dim)``; the similarity of two texts is the cosine of their
+    embeddings."""
+    g = _Graph()
+    onnx = g.onnx
+    model.eval()
+    inputs = [onnx.helper.make_tensor_value_info("ids", onnx.TensorProto.INT64, ["batch", "time"])]
+    lens = _lengths(g, "ids")
+    x = g.one("Gather", [g.const(_np(model.embed.weight), "embedding"), "ids"], axis=0)
+    h = _rnn_block(g, model.rnn, x, lens, True, "recurrent layer")
+    if model.pooling == "meanmax":
+        keep = g.one("Unsqueeze", [g.one("Not", [g.one("Equal", ["ids", g.const(np.int64(0))])]),
+                                   _const_i64(g, [2])])
+        m = g.one("Cast", [keep], to=onnx.TensorProto.FLOAT)
+        one = _const_i64(g, [1])
+        mean = g.one("Div", [g.one("ReduceSum", [g.one("Mul", [h, m]), one], keepdims=0),
+                             g.one("Max", [g.one("ReduceSum", [m, one], keepdims=0),
+                                           g.const(np.float32(1.0))])])
+        low = g.const(np.float32(np.finfo(np.float32).min))
+        mx = g.one("ReduceMax", [g.one("Where", [keep, h, low])], axes=[1], keepdims=0)
+        h = g.one("Concat", [mean, mx], axis=-1)
+    return _model_proto(g, inputs, [("embedding", _dense(g, model.proj, h),
+                                     ["batch", model.out_dim])])

@@ -2,8 +2,10 @@
 
     rnnkit export MODEL --format onnx --out model.onnx    # also writes model.onnx.json
 
-Text classifiers (imdb, text), imported Keras models, taggers, forecasters and language
-models (one step, state as explicit inputs and outputs) are exported; see
+Every task's model is exported: text classifiers (imdb, text), imported Keras models,
+taggers, forecasters, series classifiers, siamese encoders, language models (one step, the
+state as explicit inputs and outputs) and translators (the encoder in ``--out``, one decoder
+step in ``NAME.decoder.onnx`` beside it); not yet the many-series forecaster. see
 :mod:`rnnkit.onnx_export` for the graph and what is refused. ``model.onnx.json`` holds the
 task, the graph's inputs and outputs, the model directory's settings (vocabularies, labels,
 tags, scaler, ...) and its ``text.json`` (tokenizer, maxlen, padding) when it has one, so a
@@ -21,7 +23,7 @@ from ..io import atomic_path, atomic_write_json, load_model, read_json
 from ..rundir import check_output_file
 from .common import print_json
 
-EXPORTS = ("imdb", "text", "keras", "tagger", "forecast", "lm")
+EXPORTS = ("imdb", "text", "keras", "tagger", "forecast", "lm", "seq2seq", "series", "siamese")
 
 
 def register(sub: argparse._SubParsersAction, train_sub: argparse._SubParsersAction) -> None:
@@ -54,6 +56,13 @@ def export_cmd(args: argparse.Namespace) -> int:
         proto, padding = ox.export_tagger(model), "post"
     elif task == "forecast":
         proto = ox.export_forecaster(model)
+    elif task == "series":
+        proto, padding = ox.export_series(model), "post"
+    elif task == "siamese":
+        proto, padding = ox.export_siamese(model), "post"
+    elif task == "seq2seq":
+        proto, decoder = ox.export_seq2seq(model)
+        padding = "post"
     else:
         proto = ox.export_lm_step(model)
     with atomic_path(args.out, suffix=".onnx") as tmp:
@@ -63,6 +72,13 @@ def export_cmd(args: argparse.Namespace) -> int:
         "inputs": [_io(v) for v in proto.graph.input],
         "outputs": [_io(v) for v in proto.graph.output],
         "config": {k: v for k, v in cfg.items() if k != "model"}, "text": text}
+    if task == "seq2seq":  # the encoder in --out, one decoder step beside it
+        dec_path = Path(args.out).with_suffix(".decoder.onnx")
+        with atomic_path(dec_path, suffix=".onnx") as tmp:
+            Path(tmp).write_bytes(decoder.SerializeToString())
+        side["decoder"] = {"onnx": dec_path.name,
+                           "inputs": [_io(v) for v in decoder.graph.input],
+                           "outputs": [_io(v) for v in decoder.graph.output]}
     atomic_write_json(f"{args.out}.json", side)
     res = {"onnx": args.out, "json": f"{args.out}.json", "task": task,
            "inputs": [i["name"] for i in side["inputs"]],
