@@ -693,7 +693,10 @@ def fit(model: nn.Module, x: Any = None, y: Any = None, *,
         cbs.append(history)
     if verbose and not any(isinstance(c, ProgressBar) for c in cbs):
         cbs.append(ProgressBar(one_line=True if verbose == 2 else None))
-    steps = len(train_batches) if hasattr(train_batches, "__len__") else None
+    try:
+        steps: int | None = len(train_batches)  # type: ignore[arg-type]
+    except TypeError:  # a plain iterable, or a DataLoader over an IterableDataset
+        steps = None
     spans = fused is not None and _spans_allowed(train_batches, cbs)
     params = {"epochs": epochs, "steps": steps, "verbose": verbose, "batch_size": batch_size,
               "fused_step": fused is not None,

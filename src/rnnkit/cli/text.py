@@ -66,6 +66,12 @@ def register(sub: argparse._SubParsersAction, train_sub: argparse._SubParsersAct
     d.add_argument("--drop-duplicates", action="store_true",
                    help="nsmc: drop reviews whose document repeats an earlier one")
     d.add_argument("--test-file", help="separate labelled test file (same format)")
+    d.add_argument("--stream", action="store_true",
+                   help="a CSV/TSV larger than memory: one streaming pass builds the "
+                        "vocabulary, then batches are read and encoded on the fly each epoch "
+                        "(every 10th row validates, the next one tests)")
+    d.add_argument("--workers", type=int, default=1,
+                   help="--stream: DataLoader worker processes reading the file")
     d.add_argument("--test-fraction", type=float, default=0.2,
                    help="held-out test share of --file when there is no --test-file")
     # chosen on real data (docs/results.md): Adam 1e-2 without dropout was best at epoch 1
@@ -83,6 +89,8 @@ def register(sub: argparse._SubParsersAction, train_sub: argparse._SubParsersAct
 
 def train(args: argparse.Namespace) -> int:
     check_positive(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr)
+    if args.stream:
+        return train_stream(args)
     spec = classifier_spec(args)
     out = Path(args.out or args.out_default)
     say = (lambda *a: None) if args.json and args.quiet else print
@@ -194,3 +202,68 @@ def evaluate_cmd(args: argparse.Namespace) -> int:
     return 0
 
 
+def train_stream(args: argparse.Namespace) -> int:
+    """``train text --stream``: see :mod:`rnnkit.tasks.textstream`."""
+    from dataclasses import replace
+
+    import torch
+
+    from ..tasks.classify import build_model
+    from ..tasks.textstream import StreamedBatches, scan
+    from ..text import TextEncoder
+
+    if not 0 <= args.workers <= 64:
+        raise UserError(f"--workers must be in [0, 64], got {args.workers}")
+    tokenizer = make_tokenizer(args)
+    tok = TextEncoder(tokenizer).tokenizer
+    if tok.needs_fit:
+        raise UserError("--stream needs a tokenizer without training (not sentencepiece)")
+    say = (lambda *a: None) if args.json and args.quiet else print
+    use_test = not args.test_file
+    sc = scan(args.file, args.text_col, args.label_col, args.format, tok, args.num_words,
+              use_test=use_test, progress=not args.quiet, seed=args.seed)
+    names = sc.labels
+    if len(names) < 2:
+        raise UserError(f"{args.file}: a classifier needs at least 2 labels, found {names}")
+    maxlen = args.maxlen if args.maxlen is not None else sc.maxlen()
+    spec = replace(classifier_spec(args), maxlen=maxlen)
+    encoder = TextEncoder(tok, maxlen=maxlen, padding=args.padding, truncating=args.truncating)
+    encoder.vocabulary = sc.vocabulary
+    seed_everything(args.seed)
+    clf = TextClassifier(build_model(spec, len(names)), encoder, names, spec, task="text")
+    te = (read_labelled(args.test_file, args.text_col, args.label_col, args.format)
+          if args.test_file else sc.test)
+    say(f"text --stream: {sc.train_rows} train rows read per epoch, {len(sc.validation)} "
+        f"validation, {len(te)} test; {len(names)} labels; maxlen {maxlen}")
+    data = StreamedBatches(args.file, args.text_col, args.label_col, args.format, encoder,
+                           names, clf.targets, args.batch_size, use_test=use_test,
+                           seed=args.seed)
+    loader = torch.utils.data.DataLoader(data, batch_size=None, num_workers=args.workers,
+                                         persistent_workers=args.workers > 0)
+    val = (encoder.encode(sc.validation.texts), encode_labels(sc.validation.labels, names)) \
+        if len(sc.validation) else None
+    out = Path(args.out or args.out_default)
+    history = clf.fit_batches(loader, validation_data=val, optimizer=args.optimizer,
+                              lr=args.lr, epochs=args.epochs, patience=args.patience,
+                              seed=args.seed, out=out, clip_norm=args.clip_norm,
+                              verbose=0 if args.quiet else 1, backup=args.backup)
+    clf.save(out)
+    history.save(out / "history.json")
+    plot_history(history, out / "history.png")
+    atomic_write_json(out / DATA_JSON, {
+        "file": file_record(args.file), "format": args.format, "text_col": args.text_col,
+        "label_col": args.label_col, "stream": True,
+        "test_file": file_record(args.test_file) if args.test_file else None,
+        "seed": args.seed})
+    result: dict[str, Any] = {"labels": names, "epochs": len(history.epoch),
+                              "train_rows": sc.train_rows,
+                              "train_seconds": round(clf.train_seconds, 1),
+                              "model_dir": args.final_out}
+    if len(te):
+        report = evaluate_texts(clf, te)
+        say(format_classification_report(report))
+        result["test"] = _compact(report)
+    say(f"model saved to {args.final_out}")
+    if args.json:
+        print_json(result)
+    return 0

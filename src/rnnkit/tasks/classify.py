@@ -149,6 +149,26 @@ class TextClassifier:
         self.train_seconds = time.perf_counter() - start
         return history
 
+    def fit_batches(self, batches: Any, *, validation_data=None, optimizer: str = "adam",
+                    lr: float = 3e-3, epochs: int = 20, patience: int = 3,
+                    seed: int | None = 42, out: str | Path | None = None,
+                    clip_norm: float | None = None, verbose: int = 1,
+                    backup: Backup | None = None):
+        """:meth:`fit` on a re-iterable of ``(ids, targets)`` batches made by the caller (a
+        ``DataLoader`` over data that does not fit in memory, see
+        :mod:`rnnkit.tasks.textstream`); ``validation_data`` as in :meth:`fit`."""
+        callbacks = stop_and_checkpoint(validation_data is not None, patience, out, self.save)
+        val = None
+        if validation_data is not None:
+            val = (validation_data[0], self.targets(validation_data[1]))
+        start = time.perf_counter()
+        history = fit(self.model, train_data=batches, validation_data=val, loss=self.loss,
+                      metrics=("accuracy",), optimizer=optimizer, lr=lr, epochs=epochs,
+                      callbacks=callbacks, seed=seed, clip_norm=clip_norm, verbose=verbose,
+                      backup=backup)
+        self.train_seconds = time.perf_counter() - start
+        return history
+
     def evaluate_ids(self, x: torch.Tensor, y, batch_size: int = 256) -> dict[str, float]:
         return evaluate(self.model, x, self.targets(y), loss=self.loss, metrics=("accuracy",),
                         batch_size=batch_size)
