@@ -5,7 +5,8 @@
 Every task's model is exported: text classifiers (imdb, text), imported Keras models,
 taggers, forecasters, series classifiers, siamese encoders, language models (one step, the
 state as explicit inputs and outputs) and translators (the encoder in ``--out``, one decoder
-step in ``NAME.decoder.onnx`` beside it); not yet the many-series forecaster. see
+step in ``NAME.decoder.onnx`` beside it). A forecaster's graph takes the windows already
+scaled (per column, or per window for the many-series model) as the task does. see
 :mod:`rnnkit.onnx_export` for the graph and what is refused. ``model.onnx.json`` holds the
 task, the graph's inputs and outputs, the model directory's settings (vocabularies, labels,
 tags, scaler, ...) and its ``text.json`` (tokenizer, maxlen, padding) when it has one, so a
@@ -23,7 +24,8 @@ from ..io import atomic_path, atomic_write_json, load_model, read_json
 from ..rundir import check_output_file
 from .common import print_json
 
-EXPORTS = ("imdb", "text", "keras", "tagger", "forecast", "lm", "seq2seq", "series", "siamese")
+EXPORTS = ("imdb", "text", "keras", "tagger", "forecast", "forecast_global", "lm", "seq2seq",
+           "series", "siamese")
 
 
 def register(sub: argparse._SubParsersAction, train_sub: argparse._SubParsersAction) -> None:
@@ -54,7 +56,7 @@ def export_cmd(args: argparse.Namespace) -> int:
         proto = ox.export_sequential(model, padding=padding)
     elif task == "tagger":
         proto, padding = ox.export_tagger(model), "post"
-    elif task == "forecast":
+    elif task in ("forecast", "forecast_global"):
         proto = ox.export_forecaster(model)
     elif task == "series":
         proto, padding = ox.export_series(model), "post"
