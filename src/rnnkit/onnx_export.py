@@ -281,10 +281,15 @@ def _sequential(g: _Graph, model: Sequential, ids: str, padding: str) -> tuple[s
     return x, rank
 
 
-def _model_proto(g: _Graph, inputs: list[Any], outputs: list[tuple[str, str, list]]) -> Any:
+def _model_proto(g: _Graph, inputs: list[Any], outputs: list[tuple[str, str, list]],
+                 types: dict[str, int] | None = None) -> Any:
+    """The checked ONNX model of ``g``; ``outputs`` are ``(public name, node output, shape)``,
+    float unless ``types`` gives another element type for a public name."""
     onnx = g.onnx
+    types = types or {}
     renamed = [onnx.helper.make_node("Identity", [name], [public]) for public, name, _ in outputs]
-    outs = [onnx.helper.make_tensor_value_info(public, onnx.TensorProto.FLOAT, shape)
+    outs = [onnx.helper.make_tensor_value_info(public, types.get(public, onnx.TensorProto.FLOAT),
+                                               shape)
             for public, _, shape in outputs]
     graph = onnx.helper.make_graph(g.nodes + renamed, "rnnkit", inputs, outs, g.inits)
     model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", OPSET)],
@@ -462,7 +467,7 @@ def export_seq2seq(model: nn.Module) -> tuple[Any, Any]:
         outs.append(("c", g.one("Squeeze", [y_c, zero]), ["batch", h_dim]))
     enc_out_names = [("src_mask", mask)]
     nodes_out = outs + [(n, v, ["batch", "src_len"]) for n, v in enc_out_names]
-    encoder = _model_proto_typed(g, [src], nodes_out, {"src_mask": onnx.TensorProto.BOOL})
+    encoder = _model_proto(g, [src], nodes_out, {"src_mask": onnx.TensorProto.BOOL})
 
     g = _Graph()
     inputs = [onnx.helper.make_tensor_value_info("y_prev", i64, ["batch"]),
@@ -495,21 +500,6 @@ def export_seq2seq(model: nn.Module) -> tuple[Any, Any]:
         assert y_c is not None
         outs.append(("c_out", g.one("Squeeze", [y_c, zero]), ["batch", h_dim]))
     return encoder, _model_proto(g, inputs, outs)
-
-
-def _model_proto_typed(g: _Graph, inputs: list[Any], outputs: list[tuple[str, str, list]],
-                       types: dict[str, int]) -> Any:
-    """:func:`_model_proto` with some outputs of other element types than float."""
-    onnx = g.onnx
-    renamed = [onnx.helper.make_node("Identity", [name], [public]) for public, name, _ in outputs]
-    outs = [onnx.helper.make_tensor_value_info(public, types.get(public,
-                                                                 onnx.TensorProto.FLOAT), shape)
-            for public, _, shape in outputs]
-    graph = onnx.helper.make_graph(g.nodes + renamed, "rnnkit", inputs, outs, g.inits)
-    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", OPSET)],
-                                   producer_name="rnnkit")
-    onnx.checker.check_model(model)
-    return model
 
 
 # -- series classification and the siamese encoder --------------------------------------------

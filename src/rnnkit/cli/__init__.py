@@ -195,7 +195,8 @@ def _train_other_rank(args: argparse.Namespace, out: Path) -> int:
         args.backup = ReadOnlyBackup(shared if getattr(args, "resume", False) else
                                      Path(tmp) / "backup")
         args.log_dir = None  # rank 0 logs
-        with contextlib.redirect_stdout(open(os.devnull, "w")), _run_options(args):  # noqa: SIM115
+        with open(os.devnull, "w") as null, contextlib.redirect_stdout(null), \
+                _run_options(args):
             return int(args.task_func(args) or 0)
 
 

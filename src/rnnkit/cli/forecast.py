@@ -174,12 +174,12 @@ def train(args: argparse.Namespace) -> int:
         check_positive(season=season)
     v = series.values
     val_start, test_start = _split(len(v), args.val_fraction, args.test_fraction)
-    val_windows = test_start - val_start - args.horizon + 1
-    if not given(args, "val_fraction") and val_windows < MIN_CALIBRATION:
+    val_rows = test_start - val_start
+    if not given(args, "val_fraction") and val_rows - args.horizon + 1 < MIN_CALIBRATION:
         # a short series: too few validation windows to calibrate the interval
         val_start = max(0, test_start - args.horizon - MIN_CALIBRATION + 1)
         print(f"rnnkit: note: validation part {test_start - val_start} rows instead of "
-              f"{test_start - val_start - MIN_CALIBRATION + val_windows}, so that it gives "
+              f"{val_rows}, so that it gives "
               f"{MIN_CALIBRATION} forecast windows to calibrate the interval (set "
               "--val-fraction to choose)", file=sys.stderr)
     lookback = args.lookback

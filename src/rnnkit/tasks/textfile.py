@@ -26,6 +26,7 @@ import csv
 import io as _io
 import re
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -118,6 +119,45 @@ def _column(header: list[str], col: str, path: Path, what: str) -> int:
     raise UserError(f"{path}: no {what} column {col!r} (columns: {', '.join(header)})")
 
 
+def csv_records(lines: Iterable[str], delimiter: str, text_col: str, label_col: str,
+                path: Path, what: str = "CSV") -> Iterator[tuple[str, str]]:
+    """``(text, label)`` of every non-blank record of CSV/TSV ``lines`` (an open file or a
+    string buffer; read lazily), columns named or numbered in its header; a malformed
+    record, a wrong field count or an empty text or label is a UserError naming the line."""
+    reader = csv.reader(lines, delimiter=delimiter)
+    try:
+        header = [h.strip().lstrip("\ufeff") for h in next(reader)]
+    except StopIteration:
+        raise UserError(f"{path}: empty file") from None
+    except (csv.Error, UnicodeDecodeError) as e:
+        raise UserError(f"{path}:1: malformed header ({e})") from None
+    ti = _column(header, text_col, path, "text")
+    li = _column(header, label_col, path, "label")
+    if ti == li:
+        raise UserError(f"{path}: the text and label columns are the same column")
+    start = reader.line_num + 1
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except (csv.Error, UnicodeDecodeError) as e:
+            raise UserError(f"{path}:{start}: malformed {what} ({e})") from None
+        n = start  # the line where this record begins
+        start = reader.line_num + 1
+        if not row or all(not c.strip() for c in row):
+            continue
+        if len(row) != len(header):
+            raise UserError(f"{path}:{n}: {len(row)} fields, the header has {len(header)} "
+                            "(is a field with the delimiter missing its quotes?)")
+        t, lab = row[ti].strip(), row[li].strip()
+        if not t:
+            raise UserError(f"{path}:{n}: empty text in column {header[ti]!r}")
+        if not lab:
+            raise UserError(f"{path}:{n}: empty label in column {header[li]!r}")
+        yield t, lab
+
+
 def read_labelled(path: str | Path, text_col: str | None = None, label_col: str | None = None,
                   format: str = "auto", drop_duplicates: bool = False) -> LabelledTexts:
     """Texts and labels of a CSV/TSV file (``text_col``, ``label_col`` from its header) or of
@@ -129,14 +169,12 @@ def read_labelled(path: str | Path, text_col: str | None = None, label_col: str 
     if format not in FORMATS:
         raise UserError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
     if format == "auto" and text_col is None and label_col is None:
-
         if looks_like_nsmc(_read_text(path).split("\n", 1)[0]):
             format = "nsmc"
     if format == "nsmc":
         if text_col is not None or label_col is not None:
             raise UserError("the NSMC format (id<TAB>document<TAB>label) has fixed columns; "
                             "drop --text-col/--label-col")
-
         return read_nsmc_labelled(path, drop_duplicates)[0]
     if format == "auto":
         if text_col is None and label_col is None:
@@ -154,40 +192,10 @@ def read_labelled(path: str | Path, text_col: str | None = None, label_col: str 
     if text_col is None or label_col is None:
         raise UserError(f"a {format.upper()} file needs both a text column and a label column "
                         "(--text-col, --label-col)")
-    text = _read_text(path)
-    reader = csv.reader(_io.StringIO(text, newline=""), delimiter="\t" if format == "tsv"
-                        else ",")
-    try:
-        header = [h.strip() for h in next(reader)]
-    except StopIteration:
-        raise UserError(f"{path}: empty file") from None
-    except csv.Error as e:
-        raise UserError(f"{path}:1: malformed header ({e})") from None
-    ti = _column(header, text_col, path, "text")
-    li = _column(header, label_col, path, "label")
-    if ti == li:
-        raise UserError(f"{path}: the text and label columns are the same column")
     texts, labels = [], []
-    start = reader.line_num + 1
-    while True:
-        try:
-            row = next(reader)
-        except StopIteration:
-            break
-        except csv.Error as e:
-            raise UserError(f"{path}:{start}: malformed {format.upper()} ({e})") from None
-        n = start  # the line where this record begins
-        start = reader.line_num + 1
-        if not row or all(not c.strip() for c in row):
-            continue
-        if len(row) != len(header):
-            raise UserError(f"{path}:{n}: {len(row)} fields, the header has {len(header)} "
-                            "(is a field with the delimiter missing its quotes?)")
-        t, lab = row[ti].strip(), row[li].strip()
-        if not t:
-            raise UserError(f"{path}:{n}: empty text in column {header[ti]!r}")
-        if not lab:
-            raise UserError(f"{path}:{n}: empty label in column {header[li]!r}")
+    for t, lab in csv_records(_io.StringIO(_read_text(path), newline=""),
+                              "\t" if format == "tsv" else ",", text_col, label_col, path,
+                              format.upper()):
         texts.append(t)
         labels.append(lab)
     if not texts:

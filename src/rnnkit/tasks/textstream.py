@@ -19,7 +19,6 @@ found during the scan before training starts.
 
 from __future__ import annotations
 
-import csv
 import random
 import sys
 import time
@@ -34,7 +33,7 @@ import torch
 
 from ..errors import UserError
 from ..text import TextEncoder, Vocabulary
-from .textfile import LabelledTexts, _column
+from .textfile import LabelledTexts, csv_records
 
 #: every HOLD_OUT-th row is validation (offset 0) or test (offset 1)
 HOLD_OUT = 10
@@ -59,37 +58,10 @@ def iter_rows(path: str | Path, text_col: str | None, label_col: str | None,
         raise UserError("--stream needs --text-col and --label-col")
     if not path.is_file():
         raise UserError(f"{path}: no such file")
-    delim = _delimiter(path, fmt)
     with open(path, encoding="utf-8", newline="") as f:
-        reader = csv.reader(f, delimiter=delim)
-        try:
-            header = [h.strip().lstrip("\ufeff") for h in next(reader)]
-        except StopIteration:
-            raise UserError(f"{path}: empty file") from None
-        except (csv.Error, UnicodeDecodeError) as e:
-            raise UserError(f"{path}:1: malformed header ({e})") from None
-        ti = _column(header, text_col, path, "text")
-        li = _column(header, label_col, path, "label")
-        if ti == li:
-            raise UserError(f"{path}: the text and label columns are the same column")
-        i, start = 0, reader.line_num + 1
-        while True:
-            try:
-                row = next(reader)
-            except StopIteration:
-                return
-            except (csv.Error, UnicodeDecodeError) as e:
-                raise UserError(f"{path}:{start}: malformed row ({e})") from None
-            n, start = start, reader.line_num + 1
-            if not row or all(not c.strip() for c in row):
-                continue
-            if len(row) != len(header):
-                raise UserError(f"{path}:{n}: {len(row)} fields, the header has {len(header)}")
-            t, lab = row[ti].strip(), row[li].strip()
-            if not t or not lab:
-                raise UserError(f"{path}:{n}: empty {'text' if not t else 'label'}")
-            yield i, t, lab
-            i += 1
+        for i, (text, lab) in enumerate(csv_records(f, _delimiter(path, fmt), text_col,
+                                                    label_col, path)):
+            yield i, text, lab
 
 
 def split_of(i: int, use_test: bool) -> str:
