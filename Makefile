@@ -1,5 +1,6 @@
 # Two commands set up a clean machine: `make demo` (the main job) and `make test`.
-# Both create .venv if missing and install rnnkit with torch pinned by constraints.txt.
+# Both create .venv if missing and install rnnkit with torch pinned by constraints.txt; the
+# install compiles the C kernels (src/rnnkit/kernels/csrc, a few seconds with gcc).
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -8,7 +9,7 @@ EXTRAS ?= test,ko,subword,tasks,keras,onnx,serve
 
 .PHONY: venv test demo bench accuracy lint clean
 
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml constraints.txt setup.py $(wildcard src/rnnkit/kernels/csrc/*)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -c constraints.txt torch==2.13.0
 	$(PY) -m pip install -q -c constraints.txt -e ".[$(EXTRAS)]"

@@ -50,15 +50,12 @@ def imdb_raw(data_dir: Path):
 
 @pytest.fixture(scope="module")
 def one_thread():
-    """Tiny models run faster with one intra-op thread (torch and the numba kernels): no
-    thread contention on a small shared machine. Use with
+    """Tiny models run faster with one intra-op thread (torch and the compiled kernels,
+    which follow torch's count): no thread contention on a small shared machine. Use with
     ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
-    import numba
     import torch
 
-    old, old_nb = torch.get_num_threads(), numba.get_num_threads()
+    old = torch.get_num_threads()
     torch.set_num_threads(1)
-    numba.set_num_threads(1)
     yield
     torch.set_num_threads(old)
-    numba.set_num_threads(old_nb)

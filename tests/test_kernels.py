@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 import rnnkit
 from rnnkit import GRU, LSTM, Bidirectional, SimpleRNN, lengths_to_mask
-from rnnkit.kernels import NUMBA_MAX_UNITS, select
+from rnnkit.kernels import LANES_MAX_UNITS, select
 
 CELLS = {"simple": SimpleRNN, "lstm": LSTM, "gru": GRU}
 SETTINGS = settings(max_examples=20, deadline=None, derandomize=True)
@@ -74,7 +74,7 @@ def _build_same(ref, fused, input_size, dtype):
 
 
 @SETTINGS
-@given(cell=st.sampled_from(sorted(CELLS)), backend=st.sampled_from(["numba", "blas"]),
+@given(cell=st.sampled_from(sorted(CELLS)), backend=st.sampled_from(["lanes", "blas"]),
        batch=st.integers(1, 4), time=st.integers(1, 6), feat=st.integers(1, 4),
        units=st.integers(1, 5), seq=st.booleans(), back=st.booleans(),
        mask_kind=st.sampled_from(["none", "post", "pre", "random"]),
@@ -101,7 +101,7 @@ def test_fused_matches_reference(cell, backend, batch, time, feat, units, seq, b
 
 
 @pytest.mark.parametrize("cell", sorted(CELLS))
-@pytest.mark.parametrize("backend", ["numba", "blas"])
+@pytest.mark.parametrize("backend", ["lanes", "blas"])
 def test_one_step_last_output(cell, backend):
     """T = 1 with only the last output: the backward's "no per-step gradients" marker must
     not be mistaken for a one-step gradient (it once was, and gradients read past an array
@@ -115,18 +115,18 @@ def test_one_step_last_output(cell, backend):
 
 
 @pytest.mark.parametrize("cell", sorted(CELLS))
-def test_float32_auto_uses_numba(cell):
+def test_float32_auto_uses_lanes(cell):
     ref, fused = _pair(CELLS[cell], "auto", units=6, return_sequences=True,
                        recurrent_dropout=0.2)
     _build_same(ref, fused, 3, torch.float32)
     x = torch.randn(5, 7, 3)
     mask = lengths_to_mask([7, 3, 5, 1, 6], 7)
     assert_same(ref, fused, x, mask=mask)
-    assert fused.last_backend == "numba"
+    assert fused.last_backend == "lanes"
 
 
 def test_auto_uses_blas_above_threshold():
-    layer = LSTM(NUMBA_MAX_UNITS + 1)
+    layer = LSTM(LANES_MAX_UNITS + 1)
     layer(torch.randn(2, 3, 2))
     assert layer.last_backend == "blas"
 
@@ -142,8 +142,8 @@ def test_bidirectional(cell, mode):
     x = torch.randn(3, 5, 3, dtype=torch.float64)
     mask = lengths_to_mask([5, 2, 4], 5, padding="pre")
     assert_same(ref, fused, x, mask=mask)
-    assert fused.last_backend == "numba"
-    assert fused.backward_layer.last_backend == "numba"
+    assert fused.last_backend == "lanes"
+    assert fused.backward_layer.last_backend == "lanes"
 
 
 @pytest.mark.parametrize("cell", sorted(CELLS))
@@ -170,7 +170,7 @@ def test_stacked_with_embedding_mask(cell):
     torch.testing.assert_close(out[1][0], out[0][0], rtol=0, atol=1e-5)
     for a, b in zip(out[0][1], out[1][1], strict=True):
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4 * max(1.0, a.abs().max().item()))
-    assert fused[1].last_backend == fused[2].last_backend == "numba"
+    assert fused[1].last_backend == fused[2].last_backend == "lanes"
 
 
 @pytest.mark.parametrize("cell", sorted(CELLS))
@@ -235,7 +235,7 @@ def test_embedding_fold_matches_reference(cell, back):
         torch.manual_seed(11)
         y = m(ids)
         out.append((y, torch.autograd.grad((y * y).sum(), list(m.parameters()))))
-    assert fused[1].embedding_folded and fused[1].last_backend == "numba"
+    assert fused[1].embedding_folded and fused[1].last_backend == "lanes"
     torch.testing.assert_close(out[1][0], out[0][0], rtol=0, atol=1e-5)
     for a, b in zip(out[0][1], out[1][1], strict=True):
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4 * max(1.0, a.abs().max().item()))
@@ -247,21 +247,21 @@ def test_embedding_not_folded_with_input_dropout():
     m = rnnkit.Sequential(rnnkit.Embedding(9, 3), LSTM(4, dropout=0.5), input_shape=(5,))
     m.train()
     m(torch.randint(0, 9, (8, 5)))
-    assert m[1].last_backend == "numba" and not m[1].embedding_folded
+    assert m[1].last_backend == "lanes" and not m[1].embedding_folded
     m.eval()
     m(torch.randint(0, 9, (8, 5)))
     assert m[1].embedding_folded
 
 
 def test_double_backward_raises():
-    layer = GRU(3, backend="numba")
+    layer = GRU(3, backend="lanes")
     x = torch.randn(2, 4, 2, requires_grad=True)
     with pytest.raises(RuntimeError, match="double backward"):
         torch.autograd.grad(layer(x).sum(), x, create_graph=True)
 
 
 @pytest.mark.parametrize("cell", sorted(CELLS))
-@pytest.mark.parametrize("backend", ["numba", "blas"])
+@pytest.mark.parametrize("backend", ["lanes", "blas"])
 def test_inference_without_saved_gates_matches_reference(cell, backend):
     ref, fused = _pair(CELLS[cell], backend, units=5, return_sequences=True, return_state=True)
     _build_same(ref, fused, 3, torch.float64)

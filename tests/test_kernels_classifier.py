@@ -72,7 +72,7 @@ def test_training_equals_reference(one_thread, cell, source, optimizer, units):
     # carry that into weights whose gradients are near zero, hence the wider atol at 20 units
     for p, q in zip(model.parameters(), ref.parameters(), strict=True):
         torch.testing.assert_close(p, q, atol=2e-6 if units == 5 else 2e-5, rtol=1e-4)
-    assert model[1].last_backend == "numba"
+    assert model[1].last_backend == "lanes"
 
 
 @pytest.mark.parametrize("cell", sorted(CELLS))
@@ -180,9 +180,9 @@ def test_predict_in_one_call_equals_reference(cell, lanes, threads, monkeypatch)
     calls = []
     kernel = classifier.infer_kernel
 
-    def counted(*args):
-        calls.append(args[4].shape[0])  # the number of sequences
-        return kernel(*args)
+    def counted(dtype, *args):
+        calls.append(args[5])  # the number of sequences
+        return kernel(dtype, *args)
     monkeypatch.setattr(classifier, "infer_kernel", counted)
     monkeypatch.setattr(classifier, "INFER_LANES", lanes)
     torch.manual_seed(5)
@@ -212,7 +212,7 @@ def test_inference_equals_reference(one_thread, cell, batch, units, source):
     ids, _ = _data(n=batch)
     with torch.no_grad():
         out = model(ids)
-        assert model[1].last_backend == "numba" and model[1].embedding_folded
+        assert model[1].last_backend == "lanes" and model[1].embedding_folded
         model[1].backend = "reference"
         expected = model(ids)
     torch.testing.assert_close(out, expected, atol=1e-6, rtol=1e-5)

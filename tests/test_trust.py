@@ -295,10 +295,30 @@ def test_finite_explosion_warns(capsys):
     assert capsys.readouterr().err == ""
 
 
-def test_divergence_stops_keeps_finite_checkpoint_and_json_stays_valid(capsys, tmp_path):
+class _PoisonedSGD(torch.optim.SGD):
+    """SGD whose weights turn non-finite after a few steps: a run that diverges. (A huge
+    learning rate alone no longer does it here: the saturating cells keep such a tiny
+    model's loss large but finite.)"""
+
+    def step(self, closure=None):
+        out = super().step(closure)
+        self.steps = getattr(self, "steps", 0) + 1
+        if self.steps >= 6:
+            with torch.no_grad():
+                for g in self.param_groups:
+                    for p in g["params"]:
+                        p.fill_(float("inf"))
+        return out
+
+
+def test_divergence_stops_keeps_finite_checkpoint_and_json_stays_valid(capsys, tmp_path,
+                                                                      monkeypatch):
+    from rnnkit import optimizers
+
+    monkeypatch.setitem(optimizers.OPTIMIZERS, "sgd", _PoisonedSGD)
     out = tmp_path / "nan"
     capsys.readouterr()
-    rc = main(["train", "text", "--file", str(SMS), *TINY, "--epochs", "5", "--lr", "1e6",
+    rc = main(["train", "text", "--file", str(SMS), *TINY, "--epochs", "5", "--lr", "0.1",
                "--optimizer", "sgd", "--out", str(out), "--json"])
     cap = capsys.readouterr()
     assert rc == 2 and "diverged" in cap.err, cap.err

@@ -4,7 +4,7 @@ The core modules never import a kernel or a planner: :class:`rnnkit.recurrent.RN
 ``recurrent.BACKEND_RUNNER`` and :class:`rnnkit.layers.Sequential` asks
 ``layers.FAST_PATHS``. This module (imported by the package, ``import rnnkit``) fills both:
 
-* the backend dispatch :func:`rnnkit.kernels.run` (numba / blas / torch / reference);
+* the backend dispatch :func:`rnnkit.kernels.run` (lanes / blas / torch / reference);
 * ``forward_no_grad``: :mod:`rnnkit.planner` runs the ``Embedding | OneHot -> RNN -> Dense``
   classifier without autograd in one compiled call (loaded on first use);
 * ``embedding_rnn``: :mod:`rnnkit.fold` runs an ``Embedding -> RNN`` pair as one call with

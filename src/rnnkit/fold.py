@@ -3,9 +3,9 @@
     xp_t = E[id_t] W_x + b = T[id_t],     T = E W_x + b      (vocab x gates*units)
 
 so a batch costs one small GEMM (``T``), one gather, and the fused recurrence; backward
-scatters ``dxp`` into ``dT`` (compiled loop) and autograd gives ``dE = dT W_x^T``,
+scatters ``dxp`` into ``dT`` (``index_add_``) and autograd gives ``dE = dT W_x^T``,
 ``dW_x = E^T dT``, ``db = sum_v dT_v``. Used by :meth:`rnnkit.layers.Sequential.forward_with_mask`
-for ``Embedding -> RNN`` when the RNN would run a fused CPU backend (``numba``/``blas``),
+for ``Embedding -> RNN`` when the RNN would run a fused CPU backend (``lanes``/``blas``),
 returns no state, the vocabulary is at most a quarter of the batch's token count (else
 building ``T`` and gathering from it cost as much as projecting the batch), and no input
 dropout is active (its per-sequence mask on the embedding cannot be folded into ``T``).
@@ -17,19 +17,8 @@ from __future__ import annotations
 
 import importlib
 
-import numpy as np
 import torch
-from numba import njit
 from torch import Tensor
-
-
-@njit(cache=True, nogil=True)
-def _scatter_add(dtable, ids, d):
-    """``dtable[ids[i]] += d[i]`` for every row ``i``."""
-    for i in range(ids.shape[0]):
-        v = ids[i]
-        for j in range(d.shape[1]):
-            dtable[v, j] += d[i, j]
 
 
 class Gather(torch.autograd.Function):
@@ -48,8 +37,7 @@ class Gather(torch.autograd.Function):
                                "(create_graph=True); use backend='reference'")
         (ids,) = ctx.saved_tensors
         dtable = torch.zeros(ctx.shape, dtype=d.dtype)
-        _scatter_add(dtable.numpy(), ids.reshape(-1).numpy(),
-                     np.ascontiguousarray(d.detach().reshape(-1, ctx.shape[1]).numpy()))
+        dtable.index_add_(0, ids.reshape(-1), d.detach().reshape(-1, ctx.shape[1]))
         return dtable, None
 
 
@@ -73,7 +61,7 @@ def embedding_rnn(emb, rnn, ids: Tensor, mask: Tensor | None):
     batch, time = ids.shape
     probe = w.new_empty((1, 1, 1)).expand(batch, time, emb.output_dim)
     name = dispatch.select(rnn, probe, emb_mask, None, None)
-    if name not in ("numba", "blas"):
+    if name not in ("lanes", "blas"):
         return None
     _check_ids(ids, emb.input_dim, "Embedding")
     rec_mask = None

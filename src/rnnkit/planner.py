@@ -5,9 +5,10 @@
 
 the shape of the IMDB models. With a few hundred tiny torch operations per batch, the
 per-operation overhead of autograd and the optimizer costs more than the arithmetic; here
-a span of training batches (many, or one) is one Numba call (:func:`train_span_kernel` runs
-:func:`train_kernel` on each), and inference over any number of sequences is another
-(:func:`infer_kernel`: chunks of sequences in parallel, each step's input gathered from the
+a span of training batches (many, or one) is one call into the compiled kernels
+(``rk_train_span`` of ``kernels/csrc/kernels.h`` runs one training step per batch), and
+inference over any number of sequences is another (``rk_infer``: chunks of sequences in
+parallel, each step's input gathered from the
 table as it is needed, nothing per step kept). What a training step computes, per batch of ``B``::
 
     T     = E W_x + b_x              (OneHot: W_x + b_x)       vocabulary x gates*units
@@ -15,8 +16,8 @@ table as it is needed, nothing per step kept). What a training step computes, pe
     h     = last real output of the recurrence (:mod:`.lanes`) over xp, mask ids != 0
     z     = h W_d + b_d;  out = sigmoid(z) | softmax(z)
     loss  = mean binary cross-entropy | mean sparse categorical cross-entropy (from z)
-    grads by hand (BPTT in :func:`.lanes.bwd`); then clip (value, global norm) and one
-    Keras RMSprop / Adam update (the rules of :mod:`rnnkit.train`) on every parameter
+    grads by hand (BPTT as in :mod:`.kernels.lanes`); then clip (value, global norm) and one
+    Keras RMSprop / Adam update (the rules of :mod:`rnnkit.optimizers`) on every parameter
 
 It is used by :func:`rnnkit.train.fit` when :func:`plan` accepts the model, loss and
 optimizer (else fit runs the usual autograd loop), and by ``Sequential`` and
@@ -27,303 +28,35 @@ outputs and parameters after several steps.
 
 from __future__ import annotations
 
-import math
+import ctypes
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from numba import njit, prange
 from torch import Tensor
 
-from .kernels import lanes, mkl  # mkl registers its BLAS symbols before cached kernels load
-from .kernels.mkl import blas_threads_local
-from .kernels.numba_cpu import _FM, run_threaded
-from .kernels.optim import optimizer_kernel
+from .kernels import lanes, native
+from .kernels.optim import pointer_table
 
-_SER = {"cache": True, "fastmath": _FM, "nogil": True, "error_model": "numpy"}
-_PAR = {**_SER, "parallel": True}
+_I64, _PTR = ctypes.c_int64, ctypes.c_void_p
 
 
-# ------------------------------------------------------------------------------ kernels
-@njit(inline="always")
-def _gather_chunk(c, ids, mask_zero, table_t, idl, maskl, xp):
-    """Chunk ``c``: ``xp[c, g, t, i] = T[ids[b, t], g]`` for ``b = c L + i`` (``table_t =
-    T^T``, G x V); ``maskl`` 0 on padding ids (with mask_zero) and on the padding lanes."""
-    nb, nt = ids.shape
-    _, ng, _, nl = xp.shape
-    for t in range(nt):
-        for i in range(nl):
-            b = c * nl + i
-            v = ids[b, t] if b < nb else 0
-            idl[c, t, i] = v
-            maskl[c, t, i] = 0 if b >= nb or (mask_zero and v == 0) else 1
-    for g in range(ng):
-        for t in range(nt):
-            for i in range(nl):
-                xp[c, g, t, i] = table_t[g, idl[c, t, i]]
+class TrainArgs(ctypes.Structure):
+    """The arguments of ``rk_train_span`` (``rk_train_args`` in ``kernels/csrc/kernels.h``,
+    field for field; every field is 8 bytes)."""
 
-
-@njit(**_SER)
-def _gather(ids, mask_zero, table_t, idl, maskl, xp):
-    for c in range(xp.shape[0]):
-        _gather_chunk(c, ids, mask_zero, table_t, idl, maskl, xp)
-
-
-@njit(**_PAR)
-def _gather_par(ids, mask_zero, table_t, idl, maskl, xp):
-    for c in prange(xp.shape[0]):
-        _gather_chunk(c, ids, mask_zero, table_t, idl, maskl, xp)
-
-
-@njit(inline="always")
-def _scatter_row(g, idl, dxp, dtable_t):
-    """``dT^T[g, id] += dxp[c, g, t, i]`` (one gate row; padding lanes and masked steps
-    carry a zero gradient)."""
-    nc, _, nt, nl = dxp.shape
-    for v in range(dtable_t.shape[1]):
-        dtable_t[g, v] = 0.0
-    for c in range(nc):
-        for t in range(nt):
-            for i in range(nl):
-                dtable_t[g, idl[c, t, i]] += dxp[c, g, t, i]
-
-
-@njit(**_SER)
-def _scatter(idl, dxp, dtable_t):
-    for g in range(dxp.shape[1]):
-        _scatter_row(g, idl, dxp, dtable_t)
-
-
-@njit(**_PAR)
-def _scatter_par(idl, dxp, dtable_t):
-    """:func:`_scatter` parallel over gate rows (no two threads write the same row)."""
-    for g in prange(dxp.shape[1]):
-        _scatter_row(g, idl, dxp, dtable_t)
-
-
-@njit(**_SER)
-def _head(last, wd, bd, y, binary, nb, out, dz):
-    """Dense + loss: writes ``out`` (B, K) probabilities and ``dz`` = d mean-loss / d logits;
-    returns the mean loss. ``y`` holds 0/1 targets (binary) or class ids."""
-    nc, nh, nl = last.shape
-    nk = wd.shape[1]
-    z = np.empty(nk, np.float64)
-    total = 0.0
-    for b in range(nb):
-        c, i = b // nl, b % nl
-        for k in range(nk):
-            s = bd[k]
-            for h in range(nh):
-                s += last[c, h, i] * wd[h, k]
-            z[k] = s
-        if binary:
-            zz, yy = z[0], y[b]
-            total += max(zz, 0.0) - zz * yy + math.log1p(math.exp(-abs(zz)))
-            p = 1.0 / (1.0 + math.exp(-zz))
-            out[b, 0] = p
-            dz[b, 0] = (p - yy) / nb
-        else:
-            zm = z.max()
-            s = 0.0
-            for k in range(nk):
-                s += math.exp(z[k] - zm)
-            lab = int(y[b])
-            total += math.log(s) + zm - z[lab]
-            for k in range(nk):
-                p = math.exp(z[k] - zm) / s
-                out[b, k] = p
-                dz[b, k] = (p - (1.0 if k == lab else 0.0)) / nb
-    return total / nb
-
-
-@njit(**_SER)
-def _head_back(last, wd, dz, nb, dwd, dbd, dlast):
-    nc, nh, nl = last.shape
-    nk = wd.shape[1]
-    dwd[:] = 0.0
-    dbd[:] = 0.0
-    dlast[:] = 0.0
-    for b in range(nb):
-        c, i = b // nl, b % nl
-        for k in range(nk):
-            d = dz[b, k]
-            dbd[k] += d
-            for h in range(nh):
-                dwd[h, k] += last[c, h, i] * d
-                dlast[c, h, i] += wd[h, k] * d
-
-
-@njit(**_SER)
-def _dw_h(hrp, dhp, dwh, dbh, gru):
-    """``dW_h = sum_c hrp_c (H, T L) dhp_c^T``, ``db_h = sum dhp`` (GRU)."""
-    nc, nh, nt, nl = hrp.shape
-    ng = dhp.shape[1]
-    for c in range(nc):
-        mkl.gemm(hrp[c].reshape(nh, nt * nl), dhp[c].reshape(ng, nt * nl), dwh, False, True,
-                 1.0, 1.0 if c > 0 else 0.0)
-    dbh[:] = 0.0
-    if gru:
-        for c in range(nc):
-            for g in range(ng):
-                dbh[g] += dhp[c, g].sum()
-
-
-@njit(**_SER)
-def _table(emb, e, wx, bx, table_t):
-    """``T^T = (E W_x + b_x)^T = W_x^T E^T + b_x`` (G x V), or ``(W_x + b_x)^T`` for OneHot
-    (``emb`` False)."""
-    if emb:
-        mkl.gemm(wx, e, table_t, True, True)
-        for g in range(table_t.shape[0]):
-            for v in range(table_t.shape[1]):
-                table_t[g, v] += bx[g]
-    else:
-        for g in range(table_t.shape[0]):
-            for v in range(table_t.shape[1]):
-                table_t[g, v] = wx[v, g] + bx[g]
-
-
-@njit(**_SER)
-def _input_grads(emb, e, wx, dtable_t, de, dwx, dbx):
-    """From ``dT``: ``db_x = sum_v dT``, ``dW_x = E^T dT``, ``dE = dT W_x^T`` (OneHot:
-    ``dW_x = dT``)."""
-    ng, nv = dtable_t.shape
-    for g in range(ng):
-        dbx[g] = dtable_t[g].sum()
-    if emb:
-        mkl.gemm(e, dtable_t, dwx, True, True)
-        mkl.gemm(dtable_t, wx, de, True, True)
-    else:
-        for v in range(nv):
-            for g in range(ng):
-                dwx[v, g] = dtable_t[g, v]
-
-
-@njit(**_SER)
-def train_kernel(kind, relu, mask_zero, binary, emb, ids, y, e, wx, bx, wh, bh, wd, bd, rml,
-                 table_t, idl, maskl, xp, hs, hrp, cs, gs, hh, last, h0, dxp, dhp, dh0, dc0,
-                 dlast, out, dz, dtable_t, de, dwx, dbx, dwh, dbh, dwd, dbd,
-                 adam, params, grads, s1, s2, hyper, t):
-    """One training step: forward, loss, backward (gradients into ``de, dwx, dbx, dwh,
-    dbh, dwd, dbd``, which ``grads`` holds flattened) and the optimizer update of
-    :func:`optimizer_kernel` with ``hyper = (lr, a, b, eps, clip_value, clip_norm)``.
-    Returns the mean loss of the batch (before the update)."""
-    nb = ids.shape[0]
-    _table(emb, e, wx, bx, table_t)
-    par = xp.shape[0] > 1  # more than one chunk: parallel passes
-    if par:
-        _gather_par(ids, mask_zero, table_t, idl, maskl, xp)
-        lanes.fwd(kind, xp, h0, h0, wh, bh, maskl, rml, relu, hs, hrp, cs, gs, hh, last)
-    else:
-        _gather(ids, mask_zero, table_t, idl, maskl, xp)
-        lanes.fwd1(kind, xp, h0, h0, wh, bh, maskl, rml, relu, hs, hrp, cs, gs, hh, last)
-    loss = _head(last, wd, bd, y, binary, nb, out, dz)
-    _head_back(last, wd, dz, nb, dwd, dbd, dlast)
-    dys = np.zeros((1, 1, 0, 1), hs.dtype)  # no per-step output gradients (see lanes)
-    if par:
-        lanes.bwd(kind, hs, h0, cs, h0, gs, hh, wh, maskl, rml, relu, dys, dlast, h0, h0,
-                  dxp, dhp, dh0, dc0)
-    else:
-        lanes.bwd1(kind, hs, h0, cs, h0, gs, hh, wh, maskl, rml, relu, dys, dlast, h0, h0,
-                   dxp, dhp, dh0, dc0)
-    _dw_h(hrp, dhp if kind == 2 else dxp, dwh, dbh, kind == 2)
-    if par:
-        _scatter_par(idl, dxp, dtable_t)
-    else:
-        _scatter(idl, dxp, dtable_t)
-    _input_grads(emb, e, wx, dtable_t, de, dwx, dbx)
-    optimizer_kernel(adam, params, grads, s1, s2, hyper[0], hyper[1], hyper[2], hyper[3], t,
-                     hyper[4], hyper[5])
-    return loss
-
-
-@njit(**_SER)
-def train_span_kernel(kind, relu, mask_zero, binary, emb, ids_all, y_all, order, nbatch,
-                      rml_all, ids, y, e, wx, bx, wh, bh, wd, bd, table_t, idl, maskl, xp, hs,
-                      hrp, cs, gs, hh, last, h0, dxp, dhp, dh0, dc0, dlast, out, dz, dtable_t,
-                      de, dwx, dbx, dwh, dbh, dwd, dbd, adam, params, grads, s1, s2, hyper, t0,
-                      losses, outs):
-    """``nbatch`` batches, each one :func:`train_kernel` step: batch ``j`` holds the
-    samples ``order[j B : (j+1) B]`` of ``ids_all``/``y_all`` (``B`` = rows of the
-    ``ids``/``y`` buffers), Adam step ``t0 + j``, recurrent-dropout mask ``rml_all[j]``
-    (``rml_all[0]`` for every batch when it holds one). Writes ``losses[j]`` and the
-    batch's outputs into ``outs[j B : (j+1) B]``.
-    With one chunk (the whole batch on this thread) the batch's GEMMs run single-threaded
-    too, as the per-step products inside a chunk do."""
-    nb, nt = ids.shape
-    one = xp.shape[0] == 1
-    old = blas_threads_local(1) if one else 0
-    for j in range(nbatch):
-        for r in range(nb):
-            s = order[j * nb + r]
-            for tt in range(nt):
-                ids[r, tt] = ids_all[s, tt]
-            y[r] = y_all[s]
-        rml = rml_all[j] if rml_all.shape[0] > 1 else rml_all[0]
-        losses[j] = train_kernel(
-            kind, relu, mask_zero, binary, emb, ids, y, e, wx, bx, wh, bh, wd, bd, rml,
-            table_t, idl, maskl, xp, hs, hrp, cs, gs, hh, last, h0, dxp, dhp, dh0, dc0, dlast,
-            out, dz, dtable_t, de, dwx, dbx, dwh, dbh, dwd, dbd, adam, params, grads, s1, s2,
-            hyper, t0 + j)
-        k0 = j * nb
-        for r in range(nb):
-            for k in range(out.shape[1]):
-                outs[k0 + r, k] = out[r, k]
-    if one:
-        blas_threads_local(old)
-
-
-@njit(inline="always", fastmath=_FM)
-def _infer_chunk(c, kind, relu, mask_zero, ids, table_t, wh, bh, nl, hidden, blas):
-    """Sequences ``c L .. c L + L - 1`` of ``ids`` (N x T) on ``L = nl`` lanes: the
-    recurrence (:func:`.lanes.step`, each step's input ``T[id_t]`` gathered from ``table_t``
-    as it is needed) and its last real output into ``hidden`` (N x H; 0 when a sequence has
-    no real step). Nothing per step is kept."""
-    nb, nt = ids.shape
-    ng, nh = table_t.shape[0], wh.shape[0]
-    dt = hidden.dtype
-    x = np.empty((ng, nl), dt)
-    pr = np.empty((ng, nl), dt)
-    h = np.zeros((nh, nl), dt)
-    cc = np.zeros((nh, nl), dt)
-    lst = np.zeros((nh, nl), dt)
-    m = np.empty(nl, dt)
-    idv = np.empty(nl, np.int64)
-    old = blas_threads_local(1) if blas else 0
-    for t in range(nt):
-        for i in range(nl):
-            b = c * nl + i
-            v = ids[b, t] if b < nb else 0
-            idv[i] = v
-            m[i] = 0.0 if b >= nb or (mask_zero and v == 0) else 1.0
-        for g in range(ng):
-            for i in range(nl):
-                x[g, i] = table_t[g, idv[i]]
-        lanes.step(kind, x, pr, h, cc, h, wh, bh, m, relu, blas)
-        for k in range(nh):
-            for i in range(nl):
-                lst[k, i] = h[k, i] if m[i] != 0.0 else lst[k, i]
-    for i in range(min(nl, nb - c * nl)):
-        for k in range(nh):
-            hidden[c * nl + i, k] = lst[k, i]
-    if blas:
-        blas_threads_local(old)
-
-
-@njit(**_PAR)
-def infer_kernel(kind, relu, mask_zero, emb, ids, e, wx, bx, wh, bh, nl, table_t, hidden):
-    """The recurrence's last real output ``hidden[b]`` for every sequence ``b`` of ``ids``
-    (N x T), forward only: the table ``T`` once, then chunks of ``nl`` sequences in
-    parallel (:func:`_infer_chunk`; sequences are independent, so how they are batched does
-    not matter)."""
-    _table(emb, e, wx, bx, table_t)
-    nc = -(-ids.shape[0] // nl)
-    if lanes._use_blas(wh):
-        for c in prange(nc):
-            _infer_chunk(c, kind, relu, mask_zero, ids, table_t, wh, bh, nl, hidden, True)
-    else:
-        for c in prange(nc):
-            _infer_chunk(c, kind, relu, mask_zero, ids, table_t, wh, bh, nl, hidden, False)
+    _fields_ = [(n, _I64) for n in ("kind", "relu", "mask_zero", "binary", "emb", "adam", "nb",
+                                    "nt", "nc", "nl", "nh", "ng", "nk", "nv", "nd",
+                                    "nthreads")] + \
+        [(n, _PTR) for n in ("ids_all", "y_all", "order")] + \
+        [("nbatch", _I64), ("n_rml", _I64)] + \
+        [(n, _PTR) for n in ("rml_all", "ids", "y", "e", "wx", "bx", "wh", "bh", "wd", "bd",
+                             "table_t", "idl", "maskl", "xp", "hs", "hrp", "cs", "gs", "hh",
+                             "last", "h0", "dxp", "dhp", "dh0", "dc0", "dlast", "out", "dz",
+                             "dtable_t", "de", "dwx", "dbx", "dwh", "dbh", "dwd", "dbd")] + \
+        [("nparams", _I64)] + \
+        [(n, _PTR) for n in ("params", "grads", "s1", "s2", "sizes", "hyper")] + \
+        [("t0", _I64), ("losses", _PTR), ("outs", _PTR)]
 
 
 # ------------------------------------------------------------------------------ matching
@@ -339,11 +72,13 @@ class Parts:
 
 def parts(model) -> Parts | str:
     """The model's layers when it has the fused classifier's shape, else why not."""
-    from .kernels.dispatch import NUMBA_MAX_UNITS
+    from .kernels.dispatch import LANES_MAX_UNITS
     from .kernels.fused import cell_kind
     from .layers import Dense, Embedding, OneHot, Sequential
     from .recurrent import GRU, LSTM, RNN, SimpleRNN
 
+    if not native.available():
+        return f"the compiled kernels are unavailable ({native.why_unavailable()})"
     if not isinstance(model, Sequential) or len(model) != 3:
         return "not a Sequential of 3 layers"
     src, rnn, dense = model[0], model[1], model[2]
@@ -356,12 +91,12 @@ def parts(model) -> Parts | str:
     cell = rnn.cell
     if kind is None or not cell.built or cell.bias is None:
         return "the RNN cell is not a built-in cell with bias"
-    if rnn.backend not in ("auto", "numba"):
+    if rnn.backend not in ("auto", "lanes", "numba"):
         return f"the RNN asks for backend {rnn.backend!r}"
     if rnn.return_sequences or rnn.return_state or rnn.dropout > 0:
         return "return_sequences, return_state or input dropout"
-    if cell.units > NUMBA_MAX_UNITS:
-        return f"more than {NUMBA_MAX_UNITS} units"
+    if cell.units > LANES_MAX_UNITS:
+        return f"more than {LANES_MAX_UNITS} units"
     if dense.input_size is None or dense.bias is None:
         return "the Dense layer is not built or has no bias"
     binary = dense.units == 1 and dense.activation == "sigmoid"
@@ -445,8 +180,8 @@ def _ran_fused(rnn) -> None:
     ``embedding_folded``); written only when they change (``nn.Module.__setattr__`` costs
     a few microseconds, paid on every batch otherwise)."""
     d = rnn.__dict__
-    if d.get("last_backend") != "numba" or d.get("embedding_folded") is not True:
-        rnn.last_backend, rnn.embedding_folded = "numba", True
+    if d.get("last_backend") != "lanes" or d.get("embedding_folded") is not True:
+        rnn.last_backend, rnn.embedding_folded = "lanes", True
 
 
 def _mask_zero(p: Parts) -> bool:
@@ -461,7 +196,7 @@ INFER_LANES = 64
 @torch.no_grad()
 def infer_hidden(p: Parts, ids: Tensor) -> Tensor:
     """The RNN's output (N, H) for ``ids``, without autograd, in one compiled call
-    (:func:`infer_kernel`; the Dense layer is left to the caller, so its hooks and the
+    (``rk_infer``; the Dense layer is left to the caller, so its hooks and the
     losses' logits tap still see it)."""
     from .layers import Embedding
 
@@ -475,11 +210,22 @@ def infer_hidden(p: Parts, ids: Tensor) -> Tensor:
     bx = cell.bias[0] if p.kind == 2 else cell.bias
     nl = min(INFER_LANES, -(-max(n, 1) // lanes.LANES) * lanes.LANES)
     hidden = torch.empty((n, cell.units), dtype=cell.kernel.dtype)
-    run_threaded(infer_kernel, p.kind, cell_relu(p), _mask_zero(p), emb, idn, e, wx,
-                 bx.numpy(), cell.recurrent_kernel.numpy(), _bh(p).numpy(), nl,
-                 np.empty((wx.shape[1], vocab), wx.dtype), hidden.numpy())
+    bxn, wh, bh = bx.detach().numpy(), cell.recurrent_kernel.detach().numpy(), \
+        _bh(p).detach().numpy()
+    table_t = np.empty((wx.shape[1], vocab), wx.dtype)
+    nd = e.shape[1] if emb else vocab
+    infer_kernel(
+        cell.kernel.dtype, native.threads(), p.kind, int(cell_relu(p)), int(_mask_zero(p)),
+        int(emb), n, idn.shape[1], idn.ctypes.data, e.ctypes.data, wx.ctypes.data, bxn.ctypes.data,
+        wh.ctypes.data, bh.ctypes.data, wx.shape[1], cell.units, vocab, nd, nl,
+        table_t.ctypes.data, hidden.data_ptr())
     _ran_fused(p.rnn)
     return hidden
+
+
+def infer_kernel(dtype: torch.dtype, *args) -> None:
+    """``rk_infer`` for ``dtype`` with ``args`` (a module function: tests count the calls)."""
+    native.fn("rk_infer", dtype)(*args)
 
 
 def forward_no_grad(model, x: Tensor, mask: Tensor | None) -> Tensor | None:
@@ -560,8 +306,42 @@ class TrainStep:
         s2 = tuple(st["v"].view(-1).numpy() for st in states) if self.adam else s1
         flat = (tuple(pr.detach().view(-1).numpy() for pr in self.params),
                 tuple(g.view(-1).numpy() for g in self.grads), s1, s2)
-        self._views, self._ptrs, self._states = (ws, gs, flat), ptrs, states
+        tables = tuple(pointer_table(x) for x in flat)
+        sizes = np.array([pr.numel() for pr in self.params], np.int64)
+        self._views, self._ptrs, self._states = (ws, gs, (tables, sizes)), ptrs, states
         return self._views
+
+    def _args(self, w: _Work, nb: int, nt: int) -> TrainArgs:
+        """The kernel's arguments for batches of ``nb`` x ``nt`` ids on the work arrays
+        ``w`` (cached on ``w`` while the parameters' tensors stay the same)."""
+        views = self._arrays()
+        cached = w.__dict__.get("args")
+        if cached is not None and cached[0] is views:
+            return cached[1]
+        p, cell = self.p, self.p.rnn.cell
+        (e, wx, bx, wh, bh, wd, bd), grads, (tables, sizes) = views
+        a = TrainArgs()
+        a.kind, a.relu, a.mask_zero, a.binary = p.kind, cell_relu(p), _mask_zero(p), p.binary
+        a.emb, a.adam, a.nb, a.nt, a.nc, a.nl = self.embedding, self.adam, nb, nt, w.nc, w.nl
+        a.nh, a.ng, a.nk = cell.units, wx.shape[1], p.dense.units
+        a.nv = w.table_t.shape[1]
+        a.nd = e.shape[1] if self.embedding else a.nv
+        a.nthreads = native.threads()
+        for name, arr in zip(("e", "wx", "bx", "wh", "bh", "wd", "bd"),
+                             (e, wx, bx, wh, bh, wd, bd), strict=True):
+            setattr(a, name, arr.ctypes.data)
+        for name, arr in zip(("de", "dwx", "dbx", "dwh", "dbh", "dwd", "dbd"), grads,
+                             strict=True):
+            setattr(a, name, arr.ctypes.data)
+        for name in ("ids", "y", "table_t", "idl", "maskl", "xp", "hs", "hrp", "cs", "gs", "hh",
+                     "last", "h0", "dxp", "dhp", "dh0", "dc0", "dlast", "dz", "dtable_t"):
+            setattr(a, name, getattr(w, name).ctypes.data)
+        a.out = w.outn.ctypes.data
+        a.nparams = len(self.params)
+        a.params, a.grads, a.s1, a.s2 = (ctypes.addressof(t) for t in tables)
+        a.sizes = sizes.ctypes.data
+        w.__dict__["args"] = (views, a)
+        return a
 
     def _batch_work(self, nb: int, nt: int) -> _Work:
         w = self._work.get((nb, nt))
@@ -616,7 +396,7 @@ class TrainStep:
 
     def run_span(self, idn: np.ndarray, yb: np.ndarray, order: np.ndarray, n: int,
                  batch_size: int) -> tuple[np.ndarray, Tensor]:
-        """``n`` training steps in one compiled call (:func:`train_span_kernel`), batch
+        """``n`` training steps in one compiled call (``rk_train_span``), batch
         ``j`` = samples ``order[j B : (j+1) B]`` of :meth:`prepare`'s arrays: the same
         steps, in the same order and with the same random numbers, as calling the step on
         each batch. Returns the batches' losses and their outputs (n B, K). A partial last
@@ -626,15 +406,18 @@ class TrainStep:
         w = self._batch_work(batch_size, idn.shape[1])
         rml = np.stack([self._rml(w, batch_size) for _ in range(n)]) \
             if p.rnn.training and p.rnn.recurrent_dropout > 0 else w.ones[None]
-        (e, wx, bx, wh, bh, wd, bd), (de, dwx, dbx, dwh, dbh, dwd, dbd), flat = self._arrays()
+        hyper = self._hyper()
         losses = np.zeros(n, np.float64)
         outs = torch.empty((n * batch_size, p.dense.units), dtype=p.rnn.cell.kernel.dtype)
-        run_threaded(
-            train_span_kernel, p.kind, cell_relu(p), _mask_zero(p), p.binary, self.embedding,
-            idn, yb, order, n, rml, w.ids, w.y, e, wx, bx, wh, bh, wd, bd, w.table_t,
-            w.idl, w.maskl, w.xp, w.hs, w.hrp, w.cs, w.gs, w.hh, w.last, w.h0, w.dxp, w.dhp,
-            w.dh0, w.dc0, w.dlast, w.outn, w.dz, w.dtable_t, de, dwx, dbx, dwh, dbh, dwd, dbd,
-            self.adam, *flat, self._hyper(), self._steps(n), losses, outs.numpy())
+        a = self._args(w, batch_size, idn.shape[1])
+        idn, yb = np.ascontiguousarray(idn, np.int64), np.ascontiguousarray(yb, np.float64)
+        order = np.ascontiguousarray(order, np.int64)
+        a.nthreads = native.threads()
+        a.ids_all, a.y_all, a.order = idn.ctypes.data, yb.ctypes.data, order.ctypes.data
+        a.nbatch, a.n_rml, a.rml_all = n, rml.shape[0], rml.ctypes.data
+        a.hyper, a.t0 = hyper.ctypes.data, self._steps(n)
+        a.losses, a.outs = losses.ctypes.data, outs.data_ptr()
+        native.fn("rk_train_span", p.rnn.cell.kernel.dtype)(ctypes.byref(a))
         _ran_fused(p.rnn)
         return losses, outs
 

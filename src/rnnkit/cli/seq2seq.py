@@ -38,7 +38,7 @@ def add_seq_training_flags(p: argparse.ArgumentParser, *, out: str, epochs: int,
     g.add_argument("--clip-norm", type=float, default=5.0)
     g.add_argument("--seed", type=int, default=42)
     g.add_argument("--backend", default="auto",
-                   help="recurrent kernel backend (auto, reference, numba, blas, torch)")
+                   help="recurrent kernel backend (auto, reference, lanes, blas, torch)")
     g.add_argument("--out", default=out, help=f"model directory to write (default {out})")
     add_resume_arg(g)
     g.add_argument("--quiet", action="store_true", help="no progress on stderr")

@@ -8,11 +8,14 @@ prepared by ``RNN.forward`` (dropout masks already sampled, mask in input time o
 Backends:
 
 * ``reference`` -- :meth:`RNN.run_reference`, a Python loop of torch ops (any cell, device).
-* ``numba``     -- :mod:`.lanes`: whole time loop forward and backward in one compiled
+* ``lanes``     -- :mod:`.lanes`: whole time loop forward and backward in one compiled
   call each, the batch in the vector lanes, chunks of it on threads when the work is large
   enough. CPU, float32/float64, built-in cells, small units.
-* ``blas``      -- :mod:`.blas`: per-step recurrent GEMM through MKL (:mod:`.mkl`), gate
-  math fused in compiled code. CPU, float32/float64, built-in cells, large units.
+* ``blas``      -- :mod:`.blas`: per-step recurrent GEMM through MKL, gate math fused in
+  compiled code. CPU, float32/float64, built-in cells, large units.
+
+Both run C compiled by the install step (``csrc/``, loaded by :mod:`.native`); without it
+(no C compiler at install) ``auto`` runs the reference loop and warns once.
 
 Beside the backends, :mod:`rnnkit.planner` runs a whole training step (and inference) of
 the ``Embedding | OneHot -> RNN -> Dense`` classifier in one compiled call; ``rnnkit.fit``
@@ -21,12 +24,12 @@ of rnnkit above :mod:`rnnkit.cells`.
 * ``torch``     -- :mod:`.torch_nn`: ``torch.lstm``/``torch.gru``/``torch.rnn_*`` (cuDNN on
   CUDA); no recurrent dropout, masks only as post-padding and not with ``go_backwards``.
 
-``backend="auto"`` picks ``numba`` (units <= :data:`NUMBA_MAX_UNITS`) or ``blas`` on CPU, the
+``backend="auto"`` picks ``lanes`` (units <= :data:`LANES_MAX_UNITS`) or ``blas`` on CPU, the
 ``torch`` path on CUDA when it supports the call, else ``reference``.
 """
 
 from __future__ import annotations
 
-from .dispatch import BACKENDS, MODULES, NUMBA_MAX_UNITS, run, select, unsupported
+from .dispatch import ALIASES, BACKENDS, LANES_MAX_UNITS, MODULES, run, select, unsupported
 
-__all__ = ["BACKENDS", "MODULES", "NUMBA_MAX_UNITS", "run", "select", "unsupported"]
+__all__ = ["ALIASES", "BACKENDS", "LANES_MAX_UNITS", "MODULES", "run", "select", "unsupported"]

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Callable
 from functools import partial
 
 import torch
 from torch import Tensor
 
+from . import native
+
 Backend = Callable[..., tuple[Tensor, tuple[Tensor, ...]]]
 
-#: auto-dispatch threshold: per-sequence loops up to this many units, per-step BLAS above.
-NUMBA_MAX_UNITS = 64
+#: auto-dispatch threshold: the lanes kernels up to this many units, per-step BLAS above.
+LANES_MAX_UNITS = 64
+#: older names of backends, still accepted (``"numba"``: the lanes kernels were Numba code)
+ALIASES = {"numba": "lanes"}
 
 
 def _reference(layer, x, state, mask, in_mask, rec_mask):
@@ -20,7 +23,7 @@ def _reference(layer, x, state, mask, in_mask, rec_mask):
 
 
 #: module implementing each fused backend
-MODULES = {"numba": "lanes", "blas": "blas"}
+MODULES = {"lanes": "lanes", "blas": "blas"}
 
 
 def _fused(module: str, layer, x, state, mask, in_mask, rec_mask):
@@ -40,7 +43,7 @@ def _torch(layer, x, state, mask, in_mask, rec_mask):
 
 BACKENDS: dict[str, Backend] = {
     "reference": _reference,
-    "numba": partial(_fused, "lanes"),
+    "lanes": partial(_fused, "lanes"),
     "blas": partial(_fused, "blas"),
     "torch": _torch,
 }
@@ -65,8 +68,8 @@ def unsupported(name: str, layer, x: Tensor, mask: Tensor | None,
         return torch_unsupported(layer, x, mask, rec_mask)
     if x.device.type != "cpu":
         return f"device {x.device} (CPU only)"
-    if name == "blas" and importlib.util.find_spec("scipy") is None:
-        return "scipy is not installed (numba's BLAS calls need it)"
+    if not native.available():
+        return f"the compiled kernels are unavailable ({native.why_unavailable()})"
     return None
 
 
@@ -78,17 +81,22 @@ def select(layer, x: Tensor, mask: Tensor | None, in_mask: Tensor | None,
     if x.device.type == "meta":
         return "reference"
     if layer.backend != "auto":
-        if layer.backend not in BACKENDS:
+        name = ALIASES.get(layer.backend, layer.backend)
+        if name not in BACKENDS:
             raise ValueError(f"unknown backend {layer.backend!r}; available: {sorted(BACKENDS)}")
-        why = unsupported(layer.backend, layer, x, mask, rec_mask)
+        why = unsupported(name, layer, x, mask, rec_mask)
         if why is not None:
             raise ValueError(f"backend {layer.backend!r} cannot run this call: {why}")
-        return layer.backend
+        return name
     if x.device.type == "cpu":
-        name = "numba" if layer.cell.units <= NUMBA_MAX_UNITS else "blas"
+        name = "lanes" if layer.cell.units <= LANES_MAX_UNITS else "blas"
     else:
         name = "torch"
-    return name if unsupported(name, layer, x, mask, rec_mask) is None else "reference"
+    if unsupported(name, layer, x, mask, rec_mask) is None:
+        return name
+    if x.device.type == "cpu" and not native.available():
+        native.warn_once()
+    return "reference"
 
 
 def run(layer, x, state, mask, in_mask, rec_mask):

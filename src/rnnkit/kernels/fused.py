@@ -1,4 +1,4 @@
-"""Autograd glue shared by the fused CPU backends (``numba`` and ``blas``).
+"""Autograd glue shared by the fused CPU backends (``lanes`` and ``blas``).
 
 A backend call computes, like :meth:`rnnkit.recurrent.RNN.run_reference`::
 

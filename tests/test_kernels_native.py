@@ -1,34 +1,32 @@
-"""The BLAS binding of the ``blas`` backend (rnnkit.kernels.mkl) and the backend on it.
+"""The compiled kernels' library (rnnkit.kernels.native): loading, its BLAS binding, the
+fallback without it, and the ``blas`` backend on it.
 
 Oracle: ``torch.mm`` for the GEMM (random shapes, both transposes, float32/float64, strided
 row views); ``backend="reference"`` for the layers (as in test_kernels.py, here with units
-above the numba threshold so the per-step GEMMs run on real sizes).
+above the lanes threshold so the per-step GEMMs run on real sizes).
 """
 
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from numba import njit
 from test_kernels import _build_same, _pair, assert_same
 
 from rnnkit import GRU, LSTM, SimpleRNN, lengths_to_mask
-from rnnkit.kernels import mkl
+from rnnkit.kernels import native
 
 SETTINGS = settings(max_examples=30, deadline=None, derandomize=True)
 
 
-@njit(cache=False)
-def _gemm(a, b, c, ta, tb, alpha, beta):
-    mkl.gemm(a, b, c, ta, tb, alpha, beta)
-
-
 def _torch_has_blas() -> bool:
     import ctypes
-    import os
 
     path = os.path.join(os.path.dirname(torch.__file__), "lib", "libtorch_cpu.so")
     try:
@@ -38,13 +36,14 @@ def _torch_has_blas() -> bool:
         return False
 
 
-def test_source_is_torch_mkl_when_exported():
-    assert mkl.SOURCE in ("mkl", "scipy")
-    assert set(mkl.ADDRESSES) == {"rnnkit_sgemm", "rnnkit_dgemm", "rnnkit_blas_threads_local"}
-    import os
-
+def test_library_is_built_by_the_install_and_loaded():
+    """``make venv`` (pip install) compiles the kernels; nothing is compiled at first use."""
+    assert native.available(), native.why_unavailable()
+    assert native.PATH.exists()
+    assert native.BLAS in ("mkl", "scipy")
     if _torch_has_blas() and not os.environ.get("RNNKIT_NO_MKL"):
-        assert mkl.SOURCE == "mkl"
+        assert native.BLAS == "mkl"
+        assert set(native.ADDRESSES) >= {"sgemm", "dgemm"}
 
 
 @SETTINGS
@@ -63,56 +62,27 @@ def test_gemm_matches_torch_mm(m, n, k, ta, tb, dtype, beta, pad, seed):
     want = (0.75 * (torch.from_numpy(a.T if ta else a).double()
                     @ torch.from_numpy(b.T if tb else b).double())
             + beta * torch.from_numpy(c).double())
-    _gemm(a, b, c, ta, tb, 0.75, beta)
+    native.gemm(a, b, c, ta, tb, 0.75, beta)
     tol = 1e-4 if dtype == np.float32 else 1e-12
     torch.testing.assert_close(torch.from_numpy(c).double(), want, rtol=tol, atol=tol)
-
-
-@njit(cache=False)
-def _gemm_unchecked(a, b, c, ta, tb, alpha, beta):
-    mkl.gemm_unchecked(a, b, c, ta, tb, alpha, beta)
-
-
-@SETTINGS
-@given(m=st.integers(1, 30), n=st.integers(1, 30), k=st.integers(1, 30), ta=st.booleans(),
-       tb=st.booleans(), pad=st.integers(0, 3), seed=st.integers(0, 99))
-def test_gemm_unchecked_matches_gemm(m, n, k, ta, tb, pad, seed):
-    rng = np.random.default_rng(seed)
-
-    def mat(rows, cols):
-        return rng.standard_normal((rows, cols + pad)).astype(np.float32)[:, :cols]
-
-    a = mat(k, m) if ta else mat(m, k)
-    b = mat(n, k) if tb else mat(k, n)
-    c = rng.standard_normal((m, n + pad)).astype(np.float32)
-    c1, c2 = c.copy()[:, :n], c.copy()[:, :n]  # same layout, so MKL takes the same path
-    _gemm(a, b, c1, ta, tb, 0.5, 1.0)
-    _gemm_unchecked(a, b, c2, ta, tb, 0.5, 1.0)
-    np.testing.assert_array_equal(c1, c2)
-
-
-@njit(cache=False)
-def _threads_local(n):
-    return mkl.blas_threads_local(n)
 
 
 def test_blas_threads_local_returns_and_restores():
     """The per-thread BLAS setting the lanes kernels use around their per-step GEMMs: set 1,
     get the previous value back, restore it (MKL: 0 means "follow the global setting");
-    with SciPy's BLAS it is a no-op that echoes its argument."""
-    old = _threads_local(1)
-    assert _threads_local(old) == (1 if mkl.SOURCE == "mkl" else old)
+    without MKL it is a no-op returning 0."""
+    old = native.blas_threads_local(1)
+    assert native.blas_threads_local(old) == (1 if "threads_local" in native.ADDRESSES else 0)
     assert old >= 0
 
 
 def test_gemm_rejects_bad_shapes_and_strides():
     a = np.ones((3, 4), np.float32)
     with pytest.raises(ValueError, match="shapes"):
-        _gemm(a, np.ones((3, 2), np.float32), np.ones((3, 2), np.float32), False, False, 1.0,
-              0.0)
+        native.gemm(a, np.ones((3, 2), np.float32), np.ones((3, 2), np.float32))
     with pytest.raises(ValueError, match="contiguous"):
-        _gemm(np.ones((3, 8), np.float32)[:, ::2], np.ones((4, 2), np.float32),
-              np.ones((3, 2), np.float32), False, False, 1.0, 0.0)
+        native.gemm(np.ones((3, 8), np.float32)[:, ::2], np.ones((4, 2), np.float32),
+                    np.ones((3, 2), np.float32))
 
 
 def test_gemm_follows_torch_threads():
@@ -121,11 +91,47 @@ def test_gemm_follows_torch_threads():
         torch.set_num_threads(1)
         a = np.random.default_rng(0).standard_normal((64, 64)).astype(np.float32)
         c = np.empty_like(a)
-        _gemm(a, a, c, False, False, 1.0, 0.0)
+        native.gemm(a, a, c)
         np.testing.assert_allclose(c, a @ a, rtol=1e-4, atol=1e-4)
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(n)
+
+
+_FALLBACK = """
+import warnings, torch
+from rnnkit import LSTM, Sequential, Embedding, Dense, train
+from rnnkit.kernels import native
+assert not native.available() and "RNNKIT_NO_KERNELS" in native.why_unavailable()
+m = Sequential(Embedding(20, 4), LSTM(6), Dense(1, activation="sigmoid"))
+x = torch.randint(1, 20, (16, 5)); y = torch.randint(0, 2, (16,)).float()
+h = train.fit(m, x, y, epochs=1, batch_size=8, verbose=0, optimizer="adam")
+assert m[1].last_backend == "reference" and not h.params["fused_step"], h.params
+assert train.predict(m, x).shape == (16, 1)
+print("ok")
+"""
+
+
+def test_without_the_library_everything_runs_on_the_reference():
+    """A machine where the install could not compile (simulated by RNNKIT_NO_KERNELS):
+    layers, fit and predict still work, on the reference loop."""
+    env = {**os.environ, "RNNKIT_NO_KERNELS": "1"}
+    r = subprocess.run([sys.executable, "-c", _FALLBACK], env=env, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip() == "ok"
+
+
+def test_missing_library_warns_once_with_the_fix(monkeypatch):
+    monkeypatch.setattr(native, "_WHY", "librnnkit_kernels.so was not built at install")
+    monkeypatch.setattr(native, "_warned", False)
+    with pytest.warns(RuntimeWarning, match="not built at install"):
+        native.warn_once()
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        native.warn_once()  # once per process
 
 
 CELLS = {"simple": SimpleRNN, "lstm": LSTM, "gru": GRU}

@@ -1,0 +1,105 @@
+/* rnnkit's CPU kernels, compiled by the install step (setup.py builds this file with the C
+ * compiler of the machine; nothing is compiled at first use). Loaded with ctypes by
+ * rnnkit/kernels/native.py, which documents every entry point; the equations are those of
+ * rnnkit/cells.py and the Python docstrings of kernels/lanes.py, kernels/blas.py and
+ * rnnkit/planner.py. The body (kernels.h) is included twice: float32 and float64.
+ *
+ * BLAS: the Fortran ?gemm_ whose addresses rk_set_blas receives (torch's MKL, or SciPy's
+ * BLAS); a plain loop when none was given. Threads: OpenMP (the runtime torch loaded),
+ * with the thread count passed by the caller on every call.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#define RK_ABI_VERSION 1
+/* recurrent weights with at least this many entries (units x gates*units) take the per-step
+ * products of the lanes kernels through BLAS (one thread per chunk); smaller ones through
+ * the compiled loop, faster there (rnnkit.kernels.lanes.GEMM_MIN reads it) */
+#define RK_GEMM_MIN 256
+
+/* The chunk functions are compiled twice on x86-64 (AVX2 + FMA, and the baseline), the
+ * loader picks one for the CPU: the install step may build on one machine for another. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(RK_NO_CLONES)
+#define RK_CLONES __attribute__((target_clones("arch=haswell", "default")))
+#else
+#define RK_CLONES
+#endif
+
+int rk_gemm_min(void) { return RK_GEMM_MIN; }
+
+typedef void (*rk_sgemm_t)(const char *, const char *, const int64_t *, const int64_t *,
+                           const int64_t *, const float *, const float *, const int64_t *,
+                           const float *, const int64_t *, const float *, float *,
+                           const int64_t *);
+typedef void (*rk_dgemm_t)(const char *, const char *, const int64_t *, const int64_t *,
+                           const int64_t *, const double *, const double *, const int64_t *,
+                           const double *, const int64_t *, const double *, double *,
+                           const int64_t *);
+typedef int (*rk_threads_local_t)(int);
+
+static rk_sgemm_t g_sgemm = 0;
+static rk_dgemm_t g_dgemm = 0;
+static rk_threads_local_t g_threads_local = 0;
+
+int rk_abi_version(void) { return RK_ABI_VERSION; }
+
+/* Registers the BLAS (any pointer may be 0: a plain loop / no per-thread setting). */
+void rk_set_blas(void *sgemm, void *dgemm, void *threads_local) {
+    g_sgemm = (rk_sgemm_t)sgemm;
+    g_dgemm = (rk_dgemm_t)dgemm;
+    g_threads_local = (rk_threads_local_t)threads_local;
+}
+
+int rk_has_openmp(void) {
+#ifdef _OPENMP
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+/* The calling thread's BLAS threads become n; returns the previous count. */
+static int rk_blas_threads_local(int n) { return g_threads_local ? g_threads_local(n) : 0; }
+
+int rk_blas_threads_local_call(int n) { return rk_blas_threads_local(n); }
+
+/* tanh as x P(x^2) / Q(x^2) on |x| <= 7.905 (Eigen/XLA's float32 approximation, max abs
+ * error 3e-7): branch- and call-free, so the loops over lanes vectorise. */
+#define RK_TANH_BODY(T)                                                                  \
+    const T lim = (T)7.90531110763549805;                                                \
+    x = x < -lim ? -lim : (x > lim ? lim : x);                                           \
+    T x2 = x * x;                                                                        \
+    T p = x2 * (T)-2.76076847742355e-16 + (T)2.00018790482477e-13;                       \
+    p = x2 * p + (T)-8.60467152213735e-11;                                               \
+    p = x2 * p + (T)5.12229709037114e-08;                                                \
+    p = x2 * p + (T)1.48572235717979e-05;                                                \
+    p = x2 * p + (T)6.37261928875436e-04;                                                \
+    p = x2 * p + (T)4.89352455891786e-03;                                                \
+    T q = x2 * (T)1.19825839466702e-06 + (T)1.18534705686654e-04;                        \
+    q = x2 * q + (T)2.26843463243900e-03;                                                \
+    q = x2 * q + (T)4.89352518554385e-03;                                                \
+    return x * p / q;
+
+static inline __attribute__((always_inline)) float rk_tanh_f32(float x) { RK_TANH_BODY(float) }
+static inline __attribute__((always_inline)) double rk_tanh_f64(double x) { RK_TANH_BODY(double) }
+
+#define R float
+#define S(name) name##_f32
+#define RK_GEMM_FN g_sgemm
+#include "kernels.h"
+#undef R
+#undef S
+#undef RK_GEMM_FN
+
+#define R double
+#define S(name) name##_f64
+#define RK_GEMM_FN g_dgemm
+#include "kernels.h"
+#undef R
+#undef S
+#undef RK_GEMM_FN
