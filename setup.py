@@ -7,6 +7,7 @@ native.why_unavailable`` says why)."""
 from __future__ import annotations
 
 import os
+import platform
 import sys
 
 from setuptools import Extension, setup
@@ -24,8 +25,9 @@ class BuildKernels(build_ext):
         return os.path.join(*fullname.split(".")[:-1], "lib" + fullname.split(".")[-1] + ".so")
 
     def build_extension(self, ext: Extension) -> None:
+        variant = list(ext.extra_compile_args or [])
         for extra in (["-fopenmp"], []):
-            ext.extra_compile_args = FLAGS + extra
+            ext.extra_compile_args = FLAGS + variant + extra
             ext.extra_link_args = list(extra)
             try:
                 super().build_extension(ext)
@@ -37,10 +39,16 @@ class BuildKernels(build_ext):
               "for the fast kernels.", file=sys.stderr)
 
 
-setup(
-    ext_modules=[Extension("rnnkit.kernels.rnnkit_kernels",
-                           sources=["src/rnnkit/kernels/csrc/rnnkit_kernels.c"],
-                           depends=["src/rnnkit/kernels/csrc/kernels.h"], libraries=["m"],
-                           optional=True)],
-    cmdclass={"build_ext": BuildKernels},
-)
+def _kernels(name: str, flags: list[str]) -> Extension:
+    return Extension(f"rnnkit.kernels.{name}", sources=["src/rnnkit/kernels/csrc/rnnkit_kernels.c"],
+                     depends=["src/rnnkit/kernels/csrc/kernels.h"], libraries=["m"],
+                     extra_compile_args=flags, optional=True)
+
+
+# the baseline build runs on any CPU of the architecture; on x86-64 a second build with AVX2
+# and FMA (8 float32 lanes, fused multiply-add) is loaded where the CPU has them
+EXTENSIONS = [_kernels("rnnkit_kernels", [])]
+if platform.machine().lower() in ("x86_64", "amd64"):
+    EXTENSIONS.append(_kernels("rnnkit_kernels_avx2", ["-mavx2", "-mfma", "-DRK_VARIANT=1"]))
+
+setup(ext_modules=EXTENSIONS, cmdclass={"build_ext": BuildKernels})

@@ -50,7 +50,6 @@ def _best(fn, repeat: int) -> float:
 
 def _model(row: dict, impl: str):
     """(module, vocab, classes, time) for a row; forward(ids) -> logits (B, T, K)."""
-    import torch
     from torch import nn
 
     import rnnkit

@@ -115,20 +115,32 @@ def test_one_step_last_output(cell, backend):
 
 
 @pytest.mark.parametrize("cell", sorted(CELLS))
-def test_float32_auto_uses_lanes(cell):
+def test_float32_auto_with_mask_and_dropout_uses_blas(cell):
     ref, fused = _pair(CELLS[cell], "auto", units=6, return_sequences=True,
                        recurrent_dropout=0.2)
     _build_same(ref, fused, 3, torch.float32)
     x = torch.randn(5, 7, 3)
     mask = lengths_to_mask([7, 3, 5, 1, 6], 7)
     assert_same(ref, fused, x, mask=mask)
-    assert fused.last_backend == "lanes"
+    assert fused.last_backend == "blas"
 
 
-def test_auto_uses_blas_above_threshold():
-    layer = LSTM(LANES_MAX_UNITS + 1)
-    layer(torch.randn(2, 3, 2))
-    assert layer.last_backend == "blas"
+@pytest.mark.parametrize("units", [6, LANES_MAX_UNITS + 1])
+def test_auto_cpu_order(units):
+    """dispatch.CPU_ORDER: blas for SimpleRNN and GRU; torch.nn's oneDNN path for unmasked
+    float32 LSTM (equal to the reference), blas for masked or float64 LSTM."""
+    for cls in (SimpleRNN, GRU):
+        layer = cls(units)
+        layer(torch.randn(2, 3, 2))
+        assert layer.last_backend == "blas"
+    ref, fused = _pair(LSTM, "auto", units=units, return_sequences=True)
+    _build_same(ref, fused, 2, torch.float32)
+    assert_same(ref, fused, torch.randn(4, 5, 2))
+    assert fused.last_backend == "torch"
+    fused(torch.randn(4, 5, 2), mask=lengths_to_mask([5, 2, 3, 1], 5))
+    assert fused.last_backend == "blas"
+    fused.double()(torch.randn(4, 5, 2, dtype=torch.float64))
+    assert fused.last_backend == "blas"
 
 
 @pytest.mark.parametrize("cell", sorted(CELLS))
@@ -142,8 +154,8 @@ def test_bidirectional(cell, mode):
     x = torch.randn(3, 5, 3, dtype=torch.float64)
     mask = lengths_to_mask([5, 2, 4], 5, padding="pre")
     assert_same(ref, fused, x, mask=mask)
-    assert fused.last_backend == "lanes"
-    assert fused.backward_layer.last_backend == "lanes"
+    assert fused.last_backend == "blas"
+    assert fused.backward_layer.last_backend == "blas"
 
 
 @pytest.mark.parametrize("cell", sorted(CELLS))
@@ -170,7 +182,7 @@ def test_stacked_with_embedding_mask(cell):
     torch.testing.assert_close(out[1][0], out[0][0], rtol=0, atol=1e-5)
     for a, b in zip(out[0][1], out[1][1], strict=True):
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4 * max(1.0, a.abs().max().item()))
-    assert fused[1].last_backend == fused[2].last_backend == "lanes"
+    assert fused[1].last_backend == fused[2].last_backend == "blas"
 
 
 @pytest.mark.parametrize("cell", sorted(CELLS))
@@ -235,7 +247,7 @@ def test_embedding_fold_matches_reference(cell, back):
         torch.manual_seed(11)
         y = m(ids)
         out.append((y, torch.autograd.grad((y * y).sum(), list(m.parameters()))))
-    assert fused[1].embedding_folded and fused[1].last_backend == "lanes"
+    assert fused[1].embedding_folded and fused[1].last_backend == "blas"
     torch.testing.assert_close(out[1][0], out[0][0], rtol=0, atol=1e-5)
     for a, b in zip(out[0][1], out[1][1], strict=True):
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4 * max(1.0, a.abs().max().item()))
@@ -244,10 +256,10 @@ def test_embedding_fold_matches_reference(cell, back):
 
 
 def test_embedding_not_folded_with_input_dropout():
-    m = rnnkit.Sequential(rnnkit.Embedding(9, 3), LSTM(4, dropout=0.5), input_shape=(5,))
+    m = rnnkit.Sequential(rnnkit.Embedding(9, 3), GRU(4, dropout=0.5), input_shape=(5,))
     m.train()
     m(torch.randint(0, 9, (8, 5)))
-    assert m[1].last_backend == "lanes" and not m[1].embedding_folded
+    assert m[1].last_backend == "blas" and not m[1].embedding_folded
     m.eval()
     m(torch.randint(0, 9, (8, 5)))
     assert m[1].embedding_folded

@@ -100,10 +100,10 @@ def test_gemm_follows_torch_threads():
 
 _FALLBACK = """
 import warnings, torch
-from rnnkit import LSTM, Sequential, Embedding, Dense, train
+from rnnkit import GRU, Sequential, Embedding, Dense, train
 from rnnkit.kernels import native
 assert not native.available() and "RNNKIT_NO_KERNELS" in native.why_unavailable()
-m = Sequential(Embedding(20, 4), LSTM(6), Dense(1, activation="sigmoid"))
+m = Sequential(Embedding(20, 4), GRU(6), Dense(1, activation="sigmoid"))
 x = torch.randint(1, 20, (16, 5)); y = torch.randint(0, 2, (16,)).float()
 h = train.fit(m, x, y, epochs=1, batch_size=8, verbose=0, optimizer="adam")
 assert m[1].last_backend == "reference" and not h.params["fused_step"], h.params

@@ -24,8 +24,11 @@ of rnnkit above :mod:`rnnkit.cells`.
 * ``torch``     -- :mod:`.torch_nn`: ``torch.lstm``/``torch.gru``/``torch.rnn_*`` (cuDNN on
   CUDA); no recurrent dropout, masks only as post-padding and not with ``go_backwards``.
 
-``backend="auto"`` picks ``lanes`` (units <= :data:`LANES_MAX_UNITS`) or ``blas`` on CPU, the
-``torch`` path on CUDA when it supports the call, else ``reference``.
+``backend="auto"`` picks, on the CPU, ``blas`` for SimpleRNN and GRU and the ``torch`` path
+(oneDNN) for unmasked float32 LSTM, else ``blas`` (:data:`.dispatch.CPU_ORDER`, with the
+measurements behind it); on CUDA the ``torch`` path when it supports the call; otherwise
+``reference``. The ``lanes`` kernels run inside the fused classifier step of
+:mod:`rnnkit.planner` and when asked for by name.
 """
 
 from __future__ import annotations

@@ -12,8 +12,15 @@ from . import native
 
 Backend = Callable[..., tuple[Tensor, tuple[Tensor, ...]]]
 
-#: auto-dispatch threshold: the lanes kernels up to this many units, per-step BLAS above.
+#: the lanes kernels (and the fused classifier step on them) take layers up to this many units
 LANES_MAX_UNITS = 64
+#: ``auto`` on the CPU, per cell, tried in order (the first that supports the call runs).
+#: Measured per layer (benchmarks/shapes.py, docs/benchmarks.md): ``blas`` beats the lanes
+#: kernel as a per-layer backend at every size (the lanes layout costs a transpose of the
+#: inputs, outputs and gradients per call; it wins inside the fused classifier step, where
+#: there is none) and beats torch.nn for SimpleRNN and GRU; for LSTM torch.nn's CPU path
+#: (oneDNN's fused LSTM, float32, unmasked) is faster still, so LSTM takes it when it can.
+CPU_ORDER = {"simple": ("blas",), "gru": ("blas",), "lstm": ("torch", "blas")}
 #: older names of backends, still accepted (``"numba"``: the lanes kernels were Numba code)
 ALIASES = {"numba": "lanes"}
 
@@ -88,13 +95,16 @@ def select(layer, x: Tensor, mask: Tensor | None, in_mask: Tensor | None,
         if why is not None:
             raise ValueError(f"backend {layer.backend!r} cannot run this call: {why}")
         return name
-    if x.device.type == "cpu":
-        name = "lanes" if layer.cell.units <= LANES_MAX_UNITS else "blas"
-    else:
-        name = "torch"
-    if unsupported(name, layer, x, mask, rec_mask) is None:
-        return name
-    if x.device.type == "cpu" and not native.available():
+    if x.device.type != "cpu":
+        return "torch" if unsupported("torch", layer, x, mask, rec_mask) is None else "reference"
+    from .fused import cell_kind
+
+    for name in CPU_ORDER.get(cell_kind(layer.cell) or "", ()):
+        if name == "torch" and (mask is not None or x.dtype != torch.float32):
+            continue  # oneDNN's LSTM: float32 without packed sequences only
+        if unsupported(name, layer, x, mask, rec_mask) is None:
+            return name
+    if not native.available():
         native.warn_once()
     return "reference"
 

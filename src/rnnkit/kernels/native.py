@@ -17,6 +17,9 @@ torch has loaded) over as many threads as the caller passes (:func:`threads`, to
 Their BLAS is torch's MKL (``sgemm_``/``dgemm_`` exported by ``libtorch_cpu``), else SciPy's,
 else a plain loop (:data:`BLAS`).
 
+Two builds: the baseline, and on x86-64 one with AVX2 + FMA, loaded where the CPU has them
+(``RNNKIT_BASELINE_KERNELS=1`` forces the baseline; :data:`PATH` says which was loaded).
+
 When the library is missing (no C compiler at install) or ``RNNKIT_NO_KERNELS`` is set,
 :data:`LIB` is None, :func:`why_unavailable` says why, and the layers run the reference
 loop or torch.nn (one warning per process, from :func:`warn_once`).
@@ -34,7 +37,10 @@ from pathlib import Path
 import torch
 
 ABI_VERSION = 1
-PATH = Path(__file__).with_name("librnnkit_kernels.so")
+#: the baseline build, and the AVX2 + FMA build loaded instead where the CPU has them
+BASE_PATH = Path(__file__).with_name("librnnkit_kernels.so")
+AVX2_PATH = Path(__file__).with_name("librnnkit_kernels_avx2.so")
+PATH = BASE_PATH
 
 #: where the kernels' BLAS comes from: "mkl" (torch's), "scipy", or "loop" (no BLAS found)
 BLAS: str = "loop"
@@ -98,6 +104,7 @@ def find_blas(prefer_mkl: bool = True) -> tuple[str, dict[str, int]]:
 
 def _declare(lib: ctypes.CDLL) -> None:
     lib.rk_abi_version.restype = _I
+    lib.rk_variant.restype = _I
     lib.rk_gemm_min.restype = _I
     lib.rk_has_openmp.restype = _I
     lib.rk_set_blas.argtypes = [_P, _P, _P]
@@ -122,14 +129,20 @@ def _declare(lib: ctypes.CDLL) -> None:
 
 
 def _load() -> tuple[ctypes.CDLL | None, str | None]:
-    global BLAS, ADDRESSES
+    global BLAS, ADDRESSES, PATH
     if os.environ.get("RNNKIT_NO_KERNELS"):
         return None, "RNNKIT_NO_KERNELS is set"
-    if not PATH.exists():
-        return None, (f"{PATH.name} was not built at install (no C compiler?); install gcc "
-                      "and reinstall rnnkit (pip install -e . or make venv) for the fast path")
+    if not BASE_PATH.exists():
+        return None, (f"{BASE_PATH.name} was not built at install (no C compiler?); install "
+                      "gcc and reinstall rnnkit (pip install -e . or make venv) for the fast "
+                      "path")
     try:
+        PATH = BASE_PATH
         lib = ctypes.CDLL(str(PATH))
+        if (AVX2_PATH.exists() and lib.rk_cpu_has_avx2()
+                and not os.environ.get("RNNKIT_BASELINE_KERNELS")):
+            PATH = AVX2_PATH
+            lib = ctypes.CDLL(str(PATH))
         if lib.rk_abi_version() != ABI_VERSION:
             return None, (f"{PATH.name} is from another rnnkit version (ABI "
                           f"{lib.rk_abi_version()}, expected {ABI_VERSION}); reinstall rnnkit")

@@ -179,7 +179,7 @@ AI void S(get_mask)(R *m, const uint8_t *mask, int64_t c, int64_t t, int64_t nt,
 }
 
 /* ------------------------------------------------------------------ lanes: forward */
-RK_CLONES __attribute__((noinline)) static void S(fwd_chunk)(
+__attribute__((noinline)) static void S(fwd_chunk)(
     int64_t c, int kind, int relu, int blas, int64_t ng, int64_t nt, int64_t nl, int64_t nh,
     int64_t ntk, const R *xp, const R *h0, const R *c0, const R *w, const R *bh,
     const uint8_t *mask, const R *rm, R *hs, R *hrp, R *cs, R *gs, R *hh, R *last) {
@@ -283,7 +283,7 @@ AI void S(gru_back)(const R *restrict gh, const R *restrict g, const R *restrict
         }
 }
 
-RK_CLONES __attribute__((noinline)) static void S(bwd_chunk)(
+__attribute__((noinline)) static void S(bwd_chunk)(
     int64_t c, int kind, int relu, int blas, int seq, int64_t ng, int64_t nt, int64_t nl,
     int64_t nh, const R *hs, const R *h0, const R *cs, const R *c0, const R *gs, const R *hh,
     const R *w, const uint8_t *mask, const R *rm, const R *dys, const R *dlast, const R *dhT,
@@ -437,7 +437,7 @@ static void S(table)(int emb, const R *e, const R *wx, const R *bx, R *table_t, 
     }
 }
 
-RK_CLONES __attribute__((noinline)) static void S(gather_chunk)(int64_t c, const int64_t *ids, int64_t nb,
+__attribute__((noinline)) static void S(gather_chunk)(int64_t c, const int64_t *ids, int64_t nb,
                                                       int64_t nt, int mask_zero,
                                                       const R *table_t, int64_t nv, int64_t *idl,
                                                       uint8_t *maskl, R *xp, int64_t ng,
@@ -460,7 +460,7 @@ RK_CLONES __attribute__((noinline)) static void S(gather_chunk)(int64_t c, const
 }
 
 /* dT^T[g, id] += dxp[c, g, t, i] for one gate row g (padding lanes carry a zero gradient). */
-RK_CLONES __attribute__((noinline)) static void S(scatter_row)(int64_t g, const int64_t *idl, const R *dxp,
+__attribute__((noinline)) static void S(scatter_row)(int64_t g, const int64_t *idl, const R *dxp,
                                                      R *dtable_t, int64_t nc, int64_t ng,
                                                      int64_t nt, int64_t nl, int64_t nv) {
     R *row = dtable_t + g * nv;
@@ -636,7 +636,7 @@ void S(rk_train_span)(S(rk_train_args) *a) {
     if (one) rk_blas_threads_local(old);
 }
 
-RK_CLONES __attribute__((noinline)) static void S(infer_chunk)(int64_t c, int kind, int relu,
+__attribute__((noinline)) static void S(infer_chunk)(int64_t c, int kind, int relu,
                                                      int mask_zero, const int64_t *ids,
                                                      int64_t nb, int64_t nt, const R *table_t,
                                                      int64_t nv, const R *wh, const R *bh,
@@ -748,7 +748,7 @@ AI void S(gru_row_bwd)(const R *restrict gh, const R *restrict g, const R *restr
     for (int64_t j = 0; j < nh; j++) dh[j] = gh[j] * g[j];
 }
 
-RK_CLONES __attribute__((noinline)) static void S(blas_fwd_row)(
+__attribute__((noinline)) static void S(blas_fwd_row)(
     int64_t b, int64_t t, int64_t tg, int kind, int relu, int use_rm, int seq, int keep,
     int64_t nb, int64_t nt, int64_t nh, int64_t ng, const R *xp, R *h, R *c, const R *bh,
     const uint8_t *mask, const R *rm, R *hr, R *p, R *hs, R *cs, R *gates, R *hhs, R *y,
@@ -820,7 +820,7 @@ AI void S(take_q)(R *restrict dh, const R *restrict q, const R *restrict rm, int
     }
 }
 
-RK_CLONES __attribute__((noinline)) static void S(blas_bwd_row)(
+__attribute__((noinline)) static void S(blas_bwd_row)(
     int64_t b, int64_t t, int kind, int relu, int use_rm, int seq, int64_t nb, int64_t nt,
     int64_t nh, int64_t ng, const R *hs, const R *cs, const R *gates, const R *hhs,
     const uint8_t *mask, const R *rm, const R *dy, const R *dlast, R *dh, R *dc, R *dxp,

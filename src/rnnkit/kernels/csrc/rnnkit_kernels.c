@@ -22,13 +22,24 @@
  * the compiled loop, faster there (rnnkit.kernels.lanes.GEMM_MIN reads it) */
 #define RK_GEMM_MIN 256
 
-/* The chunk functions are compiled twice on x86-64 (AVX2 + FMA, and the baseline), the
- * loader picks one for the CPU: the install step may build on one machine for another. */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(RK_NO_CLONES)
-#define RK_CLONES __attribute__((target_clones("arch=haswell", "default")))
-#else
-#define RK_CLONES
+/* setup.py compiles this file twice on x86-64: the baseline (librnnkit_kernels.so) and with
+ * AVX2 + FMA (librnnkit_kernels_avx2.so, RK_VARIANT 1); rnnkit.kernels.native loads the
+ * second where rk_cpu_has_avx2() of the first says the CPU has them. */
+#ifndef RK_VARIANT
+#define RK_VARIANT 0
 #endif
+#define RK_CLONES
+
+int rk_variant(void) { return RK_VARIANT; }
+
+int rk_cpu_has_avx2(void) {
+#if defined(__x86_64__) && defined(__GNUC__)
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+    return 0;
+#endif
+}
 
 int rk_gemm_min(void) { return RK_GEMM_MIN; }
 
