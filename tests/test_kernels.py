@@ -135,11 +135,13 @@ def test_auto_cpu_order(units):
         assert layer.last_backend == "blas"
     ref, fused = _pair(LSTM, "auto", units=units, return_sequences=True)
     _build_same(ref, fused, 2, torch.float32)
-    assert_same(ref, fused, torch.randn(4, 5, 2))
+    assert_same(ref, fused, torch.randn(32, 8, 2))  # 256 sequence-steps: dispatch.ONEDNN_MIN_STEPS
     assert fused.last_backend == "torch"
-    fused(torch.randn(4, 5, 2), mask=lengths_to_mask([5, 2, 3, 1], 5))
+    fused(torch.randn(32, 7, 2))
     assert fused.last_backend == "blas"
-    fused.double()(torch.randn(4, 5, 2, dtype=torch.float64))
+    fused(torch.randn(32, 8, 2), mask=lengths_to_mask([8, 2, 3, 1] * 8, 8))
+    assert fused.last_backend == "blas"
+    fused.double()(torch.randn(32, 8, 2, dtype=torch.float64))
     assert fused.last_backend == "blas"
 
 
