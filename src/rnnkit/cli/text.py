@@ -6,7 +6,10 @@
     rnnkit evaluate MODEL [--file other.csv]
     rnnkit predict MODEL "some text"
 
-Two labels train a sigmoid output, more a softmax. A seeded ``--test-fraction`` of the file
+Two labels train a sigmoid output, more a softmax. Multi-label data (``--label-sep '|'`` for
+fields like ``sports|politics``, or several columns ``--label-col hate,bias``; the value of
+``--no-label`` means none) train one sigmoid per label and report per-label, macro and micro
+F1. A seeded ``--test-fraction`` of the file
 is held out as the test set (or give ``--test-file``), then ``--validation-split`` of the rest
 for early stopping. Reports accuracy, precision/recall/F1 per class and the confusion matrix
 beside the majority-class baseline. ``evaluate`` re-creates the same held-out split from the
@@ -27,9 +30,15 @@ from ..plots import plot_history
 from ..tasks.classify import TextClassifier
 from ..tasks.textfile import (
     FORMATS,
+    LabelledTexts,
+    encode_label_sets,
     encode_labels,
+    evaluate_label_sets,
     evaluate_texts,
+    format_label_sets_report,
     label_names,
+    label_sets,
+    multi_label_names,
     read_labelled,
     read_nsmc_labelled,
     split_data,
@@ -59,7 +68,12 @@ def register(sub: argparse._SubParsersAction, train_sub: argparse._SubParsersAct
     d = p.add_argument_group("data")
     d.add_argument("--file", required=True, help="labelled data file")
     d.add_argument("--text-col", help="text column name (or 0-based index) of a CSV/TSV")
-    d.add_argument("--label-col", help="label column name (or 0-based index) of a CSV/TSV")
+    d.add_argument("--label-col", help="label column name (or 0-based index) of a CSV/TSV; "
+                                       "several, comma-separated: multi-label")
+    d.add_argument("--label-sep", help="multi-label: the labels of one field are separated by "
+                                       "this string (e.g. '|')")
+    d.add_argument("--no-label", default="none",
+                   help="multi-label: this label value means no label")
     d.add_argument("--format", choices=FORMATS, default="auto",
                    help="auto: nsmc for an 'id<TAB>document<TAB>label' header, sms without "
                         "columns, else tsv/csv by suffix or first line")
@@ -87,8 +101,22 @@ def register(sub: argparse._SubParsersAction, train_sub: argparse._SubParsersAct
     TASKS["text"] = {"evaluate": evaluate_cmd, "predict": predict_texts_cmd}
 
 
+def multi_label_mode(label_col: str | None, label_sep: str | None) -> bool:
+    """Several label columns, or a separator of labels within a field."""
+    return bool(label_sep) or (label_col is not None and "," in label_col)
+
+
+def _as_sets(d: LabelledTexts, label_sep: str | None, no_label: str) -> LabelledTexts:
+    """``d`` with its labels as canonical label sets (:func:`label_sets`)."""
+    return LabelledTexts(d.texts, label_sets(d.labels, label_sep or "|", no_label), d.path)
+
+
 def train(args: argparse.Namespace) -> int:
     check_positive(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr)
+    multi = multi_label_mode(args.label_col, args.label_sep)
+    if multi and (args.stream or args.format in ("sms", "nsmc")):
+        raise UserError("multi-label data needs a CSV/TSV file read whole (not --stream, "
+                        "not the SMS or NSMC formats)")
     if args.stream:
         return train_stream(args)
     spec = classifier_spec(args)
@@ -104,34 +132,47 @@ def train(args: argparse.Namespace) -> int:
     else:
         data = read_labelled(args.file, args.text_col, args.label_col, args.format,
                              drop_duplicates=args.drop_duplicates)
+    if multi:
+        data = _as_sets(data, args.label_sep, args.no_label)
     test_fraction = 0.0 if args.test_file else args.test_fraction
     tr, va, te = split_data(data, test_fraction, args.validation_split, args.seed)
     if args.test_file:
         te = read_labelled(args.test_file, args.text_col, args.label_col, args.format,
                            drop_duplicates=args.drop_duplicates)
+        if multi:
+            te = _as_sets(te, args.label_sep, args.no_label)
     for d, f in ((data, args.file), (te, args.test_file)):
         if getattr(d, "skipped_header", None):
             print(f"rnnkit: note: {f}:1 ({d.skipped_header[:60]!r}) looks like a header line, "
                   "not an example: skipped", file=sys.stderr)
-    names = label_names(data.labels)
+    names = multi_label_names(data.labels) if multi else label_names(data.labels)
+    if multi and len(names) < 2:
+        raise UserError(f"{args.file}: multi-label data needs at least 2 labels besides "
+                        f"{args.no_label!r}, found {names}")
+    encode = encode_label_sets if multi else encode_labels
     missing = sorted(set(names) - set(tr.labels))
     if missing:
         raise UserError(f"{args.file}: no training examples left for label(s) "
                         f"{', '.join(missing)}; add data or lower the held-out fractions")
+    if multi:
+        missing = sorted(set(names) - set(multi_label_names(tr.labels)))
+        if missing:
+            raise UserError(f"{args.file}: no training examples left for label(s) "
+                            f"{', '.join(missing)}; add data or lower the held-out fractions")
     say(f"text: {len(tr)} train / {len(va)} validation / {len(te)} test examples, "
-        f"{len(names)} labels: {', '.join(names)}")
+        f"{len(names)} labels{' (multi-label)' if multi else ''}: {', '.join(names)}")
 
     seed_everything(args.seed)  # the initial weights too, so a run is reproducible
     auto = AUTO_MAXLEN if args.maxlen is None else None
     clf = TextClassifier.create(spec, tr.texts, names, tokenizer=tokenizer,
                                 padding=args.padding, truncating=args.truncating, task="text",
-                                auto_maxlen=auto)
+                                auto_maxlen=auto, multi_label=multi)
     if auto is not None:
         say(f"maxlen {clf.spec.maxlen} (the {auto[0]:.0f}th percentile of the training texts' "
             f"lengths, within [{auto[1]}, {auto[2]}]; set --maxlen to choose)")
     enc = clf.encoder
-    history = clf.fit(clf.train_ids, encode_labels(tr.labels, names),
-                      validation_data=(enc.encode(va.texts), encode_labels(va.labels, names)),
+    history = clf.fit(clf.train_ids, encode(tr.labels, names),
+                      validation_data=(enc.encode(va.texts), encode(va.labels, names)),
                       optimizer=args.optimizer, lr=args.lr, batch_size=args.batch_size,
                       epochs=args.epochs, patience=args.patience, seed=args.seed, out=out,
                       backup=args.backup,
@@ -142,6 +183,7 @@ def train(args: argparse.Namespace) -> int:
     atomic_write_json(out / DATA_JSON, {
         "file": file_record(args.file), "format": args.format,
         "text_col": args.text_col, "label_col": args.label_col,
+        "multi_label": multi, "label_sep": args.label_sep, "no_label": args.no_label,
         "test_file": file_record(args.test_file) if args.test_file else None,
         "test_fraction": test_fraction, "validation_split": args.validation_split,
         "seed": args.seed, "drop_duplicates": args.drop_duplicates})
@@ -150,7 +192,11 @@ def train(args: argparse.Namespace) -> int:
                               "model_dir": args.final_out}
     if stats is not None:
         result["data_stats"] = stats.as_dict()
-    if len(te):
+    if len(te) and multi:
+        report = evaluate_label_sets(clf, te)
+        say(format_label_sets_report(report))
+        result["test"] = _compact(report)
+    elif len(te):
         report = evaluate_texts(clf, te)
         say(format_classification_report(report))
         say(f"majority-class baseline accuracy {report['baseline_majority_accuracy']:.4f} "
@@ -162,7 +208,17 @@ def train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _round(v: Any) -> Any:
+    if isinstance(v, float):
+        return round(v, 4)
+    if isinstance(v, dict):
+        return {k: _round(x) for k, x in v.items()}
+    return v
+
+
 def _compact(report: dict[str, Any]) -> dict[str, Any]:
+    if report.get("multi_label"):
+        return _round(report)
     r = dict(report)
     for k in ("accuracy", "loss", "baseline_majority_accuracy"):
         r[k] = round(r[k], 4)
@@ -183,6 +239,11 @@ def evaluate_cmd(args: argparse.Namespace) -> int:
                         + (f" (the model was trained on {trained}; giving that file "
                            "evaluates its held-out test part)" if trained else ""))
     full = read_labelled(args.file, tcol, lcol, fmt, dedup)
+    if clf.multi_label:
+        sep, none = d.get("label_sep"), d.get("no_label", "none")
+        if not (sep is None or isinstance(sep, str)) or not isinstance(none, str):
+            raise UserError(f"{args.model_dir}/{DATA_JSON}: corrupt label settings")
+        full = _as_sets(full, sep, none)
     fraction = d.get("test_fraction")
     if (isinstance(fraction, float) and 0 < fraction < 1 and same_file(args.file, d.get("file"))):
         split, seed = d.get("validation_split", 0.1), d.get("seed", 42)
@@ -192,9 +253,15 @@ def evaluate_cmd(args: argparse.Namespace) -> int:
         where = f"the held-out {fraction:.0%} of {args.file} (the training file)"
     else:
         data, where = full, args.file
-    report = evaluate_texts(clf, data, batch_size=args.batch_size)
+    if clf.multi_label:
+        report = evaluate_label_sets(clf, data, batch_size=args.batch_size)
+    else:
+        report = evaluate_texts(clf, data, batch_size=args.batch_size)
     if args.json:
         print_json({**_compact(report), "model_dir": args.model_dir, "data": str(where)})
+    elif clf.multi_label:
+        print(f"evaluated on {where}")
+        print(format_label_sets_report(report))
     else:
         print(f"evaluated on {where}")
         print(format_classification_report(report))

@@ -7,6 +7,7 @@ The model (the seed's, generalised)::
     h_T  = RNN_L(... RNN_1(e))                   # SimpleRNN/LSTM/GRU, maybe bidirectional
     p    = sigmoid(h_T w + b)                    # two classes: P(label = labels[1])
     p    = softmax(h_T W + b)                    # more classes
+    p_k  = sigmoid(h_T W + b)_k                  # multi-label: P(label k is one of the text's)
 
 :class:`TextClassifier` bundles the model with its :class:`~rnnkit.text.TextEncoder` and the
 label names, trains it (early stopping, best-only checkpoints), predicts raw texts and saves
@@ -63,10 +64,12 @@ class ClassifierSpec(Spec):
         self.check_rates("dropout", "recurrent_dropout")
 
 
-def build_model(spec: ClassifierSpec, num_classes: int = 2) -> Sequential:
+def build_model(spec: ClassifierSpec, num_classes: int = 2, multi_label: bool = False
+                ) -> Sequential:
     """The Sequential model described by ``spec`` (see the module docstring)."""
     if num_classes < 2:
-        raise UserError(f"a classifier needs at least 2 classes, got {num_classes}")
+        raise UserError(f"a classifier needs at least 2 {'labels' if multi_label else 'classes'}"
+                        f", got {num_classes}")
     layers: list[nn.Module] = [
         Embedding(spec.num_words, spec.embed_dim, mask_zero=spec.mask)
         if spec.encoding == "embedding" else OneHot(spec.num_words, mask_zero=spec.mask)
@@ -76,7 +79,11 @@ def build_model(spec: ClassifierSpec, num_classes: int = 2) -> Sequential:
                                     dropout=spec.dropout,
                                     recurrent_dropout=spec.recurrent_dropout)
         layers.append(Bidirectional(rnn) if spec.bidirectional else rnn)
-    layers.append(Dense(1, "sigmoid") if num_classes == 2 else Dense(num_classes, "softmax"))
+    if multi_label:
+        layers.append(Dense(num_classes, "sigmoid"))
+    else:
+        layers.append(Dense(1, "sigmoid") if num_classes == 2 else
+                      Dense(num_classes, "softmax"))
     return Sequential(*layers, input_shape=(spec.maxlen,))
 
 
@@ -84,17 +91,18 @@ class TextClassifier:
     """A text classifier ready to train, predict raw texts, and save/load itself."""
 
     def __init__(self, model: Sequential, encoder: TextEncoder, labels: list[str],
-                 spec: ClassifierSpec, task: str = "text"):
+                 spec: ClassifierSpec, task: str = "text", multi_label: bool = False):
         self.model, self.encoder, self.labels, self.spec, self.task = (
             model, encoder, list(labels), spec, task)
+        self.multi_label = bool(multi_label)
         self.train_ids: torch.Tensor | None = None  # set by create()
 
     # -- construction ----------------------------------------------------------------------
     @classmethod
     def create(cls, spec: ClassifierSpec, train_texts: list[str], labels: list[str],
                tokenizer: str | Any = "basic", padding: str = "pre", truncating: str = "pre",
-               task: str = "text", auto_maxlen: tuple[float, int, int] | None = None
-               ) -> TextClassifier:
+               task: str = "text", auto_maxlen: tuple[float, int, int] | None = None,
+               multi_label: bool = False) -> TextClassifier:
         """Fit the text encoder on ``train_texts`` and build an untrained model.
 
         ``auto_maxlen=(q, low, high)``: ``spec.maxlen`` is replaced by the ``q``-th
@@ -108,20 +116,28 @@ class TextClassifier:
         if auto_maxlen is not None:
             assert encoder.maxlen is not None
             spec = replace(spec, maxlen=encoder.maxlen)
-        clf = cls(build_model(spec, len(labels)), encoder, labels, spec, task)
+        clf = cls(build_model(spec, len(labels), multi_label), encoder, labels, spec, task,
+                  multi_label)
         clf.train_ids = train_ids
         return clf
 
     @property
     def binary(self) -> bool:
-        return len(self.labels) == 2
+        return len(self.labels) == 2 and not self.multi_label
 
     @property
     def loss(self) -> str:
-        return "binary_crossentropy" if self.binary else "sparse_categorical_crossentropy"
+        return "binary_crossentropy" if self.binary or self.multi_label \
+            else "sparse_categorical_crossentropy"
 
     def targets(self, y: list[int] | np.ndarray | torch.Tensor) -> torch.Tensor:
-        """Class indices -> the tensor the loss expects ((n, 1) floats when binary)."""
+        """Class indices -> the tensor the loss expects ((n, 1) floats when binary); for a
+        multi-label classifier ``(n, K)`` 0/1 targets, returned as floats."""
+        if self.multi_label:
+            t = torch.as_tensor(np.asarray(y, dtype=np.float32))
+            if t.dim() != 2 or t.shape[1] != len(self.labels) or bool(((t != 0) & (t != 1)).any()):
+                raise UserError(f"multi-label targets must be (n, {len(self.labels)}) 0/1")
+            return t
         y = torch.as_tensor(np.asarray(y)).long()
         if y.numel() and (int(y.min()) < 0 or int(y.max()) >= len(self.labels)):
             raise UserError(f"labels must be class indices in [0, {len(self.labels)})")
@@ -175,19 +191,29 @@ class TextClassifier:
 
     # -- prediction ------------------------------------------------------------------------
     def predict_proba(self, texts: list[str], batch_size: int = 256) -> np.ndarray:
-        """``(n, num_classes)`` class probabilities for raw texts."""
+        """``(n, num_classes)`` class probabilities for raw texts (multi-label: each label's
+        own probability)."""
         out = predict(self.model, self.encoder.encode(texts), batch_size=batch_size)
         p = out.detach().cpu().double().numpy()
         return np.concatenate([1 - p, p], axis=1) if self.binary else p
 
-    def predict(self, texts: list[str]) -> list[dict[str, Any]]:
-        """For each text: the predicted label, its probability, and all class probabilities."""
+    def predict(self, texts: list[str], threshold: float = 0.5) -> list[dict[str, Any]]:
+        """For each text: the predicted label, its probability, and all class probabilities.
+        Multi-label: ``labels``, those with probability >= ``threshold`` (``label`` is them
+        joined by ``|``, empty for none; ``probability`` the highest one)."""
         for i, t in enumerate(texts, 1):
             if not isinstance(t, str) or not t.strip():
                 raise UserError(f"text {i} is empty")
         probs = self.predict_proba(texts)
         result = []
         for row in probs:
+            if self.multi_label:
+                chosen = [lab for lab, p in zip(self.labels, row, strict=True) if p >= threshold]
+                result.append({"label": "|".join(chosen), "labels": chosen,
+                               "probability": round(float(row.max()), 6),
+                               "probabilities": {lab: round(float(p), 6) for lab, p in
+                                                 zip(self.labels, row, strict=True)}})
+                continue
             k = int(row.argmax())
             result.append({"label": self.labels[k], "probability": round(float(row[k]), 6),
                            "probabilities": {lab: round(float(p), 6)
@@ -200,7 +226,8 @@ class TextClassifier:
         model_dir = Path(model_dir)
         self.encoder.save(model_dir)
         io.save_model(model_dir, self.model, task=self.task,
-                      extra={"labels": self.labels, "classifier": self.spec.to_dict()})
+                      extra={"labels": self.labels, "classifier": self.spec.to_dict(),
+                             "multi_label": self.multi_label})
         return model_dir
 
     @classmethod
@@ -210,14 +237,17 @@ class TextClassifier:
         try:
             labels = list(cfg["labels"])
             spec = ClassifierSpec.from_dict(cfg["classifier"])
+            multi = cfg.get("multi_label", False)
+            if not isinstance(multi, bool):
+                raise ValueError(f"multi_label must be true or false, got {multi!r:.40}")
         except (KeyError, TypeError, ValueError) as e:
             raise UserError(f"{model_dir}: config.json is not a text classifier's ({e})") from None
-        _check_consistent(model_dir, model, encoder, labels)
-        return cls(model, encoder, labels, spec, cfg.get("task", "text"))
+        _check_consistent(model_dir, model, encoder, labels, multi)
+        return cls(model, encoder, labels, spec, cfg.get("task", "text"), multi)
 
 
 def _check_consistent(model_dir: str | Path, model: nn.Module, encoder: TextEncoder,
-                      labels: list) -> None:
+                      labels: list, multi_label: bool = False) -> None:
     """UserError unless the saved labels, the model's head and input and the vocabulary fit
     together (a directory whose parts disagree would predict silently wrong)."""
     where = f"{model_dir}/config.json"
@@ -228,7 +258,10 @@ def _check_consistent(model_dir: str | Path, model: nn.Module, encoder: TextEnco
     if not isinstance(model, Sequential) or not len(model):
         raise UserError(f"{where}: the model is not a text classifier")
     head = model[-1]
-    want = 1 if len(labels) == 2 else len(labels)
+    want = 1 if len(labels) == 2 and not multi_label else len(labels)
+    if multi_label and getattr(head, "activation", None) != "sigmoid":
+        raise UserError(f"{where}: a multi-label classifier needs a sigmoid output, the model "
+                        f"has {getattr(head, 'activation', '?')!r}")
     if getattr(head, "units", None) != want:
         raise UserError(f"{where}: {len(labels)} labels need an output of {want} unit(s), the "
                         f"model has {getattr(head, 'units', '?')}")

@@ -7,7 +7,10 @@ names the file and the 1-based line.
 
 Labels. The class names are the distinct label strings, sorted; label ``k`` is class index
 ``k``. Two classes give a sigmoid output ``p = P(class 1)``, more a softmax
-(:mod:`rnnkit.tasks.classify`). The names are saved with the model.
+(:mod:`rnnkit.tasks.classify`). The names are saved with the model. Multi-label data (a
+label field holding several labels, or several label columns ``label_col="a,b"``): every
+example has a set of labels (:func:`label_sets`), the model one sigmoid output per label,
+and the report (:func:`evaluate_label_sets`) per-label, macro and micro F1.
 
 Evaluation (:func:`evaluate_texts`): accuracy, precision/recall/F1 per class, macro averages
 and the confusion matrix (:func:`rnnkit.metrics.classification_report`), beside the trivial
@@ -38,6 +41,8 @@ from ..metrics import classification_report
 from ..nsmc import NSMC_LABELS, NSMCStats, load_nsmc, looks_like_nsmc
 
 __all__ = ["LabelledTexts", "read_labelled", "read_sms_spam", "label_names", "encode_labels",
+           "label_sets", "multi_label_names", "encode_label_sets", "evaluate_label_sets",
+           "format_label_sets_report", "MULTI_SEP",
            "split_data", "evaluate_texts"]
 
 FORMATS = ("auto", "csv", "tsv", "sms", "nsmc")
@@ -132,8 +137,9 @@ def csv_records(lines: Iterable[str], delimiter: str, text_col: str, label_col: 
     except (csv.Error, UnicodeDecodeError) as e:
         raise UserError(f"{path}:1: malformed header ({e})") from None
     ti = _column(header, text_col, path, "text")
-    li = _column(header, label_col, path, "label")
-    if ti == li:
+    lis = [_column(header, c.strip(), path, "label") for c in label_col.split(",")] \
+        if "," in label_col else [_column(header, label_col, path, "label")]
+    if ti in lis:
         raise UserError(f"{path}: the text and label columns are the same column")
     start = reader.line_num + 1
     while True:
@@ -150,12 +156,16 @@ def csv_records(lines: Iterable[str], delimiter: str, text_col: str, label_col: 
         if len(row) != len(header):
             raise UserError(f"{path}:{n}: {len(row)} fields, the header has {len(header)} "
                             "(is a field with the delimiter missing its quotes?)")
-        t, lab = row[ti].strip(), row[li].strip()
+        t = row[ti].strip()
         if not t:
             raise UserError(f"{path}:{n}: empty text in column {header[ti]!r}")
-        if not lab:
-            raise UserError(f"{path}:{n}: empty label in column {header[li]!r}")
-        yield t, lab
+        for li in lis:
+            if not row[li].strip():
+                raise UserError(f"{path}:{n}: empty label in column {header[li]!r}")
+            if len(lis) > 1 and MULTI_SEP in row[li]:
+                raise UserError(f"{path}:{n}: label {row[li].strip()!r} contains "
+                                f"{MULTI_SEP!r}, which joins the label columns")
+        yield t, MULTI_SEP.join(row[li].strip() for li in lis)
 
 
 def read_labelled(path: str | Path, text_col: str | None = None, label_col: str | None = None,
@@ -201,6 +211,43 @@ def read_labelled(path: str | Path, text_col: str | None = None, label_col: str 
     if not texts:
         raise UserError(f"{path}: no data rows")
     return LabelledTexts(texts, labels, str(path))
+
+
+#: joins the labels of one example in multi-label data (and the label columns when several
+#: are given): the canonical label of an example is its sorted label names joined by it
+MULTI_SEP = "|"
+
+
+def label_sets(labels: list[str], sep: str = MULTI_SEP, no_label: str = "none") -> list[str]:
+    """Multi-label data: each raw label field split on ``sep``, the value ``no_label`` (and
+    empty parts) dropped, the rest sorted, unique and joined by :data:`MULTI_SEP` (``""``:
+    no label). ``"hate|gender"`` and ``"gender|hate"`` both give ``"gender|hate"``."""
+    out = []
+    for lab in labels:
+        parts = {x.strip() for x in lab.split(sep)} - {"", no_label}
+        out.append(MULTI_SEP.join(sorted(parts)))
+    return out
+
+
+def multi_label_names(labels: list[str]) -> list[str]:
+    """The distinct label names of canonical multi-label strings (:func:`label_sets`)."""
+    return sorted({x for lab in labels for x in lab.split(MULTI_SEP) if x})
+
+
+def encode_label_sets(labels: list[str], names: list[str]) -> np.ndarray:
+    """Canonical multi-label strings -> ``(n, K)`` 0/1 float32 targets; UserError for a
+    label the model does not know."""
+    index = {n: i for i, n in enumerate(names)}
+    y = np.zeros((len(labels), len(names)), np.float32)
+    for r, lab in enumerate(labels):
+        for x in lab.split(MULTI_SEP):
+            if not x:
+                continue
+            if x not in index:
+                raise UserError(f"label {x!r} is not one the model was trained on "
+                                f"({', '.join(names)})")
+            y[r, index[x]] = 1.0
+    return y
 
 
 def label_names(labels: list[str]) -> list[str]:
@@ -279,6 +326,62 @@ def evaluate_texts(clf: Any, data: LabelledTexts, batch_size: int = 256) -> dict
     report["baseline_majority_accuracy"] = max(counts.values()) / len(y)
     report["baseline_majority_label"] = clf.labels[max(counts, key=lambda k: (counts[k], -k))]
     return report
+
+
+def evaluate_label_sets(clf: Any, data: LabelledTexts, batch_size: int = 256,
+                        threshold: float = 0.5) -> dict[str, Any]:
+    """Multi-label report of ``clf`` on ``data`` (canonical labels, :func:`label_sets`): per
+    label precision/recall/F1/support with ``p >= threshold`` as the prediction, macro and
+    micro averages, subset accuracy (the whole label set right) and Hamming accuracy (each
+    label right), beside the majority-set baseline (the most frequent label set for all)."""
+    y = encode_label_sets(data.labels, clf.labels)
+    probs = clf.predict_proba(data.texts, batch_size=batch_size)
+    pred = (probs >= threshold).astype(np.float32)
+    per, tp_all, fp_all, fn_all = {}, 0.0, 0.0, 0.0
+    for k, name in enumerate(clf.labels):
+        tp = float((pred[:, k] * y[:, k]).sum())
+        fp = float((pred[:, k] * (1 - y[:, k])).sum())
+        fn = float(((1 - pred[:, k]) * y[:, k]).sum())
+        prec = tp / (tp + fp) if tp + fp else 0.0
+        rec = tp / (tp + fn) if tp + fn else 0.0
+        f1 = 2 * prec * rec / (prec + rec) if prec + rec else 0.0
+        per[name] = {"precision": prec, "recall": rec, "f1": f1, "support": int(y[:, k].sum())}
+        tp_all, fp_all, fn_all = tp_all + tp, fp_all + fp, fn_all + fn
+    micro_p = tp_all / (tp_all + fp_all) if tp_all + fp_all else 0.0
+    micro_r = tp_all / (tp_all + fn_all) if tp_all + fn_all else 0.0
+    micro_f1 = 2 * micro_p * micro_r / (micro_p + micro_r) if micro_p + micro_r else 0.0
+    sets = Counter(data.labels)
+    majority = max(sorted(sets), key=lambda s: sets[s])
+    pe = np.clip(probs, 1e-7, 1 - 1e-7)
+    return {
+        "multi_label": True, "threshold": threshold, "per_label": per,
+        "macro": {m: float(np.mean([d[m] for d in per.values()]))
+                  for m in ("precision", "recall", "f1")},
+        "micro": {"precision": micro_p, "recall": micro_r, "f1": micro_f1},
+        "subset_accuracy": float((pred == y).all(axis=1).mean()),
+        "hamming_accuracy": float((pred == y).mean()),
+        "loss": float(-np.mean(y * np.log(pe) + (1 - y) * np.log(1 - pe))),
+        "baseline_majority_set": majority,
+        "baseline_majority_subset_accuracy": sets[majority] / len(data.labels),
+        "n": len(data.labels)}
+
+
+def format_label_sets_report(r: dict[str, Any]) -> str:
+    """The report of :func:`evaluate_label_sets` as text."""
+    lines = [f"{'label':<16} {'precision':>9} {'recall':>7} {'f1':>7} {'support':>8}"]
+    for name, d in r["per_label"].items():
+        lines.append(f"{name[:16]:<16} {d['precision']:>9.3f} {d['recall']:>7.3f} "
+                     f"{d['f1']:>7.3f} {d['support']:>8}")
+    for avg in ("macro", "micro"):
+        d = r[avg]
+        lines.append(f"{avg + ' avg':<16} {d['precision']:>9.3f} {d['recall']:>7.3f} "
+                     f"{d['f1']:>7.3f}")
+    lines.append(f"subset accuracy {r['subset_accuracy']:.4f}, Hamming accuracy "
+                 f"{r['hamming_accuracy']:.4f} on {r['n']} examples (p >= {r['threshold']})")
+    lines.append(f"majority-set baseline subset accuracy "
+                 f"{r['baseline_majority_subset_accuracy']:.4f} "
+                 f"({r['baseline_majority_set'] or 'no label'!r})")
+    return "\n".join(lines)
 
 
 def read_nsmc_labelled(path: str | Path, drop_duplicates: bool = False,
