@@ -11,6 +11,10 @@ Rows (each implementation in its own subprocess, so peak RSS is its own):
 * ``cold-start``: a fresh interpreter's first ``fit`` (one epoch of 2,048 W1 sequences) +
   ``predict`` (2,048), against the same calls repeated in that process.
 
+The training and inference rows also print the recurrent layer's achieved GFLOP/s (input
+projection and recurrent products, ``2 (D + H) G H`` flops per sequence-step and direction,
+three times that for training) beside a plain 1024^3 GEMM's rate in the same process.
+
 Both sides train with the same plain torch loop (``torch.optim.Adam``), so the rows compare
 the recurrent layers (rnnkit's kernels behind ``RNN.forward`` vs torch.nn's CPU path) and
 not two training loops. Times are wall-clock seconds, best of ``--repeat`` after a warm-up.
@@ -95,6 +99,29 @@ def _model(row: dict, impl: str):
     return R(), vocab, k, t
 
 
+def _gemm_peak_gflops() -> float:
+    """This process's plain float32 GEMM rate (1024 x 1024 x 1024 ``torch.mm``, best of 5), at
+    the thread count the rows run with: the reference for the achieved GFLOP/s."""
+    import torch
+
+    a = torch.randn(1024, 1024)
+    c = torch.empty(1024, 1024)
+    torch.mm(a, a, out=c)
+    best = _best(lambda: torch.mm(a, a, out=c), 5)
+    return 2 * 1024 ** 3 / best / 1e9
+
+
+def _rnn_flops(row: dict, t: int, n: int) -> float:
+    """Multiply-add flops of the recurrent layer's forward over ``n`` sequences of ``t``
+    steps: input projection and recurrent product, ``2 (D + H) G H`` per sequence-step and
+    direction (gate arithmetic not counted)."""
+    d = 100 if row["kind"] == "tagger" else 32
+    g = {"lstm": 4, "gru": 3}[row["cell"]]
+    dirs = 2 if row["kind"] == "tagger" else 1
+    h = row["units"]
+    return 2.0 * (d + h) * g * h * t * n * dirs
+
+
 def _run_train(row: dict, impl: str, repeat: int) -> dict:
     import torch
 
@@ -124,6 +151,10 @@ def _run_train(row: dict, impl: str, repeat: int) -> dict:
     epoch(64)
     infer()
     r = {"train_s": _best(epoch, repeat), "infer_s": _best(infer, repeat)}
+    # training: the forward and two backward products (dx, dW) of the same size
+    r["gflops_train"] = 3 * _rnn_flops(row, t, TRAIN_N) / r["train_s"] / 1e9
+    r["gflops_infer"] = _rnn_flops(row, t, INFER_N) / r["infer_s"] / 1e9
+    r["gemm_peak_gflops"] = _gemm_peak_gflops()
     rnn = getattr(model.rnn, "forward_layer", model.rnn)
     r["kernel"] = getattr(rnn, "last_backend", "torch.nn")
     return r
@@ -228,7 +259,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         print(json.dumps(rows, indent=1))
         return rows
     print(f"{'row':<15} {'impl':<9} {'kernel':<9} {'train s':>8} {'infer s':>8} {'gen s':>7} "
-          f"{'RSS MB':>7} {'×torch tr':>9} {'×torch inf':>10} {'×torch gen':>10}")
+          f"{'RSS MB':>7} {'×torch tr':>9} {'×torch inf':>10} {'×torch gen':>10} "
+          f"{'GFLOP/s tr/inf (GEMM peak)':>27}")
     for r in rows:
         if "error" in r:
             print(f"{r['row']:<15} {r['impl']:<9} ERROR {r['error']}")
@@ -245,7 +277,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
         print(f"{r['row']:<15} {r['impl']:<9} {r.get('kernel', '-'):<9} {f('train_s'):>8} "
               f"{f('infer_s'):>8} {f('gen_s'):>7} {r['peak_rss_mb']:>7.0f} "
               f"{f('x_torch_train', '.2f'):>9} {f('x_torch_infer', '.2f'):>10} "
-              f"{f('x_torch_gen', '.2f'):>10}")
+              f"{f('x_torch_gen', '.2f'):>10} "
+              + (f"{r['gflops_train']:>8.1f} / {r['gflops_infer']:.1f} "
+                 f"({r['gemm_peak_gflops']:.0f}, {r['gflops_infer'] / r['gemm_peak_gflops']:.0%})"
+                 if "gflops_train" in r else ""))
     return rows
 
 
