@@ -221,12 +221,16 @@ def test_inference_equals_reference(one_thread, cell, batch, units, source):
 def test_not_fused_when_unsupported(one_thread):
     ids, y = _data()
     # input dropout, momentum, a custom loss, an explicit backend: the autograd loop runs
-    cases = [(_model("lstm", "embedding", dropout=0.2), {}),
-             (_model("lstm", "embedding"), {"optimizer": "sgd"}),
-             (_model("lstm", "embedding"), {"loss": "mse"}),
-             (_model("lstm", "embedding", backend="reference"), {})]
-    for model, kw in cases:
-        assert not _fit(model, ids, y, **kw).params["fused_step"]
+    cases = [(_model("lstm", "embedding", dropout=0.2), {}, "input dropout"),
+             (_model("lstm", "embedding"), {"optimizer": "sgd"}, "optimizer SGD"),
+             (_model("lstm", "embedding"), {"loss": "mse"}, "loss 'mse'"),
+             (_model("lstm", "embedding", backend="reference"), {}, "backend 'reference'")]
+    for model, kw, why in cases:
+        params = _fit(model, ids, y, **kw).params
+        assert not params["fused_step"]
+        assert why in params["fused_step_why_not"]  # one line saying why
+    fused = _fit(_model("lstm", "embedding"), ids, y).params
+    assert fused["fused_step"] and "fused_step_why_not" not in fused
     assert isinstance(classifier.parts(rnnkit.Sequential(rnnkit.Dense(1))), str)
     model = _model("gru", "embedding")
     w = model[1].cell.recurrent_kernel.detach()  # a transposed view: not fused, still right

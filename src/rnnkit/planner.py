@@ -423,25 +423,25 @@ class TrainStep:
 
 
 def plan(model, loss: str, opt, clip_norm: float | None, clip_value: float | None,
-         device: torch.device) -> TrainStep | None:
-    """A :class:`TrainStep` when ``fit`` can train ``model`` with it, else None."""
+         device: torch.device) -> TrainStep | str:
+    """A :class:`TrainStep` when ``fit`` can train ``model`` with it, else one line saying
+    why not (``fit`` records it as ``history.params["fused_step_why_not"]``)."""
     from .optimizers import Adam, RMSprop
 
     if device.type != "cpu":
-        return None
+        return f"device {device} (the fused step is CPU only)"
     p = parts(model)
     if isinstance(p, str):
-        return None
+        return p
     want = "binary_crossentropy" if p.binary else "sparse_categorical_crossentropy"
     if loss != want:
-        return None
+        return f"loss {loss!r} (the fused step computes {want})"
     if type(opt) not in (RMSprop, Adam) or len(opt.param_groups) != 1:
-        return None
+        return f"optimizer {type(opt).__name__} (rnnkit's RMSprop or Adam, one group)"
     group = opt.param_groups[0]
     if type(opt) is RMSprop and group["momentum"] > 0:
-        return None
-    if {id(x) for x in group["params"]} != {id(x) for x in model.parameters()}:
-        return None
-    if len(group["params"]) != len(list(model.parameters())):
-        return None
+        return "RMSprop with momentum"
+    if {id(x) for x in group["params"]} != {id(x) for x in model.parameters()} \
+            or len(group["params"]) != len(list(model.parameters())):
+        return "the optimizer does not hold exactly the model's parameters"
     return TrainStep(p, model, opt, clip_norm, clip_value)

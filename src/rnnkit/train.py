@@ -496,7 +496,7 @@ class TrainingOptions:
     ``lr_schedule``: see :func:`rnnkit.callbacks.make_schedule` and
     :class:`~rnnkit.callbacks.ReduceLROnPlateau`; with any schedule the epoch's rate is
     logged as ``lr``. ``precision="bf16"``: forward pass and loss under
-    ``torch.autocast(dtype=bfloat16)`` (the fused and Numba kernels compute in float32;
+    ``torch.autocast(dtype=bfloat16)`` (the fused step and the compiled kernels compute in float32;
     ``history.params["precision"]`` says so). ``log_dir``: a CSV of the epochs, TensorBoard
     scalars (when the ``tensorboard`` package is installed) and ``history.png`` redrawn each
     epoch. ``device``: train there; the model is moved back to the CPU afterwards, so the
@@ -671,7 +671,8 @@ def fit(model: nn.Module, x: Any = None, y: Any = None, *,
     # the IMDB shape (Embedding|OneHot -> RNN -> Dense) trains in one compiled call per batch
     from .planner import plan
 
-    fused = plan(model, objective.name, opt, clip_norm, clip_value, dev)
+    planned = plan(model, objective.name, opt, clip_norm, clip_value, dev)
+    fused, why_not = (None, planned) if isinstance(planned, str) else (planned, None)
     metric_fns = resolve_metrics(metrics, loss)
     # data parallelism (torchrun): the model behind DistributedDataParallel, each rank on
     # its rows of every batch (rnnkit.distributed); the fused step is not used then
@@ -701,10 +702,14 @@ def fit(model: nn.Module, x: Any = None, y: Any = None, *,
     params = {"epochs": epochs, "steps": steps, "verbose": verbose, "batch_size": batch_size,
               "fused_step": fused is not None,
               "batches_per_call": SPAN_BATCHES if spans else 1}
+    if fused is None:  # one line saying why the fused training step did not apply
+        params["fused_step_why_not"] = ("data parallelism (torchrun)" if parallel is not None
+                                        else why_not)
     if bf16:
-        params["precision"] = ("bf16 autocast" + (": the fused step and the Numba kernels "
+        params["precision"] = ("bf16 autocast" + (": the fused step and the compiled kernels "
                                                   "compute in float32" if fused is not None
-                                                  else " (Numba kernels compute in float32)"))
+                                                  else " (the compiled kernels compute in "
+                                                  "float32)"))
     if parallel is not None:
         params["distributed"] = {
             "world_size": world_size, "rank": rank, "backend": distributed.backend(),

@@ -101,7 +101,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--warmup-epochs", type=int, default=0,
                    help="epochs of linear warm-up before the schedule")
     g.add_argument("--precision", choices=["32", "bf16"], default="32",
-                   help="bf16: autocast the forward pass and loss (the fused and Numba "
+                   help="bf16: autocast the forward pass and loss (the fused and compiled "
                         "kernels stay float32)")
     g.add_argument("--log-dir", default=None,
                    help="write history.csv, history.png (each epoch) and TensorBoard "
