@@ -31,6 +31,13 @@ _KIND = {"simple": 0, "lstm": 1, "gru": 2}
 
 
 _p = native.ptr
+#: gate rows (batch x gates*units) per step below which the gate math runs on one thread: an
+#: OpenMP region per step costs more than it saves for small batches (generation: batch 1)
+MIN_PARALLEL_ROWS = 4096
+
+
+def _threads(nb: int, ng: int) -> int:
+    return native.threads() if nb * ng >= MIN_PARALLEL_ROWS else 1
 
 
 def _use_rm(rm) -> bool:
@@ -56,7 +63,7 @@ def forward(kind, xp, w, bh, h0, c0, mask, rm, relu, seq, keep=True):
     w, bh, xp = w.detach().contiguous(), bh.detach().contiguous(), xp.detach().contiguous()
     mask, rm = mask.contiguous(), rm.detach().contiguous()
     native.fn("rk_blas_fwd", xp.dtype)(
-        native.threads(), k, int(relu), int(_use_rm(rm)), int(seq), int(keep), nb, nt, nh,
+        _threads(nb, w.shape[1]), k, int(relu), int(_use_rm(rm)), int(seq), int(keep), nb, nt, nh,
         w.shape[1], _p(xp), _p(h), _p(c), _p(w), _p(bh), _p(mask), _p(rm), _p(hs), _p(cs),
         _p(gates), _p(hhs), _p(y), _p(last))
     c_t = c if k == 1 else torch.empty((0, 0), **kw)
@@ -83,7 +90,7 @@ def backward(kind, saved, w, h0, c0, mask, rm, relu, dy, seq, dh_t, dc_t):
     use_rm = _use_rm(rm)
     w, mask, rm = w.detach().contiguous(), mask.contiguous(), rm.detach().contiguous()
     native.fn("rk_blas_bwd", hs.dtype)(
-        native.threads(), k, int(relu), int(use_rm), int(seq), nb, nt, nh, ng, _p(hs), _p(cs),
+        _threads(nb, ng), k, int(relu), int(use_rm), int(seq), nb, nt, nh, ng, _p(hs), _p(cs),
         _p(gates), _p(hhs), _p(w), _p(mask), _p(rm), _p(dseq), _p(dlast), _p(dh), _p(dc),
         _p(dxp), _p(dhn))
     hprev = torch.empty((nb, nt, nh), **kw)  # hr_{t-1} batch-major, as dxp's rows
