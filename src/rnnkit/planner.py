@@ -73,7 +73,7 @@ class Parts:
 def parts(model) -> Parts | str:
     """The model's layers when it has the fused classifier's shape, else why not."""
     from .kernels.dispatch import LANES_MAX_UNITS
-    from .kernels.fused import cell_kind
+    from .kernels.fused import KIND_CODE, cell_kind
     from .layers import Dense, Embedding, OneHot, Sequential
     from .recurrent import GRU, LSTM, RNN, SimpleRNN
 
@@ -113,7 +113,7 @@ def parts(model) -> Parts | str:
         return "parameters not all float32/float64 on the CPU"
     if not all(p.is_contiguous() for p in ws):  # the kernels take their rows as BLAS rows
         return "a parameter is not contiguous"
-    return Parts(src, rnn, dense, {"simple": 0, "lstm": 1, "gru": 2}[kind], binary)
+    return Parts(src, rnn, dense, KIND_CODE[kind], binary)
 
 
 # ------------------------------------------------------------------------------ runners

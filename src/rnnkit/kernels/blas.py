@@ -25,9 +25,9 @@ from __future__ import annotations
 import torch
 
 from . import native
+from .fused import KIND_CODE
 
 # ------------------------------------------------------------------------------ torch glue
-_KIND = {"simple": 0, "lstm": 1, "gru": 2}
 
 
 _p = native.ptr
@@ -49,7 +49,7 @@ def forward(kind, xp, w, bh, h0, c0, mask, rm, relu, seq, keep=True):
     ``keep=False`` (no backward will run) neither states nor gates are kept per step."""
     nb, nt, nh = xp.shape[0], xp.shape[1], h0.shape[1]
     kw = {"dtype": xp.dtype}
-    k = _KIND[kind]
+    k = KIND_CODE[kind]
     one = (1, 1, 1)
     hs = torch.empty((nt + 1, nb, nh) if keep else one, **kw)
     cs = torch.empty((nt + 1, nb, nh) if keep and k == 1 else one, **kw)
@@ -77,7 +77,7 @@ def backward(kind, saved, w, h0, c0, mask, rm, relu, dy, seq, dh_t, dc_t):
     nb, nh = hs.shape[1], hs.shape[2]
     nt = hs.shape[0] - 1
     ng = w.shape[1]
-    k = _KIND[kind]
+    k = KIND_CODE[kind]
     kw = {"dtype": hs.dtype}
     dxp = torch.empty((nb, nt, ng), **kw)
     dhn = torch.empty((nb, nt, nh) if k == 2 else (1, 1, 1), **kw)

@@ -21,7 +21,10 @@ from torch import Tensor
 
 from ..cells import GRUCell, LSTMCell, SimpleRNNCell
 
+#: the one table of cell kinds: the built-in cell classes, their names (backend tables such as
+#: ``dispatch.CPU_ORDER`` are keyed by them) and the codes the C kernels take (``kind`` 0, 1, 2)
 KINDS = {SimpleRNNCell: "simple", LSTMCell: "lstm", GRUCell: "gru"}
+KIND_CODE = {"simple": 0, "lstm": 1, "gru": 2}
 
 
 def cell_kind(cell) -> str | None:

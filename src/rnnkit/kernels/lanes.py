@@ -32,6 +32,7 @@ from __future__ import annotations
 import torch
 
 from . import native
+from .fused import KIND_CODE
 
 LANES = 8  # float32 lanes of an AVX register: chunks are padded to a multiple of this
 #: recurrent weights with at least this many entries (units x gates*units) take the per-step
@@ -46,7 +47,6 @@ def use_blas(units: int, gates: int) -> bool:
 
 
 # ------------------------------------------------------------------------------- torch glue
-_KIND = {"simple": 0, "lstm": 1, "gru": 2}
 
 
 #: work per parallel chunk at least, in sequence-steps x gates*units x (units + 16) (the
@@ -90,7 +90,7 @@ def forward(kind, xp, w, bh, h0, c0, mask, rm, relu, seq, keep=True):
     """The contract of :mod:`rnnkit.kernels.fused` on batch-major torch tensors
     (``xp (B,T,G)``, ``h0, c0, rm (B,H)``, ``mask (B,T)``): returns ``(y, h_T, c_T, saved)``.
     With ``keep=False`` (no backward) only O(H B) scratch is kept per step."""
-    k = _KIND[kind]
+    k = KIND_CODE[kind]
     nb, nt, ng = xp.shape
     nh = h0.shape[1]
     nc, nl = chunking(nb, nt, ng, nh)
@@ -125,7 +125,7 @@ def forward(kind, xp, w, bh, h0, c0, mask, rm, relu, seq, keep=True):
 def backward(kind, saved, w, h0, c0, mask, rm, relu, dy, seq, dh_t, dc_t):
     """BPTT; returns ``(dxp (B,T,G), dW_h, db_h, dh0, dc0)`` as torch tensors."""
     hs, hrp, cs, gs, hh, maskl, rml, h0l, c0l = saved
-    k = _KIND[kind]
+    k = KIND_CODE[kind]
     nc, nh, nt, nl = hs.shape
     nb = h0.shape[0]
     ng = w.shape[1]
