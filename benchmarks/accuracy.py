@@ -133,7 +133,8 @@ def korean_row(data: Path) -> dict[str, Any]:
 def korean_multilabel_row(data: Path) -> dict[str, Any]:
     """korean_hate_speech as multi-label data: the ``hate`` and ``bias`` columns together
     (labels hate, offensive, gender, others; "none" is no label), train.tsv -> dev.tsv,
-    beside TF-IDF char 1-3-grams + one logistic regression per label."""
+    beside TF-IDF char 1-3-grams + one logistic regression per label, at 0.5 and with
+    per-label thresholds chosen on a held-out tenth of the training rows."""
     from rnnkit.tasks.textfile import encode_label_sets, label_sets, read_labelled
 
     d = data / "korean_hate_speech"
@@ -154,14 +155,31 @@ def korean_multilabel_row(data: Path) -> dict[str, Any]:
     names = res["labels"]
     ya = encode_label_sets(label_sets(a.labels), names)
     yb = encode_label_sets(label_sets(b.labels), names)
-    vec = TfidfVectorizer(analyzer="char_wb", ngram_range=(1, 3), sublinear_tf=True, min_df=2)
-    ovr = OneVsRestClassifier(LogisticRegression(max_iter=2000, C=4.0))
-    ovr.fit(vec.fit_transform(a.texts), ya)
-    tfidf = float(f1_score(yb, ovr.predict(vec.transform(b.texts)), average="macro",
-                           zero_division=0))
+    import numpy as np
+
+    from rnnkit.tasks.classify import best_thresholds
+
+    def ovr_f1(tune: bool) -> float:
+        """TF-IDF + one logistic regression per label; with ``tune`` fitted on 90% of the
+        training rows and each label's threshold chosen on the other 10%, as rnnkit does."""
+        idx = np.random.default_rng(42).permutation(len(a.texts))
+        fit_ix, val_ix = (idx[len(idx) // 10:], idx[:len(idx) // 10]) if tune else (idx, idx[:0])
+        vec = TfidfVectorizer(analyzer="char_wb", ngram_range=(1, 3), sublinear_tf=True,
+                              min_df=2)
+        ovr = OneVsRestClassifier(LogisticRegression(max_iter=2000, C=4.0))
+        ovr.fit(vec.fit_transform([a.texts[i] for i in fit_ix]), ya[fit_ix])
+        cuts = np.full(len(names), 0.5)
+        if tune:
+            cuts = np.asarray(best_thresholds(
+                ovr.predict_proba(vec.transform([a.texts[i] for i in val_ix])), ya[val_ix]))
+        pred = ovr.predict_proba(vec.transform(b.texts)) >= cuts[None, :]
+        return float(f1_score(yb, pred, average="macro", zero_division=0))
+
+    tfidf, tfidf_tuned = ovr_f1(False), ovr_f1(True)
     f1 = res["test"]["macro"]["f1"]
     return {"row": name, "split": "train.tsv / dev.tsv", "metric": "macro F1 (4 labels)",
             "rnnkit": round(f1, 4), "tfidf_char_1_3": round(tfidf, 4),
+            "tfidf_char_1_3_tuned": round(tfidf_tuned, 4),
             "subset_accuracy": res["test"]["subset_accuracy"],
             "majority_accuracy": res["test"]["baseline_majority_subset_accuracy"],
             "target": "reported (no target)", "met": None, "seconds": round(secs, 1)}
@@ -319,7 +337,8 @@ def main() -> int:
                 print(f"{row['row']:32} skipped: {row['skipped']}", flush=True)
             elif "subset_accuracy" in row:
                 print(f"{row['row']:32} {row['metric']} {row['rnnkit']:.4f}  TF-IDF char 1-3 "
-                      f"one-vs-rest {row['tfidf_char_1_3']:.4f}  subset accuracy "
+                      f"one-vs-rest {row['tfidf_char_1_3']:.4f} (thresholds tuned as "
+                      f"rnnkit's: {row['tfidf_char_1_3_tuned']:.4f})  subset accuracy "
                       f"{row['subset_accuracy']:.4f} (majority set "
                       f"{row['majority_accuracy']:.4f})  {row['target']}  "
                       f"({row['seconds']:.0f} s)", flush=True)

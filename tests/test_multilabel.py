@@ -13,7 +13,7 @@ import pytest
 
 from rnnkit.cli import main
 from rnnkit.errors import UserError
-from rnnkit.tasks.classify import TextClassifier
+from rnnkit.tasks.classify import TextClassifier, best_thresholds
 from rnnkit.tasks.textfile import (
     LabelledTexts,
     encode_label_sets,
@@ -60,6 +60,16 @@ def test_report_counts_by_hand():
     assert r["baseline_majority_set"] == "a"
 
 
+def test_best_thresholds_by_hand():
+    probs = np.array([[0.30, 0.9], [0.25, 0.8], [0.10, 0.7], [0.05, 0.2]])
+    y = np.array([[1, 1], [1, 1], [0, 0], [0, 0]])
+    # column 0: positives at 0.25-0.30, negatives at <= 0.10: every t in (0.10, 0.25] is
+    # perfect, 0.25 is the one nearest 0.5; column 1: positives at 0.8-0.9, negatives at
+    # <= 0.7: 0.75 and 0.80 are perfect, 0.75 is nearer 0.5
+    assert best_thresholds(probs, y) == [0.25, 0.75]
+    assert best_thresholds(probs, np.zeros((4, 2))) == [0.5, 0.5]  # no positives: 0.5
+
+
 def _file(tmp_path, columns: bool):
     """Words decide the labels: 'red' -> colour, 'cat' -> animal (both, one or none)."""
     rng = random.Random(0)
@@ -100,6 +110,10 @@ def test_train_evaluate_predict_multi_label(tmp_path, capsys, columns):
     clf = TextClassifier.load(out)
     got = clf.predict(["red cat the one", "old two big small", "the red one a"])
     assert [g["labels"] for g in got] == [["animal", "colour"], [], ["colour"]]
+    # thresholds chosen on the validation part, saved, and used by evaluate's report
+    assert cfg["thresholds"] == clf.thresholds and len(clf.thresholds) == 2
+    assert all(0 < c < 1 for c in clf.thresholds)
+    assert list(ev["thresholds"].values()) == clf.thresholds
 
 
 def test_multi_label_traps(tmp_path, capsys):
@@ -127,6 +141,15 @@ def test_tampered_multi_label_flag_is_refused(tmp_path, capsys):
     cfg_path.write_text(json.dumps(cfg))
     with pytest.raises(UserError, match="multi_label must be true or false"):
         TextClassifier.load(out)
+    cfg["multi_label"] = True
+    for bad in ([0.5], [0.5, 1.5], [0.5, "x"], "0.5"):
+        cfg["thresholds"] = bad
+        cfg_path.write_text(json.dumps(cfg))
+        with pytest.raises(UserError, match="thresholds must be 2 numbers"):
+            TextClassifier.load(out)
+    cfg["thresholds"] = [0.3, 0.6]
+    cfg_path.write_text(json.dumps(cfg))
+    assert TextClassifier.load(out).thresholds == [0.3, 0.6]
     cfg["multi_label"] = False  # 2 labels, 2 outputs: not a binary classifier's head
     cfg_path.write_text(json.dumps(cfg))
     with pytest.raises(UserError, match="need an output of 1 unit"):

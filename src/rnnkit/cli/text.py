@@ -177,6 +177,10 @@ def train(args: argparse.Namespace) -> int:
                       epochs=args.epochs, patience=args.patience, seed=args.seed, out=out,
                       backup=args.backup,
                       clip_norm=args.clip_norm, verbose=0 if args.quiet else 1)
+    if multi and len(va):
+        cuts = clf.calibrate_thresholds(enc.encode(va.texts), encode(va.labels, names))
+        say("label thresholds (best F1 on the validation part): "
+            + ", ".join(f"{n} {c:.2f}" for n, c in zip(names, cuts, strict=True)))
     clf.save(out)
     history.save(out / "history.json")
     plot_history(history, out / "history.png")

@@ -95,6 +95,9 @@ class TextClassifier:
         self.model, self.encoder, self.labels, self.spec, self.task = (
             model, encoder, list(labels), spec, task)
         self.multi_label = bool(multi_label)
+        #: multi-label: the probability at or above which each label is predicted (0.5 until
+        #: :meth:`calibrate_thresholds` chooses them on validation data)
+        self.thresholds: list[float] = [0.5] * len(self.labels)
         self.train_ids: torch.Tensor | None = None  # set by create()
 
     # -- construction ----------------------------------------------------------------------
@@ -197,10 +200,23 @@ class TextClassifier:
         p = out.detach().cpu().double().numpy()
         return np.concatenate([1 - p, p], axis=1) if self.binary else p
 
-    def predict(self, texts: list[str], threshold: float = 0.5) -> list[dict[str, Any]]:
+    def calibrate_thresholds(self, x: torch.Tensor, y: np.ndarray) -> list[float]:
+        """Multi-label: each label's threshold chosen on validation ids ``x`` and ``(n, K)``
+        0/1 targets ``y`` as the one of 0.05, 0.10, ..., 0.95 with the best F1 for that label
+        (ties: the one nearest 0.5; 0.5 for a label without validation examples). One
+        independent sigmoid per label rarely puts a rare label above 0.5; this moves its
+        threshold to where its F1 is best."""
+        probs = predict(self.model, x, batch_size=256).detach().cpu().double().numpy()
+        self.thresholds = best_thresholds(probs, np.asarray(y))
+        return self.thresholds
+
+    def predict(self, texts: list[str], threshold: float | None = None
+                ) -> list[dict[str, Any]]:
         """For each text: the predicted label, its probability, and all class probabilities.
-        Multi-label: ``labels``, those with probability >= ``threshold`` (``label`` is them
-        joined by ``|``, empty for none; ``probability`` the highest one)."""
+        Multi-label: ``labels``, those whose probability reaches their threshold
+        (:attr:`thresholds`, or ``threshold`` for all when given; ``label`` is them joined by
+        ``|``, empty for none; ``probability`` the highest one)."""
+        cut = self.thresholds if threshold is None else [threshold] * len(self.labels)
         for i, t in enumerate(texts, 1):
             if not isinstance(t, str) or not t.strip():
                 raise UserError(f"text {i} is empty")
@@ -208,7 +224,7 @@ class TextClassifier:
         result = []
         for row in probs:
             if self.multi_label:
-                chosen = [lab for lab, p in zip(self.labels, row, strict=True) if p >= threshold]
+                chosen = [lab for lab, p, c in zip(self.labels, row, cut, strict=True) if p >= c]
                 result.append({"label": "|".join(chosen), "labels": chosen,
                                "probability": round(float(row.max()), 6),
                                "probabilities": {lab: round(float(p), 6) for lab, p in
@@ -227,7 +243,8 @@ class TextClassifier:
         self.encoder.save(model_dir)
         io.save_model(model_dir, self.model, task=self.task,
                       extra={"labels": self.labels, "classifier": self.spec.to_dict(),
-                             "multi_label": self.multi_label})
+                             "multi_label": self.multi_label,
+                             **({"thresholds": self.thresholds} if self.multi_label else {})})
         return model_dir
 
     @classmethod
@@ -240,10 +257,41 @@ class TextClassifier:
             multi = cfg.get("multi_label", False)
             if not isinstance(multi, bool):
                 raise ValueError(f"multi_label must be true or false, got {multi!r:.40}")
+            cuts = cfg.get("thresholds", [0.5] * len(labels)) if multi else None
+            if multi and (not isinstance(cuts, list) or len(cuts) != len(labels) or not all(
+                    isinstance(c, int | float) and not isinstance(c, bool) and 0 < c < 1
+                    for c in cuts)):
+                raise ValueError(f"thresholds must be {len(labels)} numbers in (0, 1), got "
+                                 f"{cuts!r:.60}")
         except (KeyError, TypeError, ValueError) as e:
             raise UserError(f"{model_dir}: config.json is not a text classifier's ({e})") from None
         _check_consistent(model_dir, model, encoder, labels, multi)
-        return cls(model, encoder, labels, spec, cfg.get("task", "text"), multi)
+        clf = cls(model, encoder, labels, spec, cfg.get("task", "text"), multi)
+        if cuts is not None:
+            clf.thresholds = [float(c) for c in cuts]
+        return clf
+
+
+def best_thresholds(probs: np.ndarray, y: np.ndarray) -> list[float]:
+    """Per column ``k``: the threshold of 0.05, 0.10, ..., 0.95 whose predictions
+    ``probs[:, k] >= t`` have the best F1 against ``y[:, k]`` (ties: nearest 0.5; 0.5 when
+    the column has no positive)."""
+    grid = np.round(np.arange(0.05, 0.951, 0.05), 2)
+    out = []
+    for k in range(y.shape[1]):
+        pos = y[:, k] > 0.5
+        if not pos.any():
+            out.append(0.5)
+            continue
+        best, best_t = -1.0, 0.5
+        for t in sorted(grid, key=lambda v: abs(v - 0.5)):
+            pred = probs[:, k] >= t
+            tp = float((pred & pos).sum())
+            f1 = 2 * tp / (pred.sum() + pos.sum()) if pred.sum() + pos.sum() else 0.0
+            if f1 > best + 1e-12:
+                best, best_t = f1, float(t)
+        out.append(best_t)
+    return out
 
 
 def _check_consistent(model_dir: str | Path, model: nn.Module, encoder: TextEncoder,

@@ -329,14 +329,17 @@ def evaluate_texts(clf: Any, data: LabelledTexts, batch_size: int = 256) -> dict
 
 
 def evaluate_label_sets(clf: Any, data: LabelledTexts, batch_size: int = 256,
-                        threshold: float = 0.5) -> dict[str, Any]:
+                        threshold: float | None = None) -> dict[str, Any]:
     """Multi-label report of ``clf`` on ``data`` (canonical labels, :func:`label_sets`): per
-    label precision/recall/F1/support with ``p >= threshold`` as the prediction, macro and
+    label precision/recall/F1/support with ``p >= threshold`` as the prediction (the
+    classifier's per-label ``thresholds`` when ``threshold`` is None), macro and
     micro averages, subset accuracy (the whole label set right) and Hamming accuracy (each
     label right), beside the majority-set baseline (the most frequent label set for all)."""
     y = encode_label_sets(data.labels, clf.labels)
     probs = clf.predict_proba(data.texts, batch_size=batch_size)
-    pred = (probs >= threshold).astype(np.float32)
+    cuts = np.asarray(getattr(clf, "thresholds", None) or [0.5] * len(clf.labels)
+                      if threshold is None else [threshold] * len(clf.labels))
+    pred = (probs >= cuts[None, :]).astype(np.float32)
     per, tp_all, fp_all, fn_all = {}, 0.0, 0.0, 0.0
     for k, name in enumerate(clf.labels):
         tp = float((pred[:, k] * y[:, k]).sum())
@@ -354,7 +357,8 @@ def evaluate_label_sets(clf: Any, data: LabelledTexts, batch_size: int = 256,
     majority = max(sorted(sets), key=lambda s: sets[s])
     pe = np.clip(probs, 1e-7, 1 - 1e-7)
     return {
-        "multi_label": True, "threshold": threshold, "per_label": per,
+        "multi_label": True, "thresholds": dict(zip(clf.labels, cuts.tolist(), strict=True)),
+        "per_label": per,
         "macro": {m: float(np.mean([d[m] for d in per.values()]))
                   for m in ("precision", "recall", "f1")},
         "micro": {"precision": micro_p, "recall": micro_r, "f1": micro_f1},
@@ -377,7 +381,8 @@ def format_label_sets_report(r: dict[str, Any]) -> str:
         lines.append(f"{avg + ' avg':<16} {d['precision']:>9.3f} {d['recall']:>7.3f} "
                      f"{d['f1']:>7.3f}")
     lines.append(f"subset accuracy {r['subset_accuracy']:.4f}, Hamming accuracy "
-                 f"{r['hamming_accuracy']:.4f} on {r['n']} examples (p >= {r['threshold']})")
+                 f"{r['hamming_accuracy']:.4f} on {r['n']} examples (thresholds "
+                 + ", ".join(f"{k} {v:.2f}" for k, v in r["thresholds"].items()) + ")")
     lines.append(f"majority-set baseline subset accuracy "
                  f"{r['baseline_majority_subset_accuracy']:.4f} "
                  f"({r['baseline_majority_set'] or 'no label'!r})")
