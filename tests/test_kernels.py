@@ -140,6 +140,8 @@ def test_auto_cpu_order(units):
     fused(torch.randn(32, 7, 2))
     assert fused.last_backend == "blas"
     fused(torch.randn(32, 8, 2), mask=lengths_to_mask([8, 2, 3, 1] * 8, 8))
+    assert fused.last_backend == "torch"  # post-padded: the padded batch through oneDNN
+    fused(torch.randn(32, 8, 2), mask=lengths_to_mask([8, 2, 3, 1] * 8, 8, padding="pre"))
     assert fused.last_backend == "blas"
     fused.double()(torch.randn(32, 8, 2, dtype=torch.float64))
     assert fused.last_backend == "blas"
@@ -185,6 +187,22 @@ def test_stacked_with_embedding_mask(cell):
     for a, b in zip(out[0][1], out[1][1], strict=True):
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4 * max(1.0, a.abs().max().item()))
     assert fused[1].last_backend == fused[2].last_backend == "blas"
+
+
+@pytest.mark.parametrize("cell", sorted(CELLS))
+@pytest.mark.parametrize("back", [False, True])
+@pytest.mark.parametrize("seq", [False, True])
+def test_torch_backend_masks_on_cpu_run_the_padded_batch(cell, back, seq):
+    """Post-padded masks on the CPU: the whole padded batch through torch's op, outputs
+    masked and moved (kernels.torch_nn), equal to the reference in values and gradients,
+    with an empty row, a one-step row and go_backwards."""
+    ref, fused = _pair(CELLS[cell], "torch", units=5, return_sequences=seq, go_backwards=back)
+    _build_same(ref, fused, 3, torch.float64)
+    gen = torch.Generator().manual_seed(4)
+    x = torch.randn(6, 7, 3, generator=gen, dtype=torch.float64)
+    mask = lengths_to_mask([7, 3, 0, 1, 6, 7], 7)
+    assert_same(ref, fused, x, mask=mask)
+    assert fused.last_backend == "torch"
 
 
 @pytest.mark.parametrize("cell", sorted(CELLS))

@@ -19,7 +19,8 @@ LANES_MAX_UNITS = 64
 #: kernel as a per-layer backend at every size (the lanes layout costs a transpose of the
 #: inputs, outputs and gradients per call; it wins inside the fused classifier step, where
 #: there is none) and beats torch.nn for SimpleRNN and GRU; for LSTM torch.nn's CPU path
-#: (oneDNN's fused LSTM, float32, unmasked) is faster still, so LSTM takes it when it can
+#: (oneDNN's fused LSTM, float32; post-padded masks without return_state run on the padded
+#: batch, see kernels.torch_nn) is faster still, so LSTM takes it when it can
 #: and the call has at least :data:`ONEDNN_MIN_STEPS` sequence-steps (one step of one
 #: sequence, as in generation, pays oneDNN's per-call setup: 8x slower than blas at 256 units).
 ONEDNN_MIN_STEPS = 256
@@ -103,9 +104,9 @@ def select(layer, x: Tensor, mask: Tensor | None, in_mask: Tensor | None,
     from .fused import cell_kind
 
     for name in CPU_ORDER.get(cell_kind(layer.cell) or "", ()):
-        if name == "torch" and (mask is not None or x.dtype != torch.float32
+        if name == "torch" and (x.dtype != torch.float32
                                 or x.shape[0] * x.shape[1] < ONEDNN_MIN_STEPS):
-            continue  # oneDNN's LSTM: float32 without packed sequences, large enough calls
+            continue  # oneDNN's LSTM: float32, large enough calls (masks: torch_nn's docstring)
         if unsupported(name, layer, x, mask, rec_mask) is None:
             return name
     if not native.available():

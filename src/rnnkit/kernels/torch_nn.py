@@ -5,8 +5,18 @@ the Keras layout on every call (so gradients flow back to the rnnkit parameters)
     b_ih = b (LSTM/SimpleRNN; GRU b_x),  b_hh = 0 (GRU b_h)     Keras z,r,h -> torch r,z,n)
 
 It runs the same equations as the reference. Supported: no recurrent dropout (input dropout
-is applied before the call); masks only as post-padding (each row True then False), via a
-packed sequence, and not together with ``go_backwards``. Anything else falls back.
+is applied before the call); masks only as post-padding (each row True then False).
+
+Masks on CUDA go through a packed sequence (not with ``go_backwards``). On the CPU, where a
+packed sequence leaves oneDNN's fused LSTM for a slower loop, the padded batch runs whole
+and the result is exact anyway, without ``return_state``: with post-padding every real step
+comes before the padding, so its output does not depend on the padded steps; the outputs
+are then masked (padded steps give 0) and the last one is the output at step ``len - 1``.
+With ``go_backwards`` each sequence is reversed within its length first (so it is
+post-padded again) and the outputs are moved to where the reference puts them (its padded
+steps come first in processing order)::
+
+    x'_b = (x_{b,len-1}, ..., x_{b,0}, pad...);   y_{b,s} = y'_{b, s-(T-len)}  (s >= T-len)
 """
 
 from __future__ import annotations
@@ -25,18 +35,56 @@ def _post_lengths(mask: Tensor) -> Tensor | None:
     return lengths if torch.equal(mask, pos[None] < lengths[:, None]) else None
 
 
+def _padded_ok(layer, x: Tensor) -> bool:
+    """Masks run on the padded batch (module docstring): CPU, no ``return_state``."""
+    return x.device.type == "cpu" and not layer.return_state
+
+
 def unsupported(layer, x: Tensor, mask: Tensor | None, rec_mask: Tensor | None) -> str | None:
     if rec_mask is not None:
         return "recurrent dropout"
     if mask is not None:
-        if layer.go_backwards:
-            return "mask with go_backwards"
         lengths = _post_lengths(mask)
         if lengths is None:
             return "mask that is not post-padding"
+        if _padded_ok(layer, x):
+            return None
+        if layer.go_backwards:
+            return "mask with go_backwards"
         if bool((lengths == 0).any()):
             return "empty sequences in the mask"
     return None
+
+
+def _reverse_within(lengths: Tensor, t: int) -> Tensor:
+    """Index ``(B, T)`` that reverses each row's first ``len`` steps (the rest unchanged)."""
+    pos = torch.arange(t, device=lengths.device)[None]
+    rev = lengths[:, None] - 1 - pos
+    return torch.where(pos < lengths[:, None], rev, pos)
+
+
+def _run_padded(fn, layer, x: Tensor, hx, args, lengths: Tensor, kind: str):
+    """The masked call on the whole padded batch (module docstring); returns ``(y, final)``
+    with ``y`` in the reference's layout and ``final`` holding the last real output as h
+    (the other state entries are not the last real step's: the caller has no
+    ``return_state``, so it discards them)."""
+    t = x.shape[1]
+    back = layer.go_backwards
+    if back:  # x arrived flipped; undo, then reverse each sequence within its length
+        x = x.flip(1).gather(1, _reverse_within(lengths, t)[..., None].expand(-1, -1, x.shape[2]))
+    out = fn(x, hx if kind == "lstm" else hx[0], *args, True)
+    y = out[0]
+    pos = torch.arange(t, device=x.device)[None]
+    real = (pos < lengths[:, None]).unsqueeze(-1).to(y.dtype)
+    last = (y.gather(1, (lengths - 1).clamp(min=0)[:, None, None].expand(-1, 1, y.shape[2]))
+            .squeeze(1) * (lengths > 0)[:, None].to(y.dtype))
+    y = y * real
+    if back:  # to processing order: the padded steps first
+        shift = (pos - (t - lengths[:, None])).clamp(min=0)
+        y = y.gather(1, shift[..., None].expand(-1, -1, y.shape[2])) * \
+            (pos >= (t - lengths[:, None])).unsqueeze(-1).to(y.dtype)
+    rest = tuple(h.squeeze(0) for h in (out[1:] if kind == "lstm" else (out[1],)))
+    return y, (last, *rest[1:])
 
 
 def _gru_perm(w: Tensor, units: int) -> Tensor:
@@ -69,6 +117,9 @@ def run(layer, x, state, mask, in_mask, rec_mask):
         fn = torch.rnn_relu if cell.activation == "relu" else torch.rnn_tanh
     args = (params, has_bias, 1, 0.0, layer.training, False)
     lengths = None if mask is None else _post_lengths(mask)
+    if lengths is not None and _padded_ok(layer, x):
+        y, final = _run_padded(fn, layer, x, hx, args, lengths, kind)
+        return (y, final) if layer.return_sequences else (final[0], final)
     if lengths is None:
         out = fn(x, hx if kind == "lstm" else hx[0], *args, True)
     else:
