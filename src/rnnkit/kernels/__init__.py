@@ -22,10 +22,12 @@ the ``Embedding | OneHot -> RNN -> Dense`` classifier in one compiled call; ``rn
 consults it, and ``Sequential`` through :mod:`rnnkit.fastpaths`. The kernels import nothing
 of rnnkit above :mod:`rnnkit.cells`.
 * ``torch``     -- :mod:`.torch_nn`: ``torch.lstm``/``torch.gru``/``torch.rnn_*`` (cuDNN on
-  CUDA); no recurrent dropout, masks only as post-padding and not with ``go_backwards``.
+  CUDA, oneDNN's LSTM on the CPU); no recurrent dropout, masks only as post-padding (on
+  CUDA not with ``go_backwards``).
 
 ``backend="auto"`` picks, on the CPU, ``blas`` for SimpleRNN and GRU and the ``torch`` path
-(oneDNN) for unmasked float32 LSTM, else ``blas`` (:data:`.dispatch.CPU_ORDER`, with the
+(oneDNN) for float32 LSTM (post-padded masks without ``return_state`` included), else
+``blas`` (:data:`.dispatch.CPU_ORDER`, with the
 measurements behind it); on CUDA the ``torch`` path when it supports the call; otherwise
 ``reference``. The ``lanes`` kernels run inside the fused classifier step of
 :mod:`rnnkit.planner` and when asked for by name.
