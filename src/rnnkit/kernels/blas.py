@@ -31,8 +31,9 @@ from .fused import KIND_CODE
 
 
 _p = native.ptr
-#: gate rows (batch x gates*units) per step below which the gate math runs on one thread: an
-#: OpenMP region per step costs more than it saves for small batches (generation: batch 1)
+#: gate rows (batch x gates*units) per step below which the gate math and the step GEMMs run
+#: on one thread: an OpenMP region (or MKL's threads) per step costs more than it saves for
+#: small batches (generation: batch 1)
 MIN_PARALLEL_ROWS = 4096
 
 

@@ -795,6 +795,8 @@ void S(rk_blas_fwd)(int nthreads, int kind, int relu, int use_rm, int seq, int k
         free(p);
         return;
     }
+    /* one thread for the gate math (small batches): the step GEMMs on one BLAS thread too */
+    int old = nthreads == 1 ? rk_blas_threads_local(1) : 0;
     for (int64_t j = 0; j < nb * nh; j++) hr[j] = use_rm ? h[j] * rm[j] : h[j];
     if (keep) {
         memcpy(hs, h, (size_t)(nb * nh) * sizeof(R));
@@ -808,6 +810,7 @@ void S(rk_blas_fwd)(int nthreads, int kind, int relu, int use_rm, int seq, int k
             S(blas_fwd_row)(b, t, tg, kind, relu, use_rm, seq, keep, nb, nt, nh, ng, xp, h, c, bh,
                             mask, rm, hr, p, hs, cs, gates, hhs, y, last);
     }
+    if (nthreads == 1) rk_blas_threads_local(old);
     free(hr);
     free(p);
 }
@@ -870,6 +873,7 @@ void S(rk_blas_bwd)(int nthreads, int kind, int relu, int use_rm, int seq, int64
     R *q = (R *)calloc((size_t)(nb * nh), sizeof(R));
     R *tc = (R *)malloc((size_t)(nb * nh) * sizeof(R));
     int64_t *tl = (int64_t *)malloc((size_t)nb * sizeof(int64_t));
+    int old = nthreads == 1 ? rk_blas_threads_local(1) : 0;
     if (!dz || !gh || !q || !tc || !tl) goto done;
     for (int64_t b = 0; b < nb; b++) {
         tl[b] = -1;
@@ -892,6 +896,7 @@ void S(rk_blas_bwd)(int nthreads, int kind, int relu, int use_rm, int seq, int64
     for (int64_t b = 0; b < nb; b++)
         if (mask[b * nt]) S(take_q)(dh + b * nh, q + b * nh, rm + b * nh, use_rm, gru, nh);
 done:
+    if (nthreads == 1) rk_blas_threads_local(old);
     free(dz);
     free(gh);
     free(q);
