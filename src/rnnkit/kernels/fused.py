@@ -116,6 +116,10 @@ def run_projected(impl: ModuleType, layer, xp: Tensor, state, mask: Tensor | Non
     relu = kind == "simple" and cell.activation == "relu"
     w = cell.recurrent_kernel.contiguous()
     keep = torch.is_grad_enabled() and any(t.requires_grad for t in (xp, w, bh, h0, c0))
-    y, h_t, c_t = Recurrence.apply(xp, w, bh, h0, c0, m8, rm, kind, relu,
-                                   layer.return_sequences, impl, keep)
+    if keep:
+        y, h_t, c_t = Recurrence.apply(xp, w, bh, h0, c0, m8, rm, kind, relu,
+                                       layer.return_sequences, impl, keep)
+    else:  # nothing to differentiate: the kernel alone (the autograd Function costs ~10 us)
+        y, h_t, c_t, _ = impl.forward(kind, xp.detach(), w.detach(), bh.detach(), h0.detach(),
+                                      c0.detach(), m8, rm, relu, layer.return_sequences, False)
     return y, ((h_t, c_t) if kind == "lstm" else (h_t,))
