@@ -184,11 +184,10 @@ __attribute__((noinline)) static void S(fwd_chunk)(
     int64_t ntk, const R *xp, const R *h0, const R *c0, const R *w, const R *bh,
     const uint8_t *mask, const R *rm, R *hs, R *hrp, R *cs, R *gs, R *hh, R *last) {
     int64_t hn = nh * nl, gn = ng * nl;
-    R *buf = (R *)calloc((size_t)(6 * hn + 2 * gn + nl), sizeof(R));
+    R *buf = (R *)calloc((size_t)(5 * hn + 2 * gn + nl), sizeof(R));
     if (!buf) return;
-    R *h = buf, *cc = h + hn, *hr = cc + hn, *lst = hr + hn, *r = lst + hn, *tmp = r + hn;
-    R *x = tmp + hn, *p = x + gn, *m = p + gn;
-    (void)tmp;
+    R *h = buf, *cc = h + hn, *hr = cc + hn, *lst = hr + hn, *r = lst + hn;
+    R *x = r + hn, *p = x + gn, *m = p + gn;
     int keep = ntk == nt;
     int old = blas ? rk_blas_threads_local(1) : 0;
     memcpy(h, h0 + c * hn, (size_t)hn * sizeof(R));
@@ -289,7 +288,7 @@ __attribute__((noinline)) static void S(bwd_chunk)(
     const R *w, const uint8_t *mask, const R *rm, const R *dys, const R *dlast, const R *dhT,
     const R *dcT, R *dxp, R *dhp, R *dh0, R *dc0) {
     int64_t hn = nh * nl, gn = ng * nl;
-    R *buf = (R *)calloc((size_t)(10 * hn + 3 * gn + nl), sizeof(R));
+    R *buf = (R *)calloc((size_t)(9 * hn + 3 * gn + nl), sizeof(R));
     int64_t *tl = (int64_t *)malloc((size_t)nl * sizeof(int64_t));
     if (!buf || !tl) {
         free(buf);
@@ -297,9 +296,8 @@ __attribute__((noinline)) static void S(bwd_chunk)(
         return;
     }
     R *dh = buf, *dc = dh + hn, *gh = dc + hn, *acc = gh + hn, *hv = acc + hn, *hp = hv + hn;
-    R *aux = hp + hn, *r = aux + hn, *dl = r + hn, *tmp = dl + hn;
-    R *dx = tmp + hn, *dz = dx + gn, *g = dz + gn, *m = g + gn;
-    (void)tmp;
+    R *aux = hp + hn, *r = aux + hn, *dl = r + hn;
+    R *dx = dl + hn, *dz = dx + gn, *g = dz + gn, *m = g + gn;
     int old = blas ? rk_blas_threads_local(1) : 0;
     for (int64_t i = 0; i < nl; i++) {
         tl[i] = -1;
