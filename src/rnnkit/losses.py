@@ -22,12 +22,15 @@ _EPS = 1e-7
 LossFn = Callable[[Any, Any], Tensor]
 MetricFn = Callable[[Any, Any], Tensor]
 
-def _as_binary_targets(out: Tensor, y: Tensor) -> Tensor:
+
+def _matching_targets(out: Tensor, y: Tensor, what: str = "") -> Tensor:
+    """``y`` in ``out``'s dtype and shape (a missing trailing axis of 1 added); ValueError
+    naming ``what`` targets when the shapes differ."""
     y = y.to(out.dtype)
     if y.dim() == out.dim() - 1 and out.shape[-1] == 1:
         y = y.unsqueeze(-1)
     if y.shape != out.shape:
-        raise ValueError(f"binary targets of shape {tuple(y.shape)} do not match outputs of "
+        raise ValueError(f"{what}targets of shape {tuple(y.shape)} do not match outputs of "
                          f"shape {tuple(out.shape)}")
     return y
 
@@ -55,7 +58,7 @@ def check_output(out: Any, loss: str) -> Tensor:
 def binary_crossentropy(out: Tensor, y: Tensor, logits: Tensor | None = None) -> Tensor:
     """Mean ``-(y log p + (1-y) log(1-p))``; from ``logits`` when given (exact), else
     from ``p`` clipped to ``[1e-7, 1-1e-7]``."""
-    y = _as_binary_targets(out, y)
+    y = _matching_targets(out, y, "binary ")
     if logits is not None:
         return nn.functional.binary_cross_entropy_with_logits(logits, y)
     p = out.clamp(_EPS, 1 - _EPS)
@@ -88,24 +91,14 @@ def sparse_categorical_crossentropy(out: Tensor, y: Tensor,
     return -logp.gather(-1, y.unsqueeze(-1)).mean()
 
 
-def _regression_targets(out: Tensor, y: Tensor) -> Tensor:
-    y = y.to(out.dtype)
-    if y.dim() == out.dim() - 1 and out.shape[-1] == 1:
-        y = y.unsqueeze(-1)
-    if y.shape != out.shape:
-        raise ValueError(f"targets of shape {tuple(y.shape)} do not match outputs of shape "
-                         f"{tuple(out.shape)}")
-    return y
-
-
 def mse(out: Tensor, y: Tensor, logits: Tensor | None = None) -> Tensor:
     """Mean squared error."""
-    return ((out - _regression_targets(out, y)) ** 2).mean()
+    return ((out - _matching_targets(out, y)) ** 2).mean()
 
 
 def mae(out: Tensor, y: Tensor, logits: Tensor | None = None) -> Tensor:
     """Mean absolute error."""
-    return (out - _regression_targets(out, y)).abs().mean()
+    return (out - _matching_targets(out, y)).abs().mean()
 
 
 LOSSES: dict[str, Callable[..., Tensor]] = {
@@ -120,7 +113,7 @@ LOGIT_ACTIVATION = {"binary_crossentropy": "sigmoid", "categorical_crossentropy"
 
 
 def binary_accuracy(out: Tensor, y: Tensor) -> Tensor:
-    y = _as_binary_targets(out, y)
+    y = _matching_targets(out, y, "binary ")
     return ((out > 0.5).to(out.dtype) == y).to(torch.float32).mean()
 
 
