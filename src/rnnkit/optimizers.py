@@ -16,8 +16,30 @@ from collections.abc import Callable, Iterable
 
 import torch
 
+from .kernels.optim import update_in_place
 
-class RMSprop(torch.optim.Optimizer):
+
+class _KerasOptimizer(torch.optim.Optimizer):
+    """The loop both optimizers share: the closure, then :meth:`_update` on every parameter
+    that has a gradient."""
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    self._update(p, p.grad, self.state[p], group)
+        return loss
+
+    def _update(self, p: torch.Tensor, g: torch.Tensor, st: dict, group: dict) -> None:
+        raise NotImplementedError
+
+
+class RMSprop(_KerasOptimizer):
     """Keras 3 RMSprop: ``v <- rho v + (1-rho) g^2``; ``w <- w - lr g / sqrt(v + eps)``
     (with ``momentum``: ``m <- momentum m + lr g / sqrt(v + eps)``, ``w <- w - m``)."""
 
@@ -28,40 +50,26 @@ class RMSprop(torch.optim.Optimizer):
                              f"momentum={momentum}")
         super().__init__(params, {"lr": lr, "rho": rho, "eps": eps, "momentum": momentum})
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        from .kernels.optim import update_in_place
-
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            lr, rho, eps, mom = group["lr"], group["rho"], group["eps"], group["momentum"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                g = p.grad
-                st = self.state[p]
-                if not st:
-                    st["velocity"] = torch.zeros_like(p)
-                    if mom > 0:
-                        st["momentum"] = torch.zeros_like(p)
-                v = st["velocity"]
-                if mom == 0 and update_in_place(False, p, g, v, v, lr, rho, 0.0, eps, 0):
-                    continue  # the same update in one compiled pass (CPU)
-                v.mul_(rho).addcmul_(g, g, value=1 - rho)
-                denom = v.add(eps).sqrt_()  # one temporary: large embeddings are memory-bound
-                if mom > 0:
-                    m = st["momentum"]
-                    m.mul_(mom).addcdiv_(g, denom, value=lr)
-                    p.sub_(m)
-                else:
-                    p.addcdiv_(g, denom, value=-lr)
-        return loss
+    def _update(self, p, g, st, group):
+        lr, rho, eps, mom = group["lr"], group["rho"], group["eps"], group["momentum"]
+        if not st:
+            st["velocity"] = torch.zeros_like(p)
+            if mom > 0:
+                st["momentum"] = torch.zeros_like(p)
+        v = st["velocity"]
+        if mom == 0 and update_in_place(False, p, g, v, v, lr, rho, 0.0, eps, 0):
+            return  # the same update in one compiled pass (CPU)
+        v.mul_(rho).addcmul_(g, g, value=1 - rho)
+        denom = v.add(eps).sqrt_()  # one temporary: large embeddings are memory-bound
+        if mom > 0:
+            m = st["momentum"]
+            m.mul_(mom).addcdiv_(g, denom, value=lr)
+            p.sub_(m)
+        else:
+            p.addcdiv_(g, denom, value=-lr)
 
 
-class Adam(torch.optim.Optimizer):
+class Adam(_KerasOptimizer):
     """Keras 3 Adam: ``m <- m + (g - m)(1-b1)``, ``v <- v + (g^2 - v)(1-b2)``,
     ``w <- w - lr sqrt(1-b2^t)/(1-b1^t) * m / (sqrt(v) + eps)``."""
 
@@ -72,35 +80,21 @@ class Adam(torch.optim.Optimizer):
                              f"beta_2={beta_2}, eps={eps}")
         super().__init__(params, {"lr": lr, "beta_1": beta_1, "beta_2": beta_2, "eps": eps})
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        from .kernels.optim import update_in_place
-
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            lr, b1, b2, eps = group["lr"], group["beta_1"], group["beta_2"], group["eps"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                g = p.grad
-                st = self.state[p]
-                if not st:
-                    st["step"] = 0
-                    st["m"] = torch.zeros_like(p)
-                    st["v"] = torch.zeros_like(p)
-                st["step"] += 1
-                t = st["step"]
-                m, v = st["m"], st["v"]
-                if update_in_place(True, p, g, m, v, lr, b1, b2, eps, t):
-                    continue  # the same update in one compiled pass (CPU)
-                m.lerp_(g, 1 - b1)                        # m + (g - m)(1 - b1)
-                v.mul_(b2).addcmul_(g, g, value=1 - b2)   # v + (g^2 - v)(1 - b2)
-                alpha = lr * math.sqrt(1 - b2 ** t) / (1 - b1 ** t)
-                p.addcdiv_(m, v.sqrt().add_(eps), value=-alpha)
-        return loss
+    def _update(self, p, g, st, group):
+        lr, b1, b2, eps = group["lr"], group["beta_1"], group["beta_2"], group["eps"]
+        if not st:
+            st["step"] = 0
+            st["m"] = torch.zeros_like(p)
+            st["v"] = torch.zeros_like(p)
+        st["step"] += 1
+        t = st["step"]
+        m, v = st["m"], st["v"]
+        if update_in_place(True, p, g, m, v, lr, b1, b2, eps, t):
+            return  # the same update in one compiled pass (CPU)
+        m.lerp_(g, 1 - b1)                        # m + (g - m)(1 - b1)
+        v.mul_(b2).addcmul_(g, g, value=1 - b2)   # v + (g^2 - v)(1 - b2)
+        alpha = lr * math.sqrt(1 - b2 ** t) / (1 - b1 ** t)
+        p.addcdiv_(m, v.sqrt().add_(eps), value=-alpha)
 
 
 OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
