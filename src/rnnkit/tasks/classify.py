@@ -29,6 +29,7 @@ from .. import io
 from ..callbacks import stop_and_checkpoint
 from ..errors import UserError
 from ..layers import Dense, Embedding, OneHot, Sequential
+from ..metrics import precision_recall_f1
 from ..recurrent import GRU, LSTM, Bidirectional, SimpleRNN
 from ..text import TextEncoder
 from ..train import evaluate, fit, predict
@@ -285,9 +286,7 @@ def best_thresholds(probs: np.ndarray, y: np.ndarray) -> list[float]:
             continue
         best, best_t = -1.0, 0.5
         for t in sorted(grid, key=lambda v: abs(v - 0.5)):
-            pred = probs[:, k] >= t
-            tp = float((pred & pos).sum())
-            f1 = 2 * tp / (pred.sum() + pos.sum()) if pred.sum() + pos.sum() else 0.0
+            f1 = float(precision_recall_f1(pos, probs[:, k] >= t, 2)["f1"][1])
             if f1 > best + 1e-12:
                 best, best_t = f1, float(t)
         out.append(best_t)

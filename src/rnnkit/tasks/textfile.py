@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import UserError
-from ..metrics import classification_report
+from ..metrics import classification_report, precision_recall_f1
 from ..nsmc import NSMC_LABELS, NSMCStats, load_nsmc, looks_like_nsmc
 
 __all__ = ["LabelledTexts", "read_labelled", "read_sms_spam", "label_names", "encode_labels",
@@ -340,19 +340,15 @@ def evaluate_label_sets(clf: Any, data: LabelledTexts, batch_size: int = 256,
     cuts = np.asarray(getattr(clf, "thresholds", None) or [0.5] * len(clf.labels)
                       if threshold is None else [threshold] * len(clf.labels))
     pred = (probs >= cuts[None, :]).astype(np.float32)
-    per, tp_all, fp_all, fn_all = {}, 0.0, 0.0, 0.0
-    for k, name in enumerate(clf.labels):
-        tp = float((pred[:, k] * y[:, k]).sum())
-        fp = float((pred[:, k] * (1 - y[:, k])).sum())
-        fn = float(((1 - pred[:, k]) * y[:, k]).sum())
-        prec = tp / (tp + fp) if tp + fp else 0.0
-        rec = tp / (tp + fn) if tp + fn else 0.0
-        f1 = 2 * prec * rec / (prec + rec) if prec + rec else 0.0
-        per[name] = {"precision": prec, "recall": rec, "f1": f1, "support": int(y[:, k].sum())}
-        tp_all, fp_all, fn_all = tp_all + tp, fp_all + fp, fn_all + fn
-    micro_p = tp_all / (tp_all + fp_all) if tp_all + fp_all else 0.0
-    micro_r = tp_all / (tp_all + fn_all) if tp_all + fn_all else 0.0
-    micro_f1 = 2 * micro_p * micro_r / (micro_p + micro_r) if micro_p + micro_r else 0.0
+    def positive(t: np.ndarray, q: np.ndarray) -> dict[str, float]:
+        """P/R/F1/support of class 1 of a 0/1 column (metrics.precision_recall_f1)."""
+        r = precision_recall_f1(t, q, 2)
+        return {m: float(r[m][1]) for m in ("precision", "recall", "f1")} | {
+            "support": int(r["support"][1])}
+
+    per = {name: positive(y[:, k], pred[:, k]) for k, name in enumerate(clf.labels)}
+    # micro averages: every (example, label) pair as one binary decision
+    micro = {m: v for m, v in positive(y.ravel(), pred.ravel()).items() if m != "support"}
     sets = Counter(data.labels)
     majority = max(sorted(sets), key=lambda s: sets[s])
     pe = np.clip(probs, 1e-7, 1 - 1e-7)
@@ -361,7 +357,7 @@ def evaluate_label_sets(clf: Any, data: LabelledTexts, batch_size: int = 256,
         "per_label": per,
         "macro": {m: float(np.mean([d[m] for d in per.values()]))
                   for m in ("precision", "recall", "f1")},
-        "micro": {"precision": micro_p, "recall": micro_r, "f1": micro_f1},
+        "micro": micro,
         "subset_accuracy": float((pred == y).all(axis=1).mean()),
         "hamming_accuracy": float((pred == y).mean()),
         "loss": float(-np.mean(y * np.log(pe) + (1 - y) * np.log(1 - pe))),
