@@ -196,20 +196,27 @@ def train(args: argparse.Namespace) -> int:
                               "model_dir": args.final_out}
     if stats is not None:
         result["data_stats"] = stats.as_dict()
-    if len(te) and multi:
-        report = evaluate_label_sets(clf, te)
-        say(format_label_sets_report(report))
-        result["test"] = _compact(report)
-    elif len(te):
-        report = evaluate_texts(clf, te)
-        say(format_classification_report(report))
-        say(f"majority-class baseline accuracy {report['baseline_majority_accuracy']:.4f} "
-            f"({report['baseline_majority_label']})")
+    if len(te):
+        report, text = _evaluate(clf, te)
+        say(text)
+        if not multi:
+            say(f"majority-class baseline accuracy {report['baseline_majority_accuracy']:.4f} "
+                f"({report['baseline_majority_label']})")
         result["test"] = _compact(report)
     say(f"model saved to {args.final_out}")
     if args.json:
         print_json(result)
     return 0
+
+
+def _evaluate(clf: TextClassifier, data: LabelledTexts, batch_size: int = 256
+              ) -> tuple[dict[str, Any], str]:
+    """The test report of ``clf`` on ``data`` and its text: multi-label or per class."""
+    if clf.multi_label:
+        report = evaluate_label_sets(clf, data, batch_size=batch_size)
+        return report, format_label_sets_report(report)
+    report = evaluate_texts(clf, data, batch_size=batch_size)
+    return report, format_classification_report(report)
 
 
 def _round(v: Any) -> Any:
@@ -257,19 +264,15 @@ def evaluate_cmd(args: argparse.Namespace) -> int:
         where = f"the held-out {fraction:.0%} of {args.file} (the training file)"
     else:
         data, where = full, args.file
-    if clf.multi_label:
-        report = evaluate_label_sets(clf, data, batch_size=args.batch_size)
-    else:
-        report = evaluate_texts(clf, data, batch_size=args.batch_size)
+    report, text = _evaluate(clf, data, args.batch_size)
     if args.json:
         print_json({**_compact(report), "model_dir": args.model_dir, "data": str(where)})
-    elif clf.multi_label:
-        print(f"evaluated on {where}")
-        print(format_label_sets_report(report))
     else:
         print(f"evaluated on {where}")
-        print(format_classification_report(report))
-        print(f"majority-class baseline accuracy {report['baseline_majority_accuracy']:.4f}")
+        print(text)
+        if not clf.multi_label:
+            print(f"majority-class baseline accuracy "
+                  f"{report['baseline_majority_accuracy']:.4f}")
     return 0
 
 
@@ -331,8 +334,8 @@ def train_stream(args: argparse.Namespace) -> int:
                               "train_seconds": round(clf.train_seconds, 1),
                               "model_dir": args.final_out}
     if len(te):
-        report = evaluate_texts(clf, te)
-        say(format_classification_report(report))
+        report, text = _evaluate(clf, te)
+        say(text)
         result["test"] = _compact(report)
     say(f"model saved to {args.final_out}")
     if args.json:
