@@ -326,7 +326,6 @@ class TrainStep:
         a.nh, a.ng, a.nk = cell.units, wx.shape[1], p.dense.units
         a.nv = w.table_t.shape[1]
         a.nd = e.shape[1] if self.embedding else a.nv
-        a.nthreads = native.threads()
         for name, arr in zip(("e", "wx", "bx", "wh", "bh", "wd", "bd"),
                              (e, wx, bx, wh, bh, wd, bd), strict=True):
             setattr(a, name, arr.ctypes.data)

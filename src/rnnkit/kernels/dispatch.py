@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from . import native
+from .fused import cell_kind
 
 Backend = Callable[..., tuple[Tensor, tuple[Tensor, ...]]]
 
@@ -65,8 +66,6 @@ def unsupported(name: str, layer, x: Tensor, mask: Tensor | None,
     """Why backend ``name`` cannot run this call (None when it can)."""
     if name == "reference":
         return None
-    from .fused import cell_kind
-
     if cell_kind(layer.cell) is None:
         return f"{type(layer.cell).__name__} is not a built-in cell"
     if x.dtype not in (torch.float32, torch.float64):
@@ -101,8 +100,6 @@ def select(layer, x: Tensor, mask: Tensor | None, in_mask: Tensor | None,
         return name
     if x.device.type != "cpu":
         return "torch" if unsupported("torch", layer, x, mask, rec_mask) is None else "reference"
-    from .fused import cell_kind
-
     for name in CPU_ORDER.get(cell_kind(layer.cell) or "", ()):
         if name == "torch" and (x.dtype != torch.float32
                                 or x.shape[0] * x.shape[1] < ONEDNN_MIN_STEPS):
