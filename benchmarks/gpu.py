@@ -9,9 +9,9 @@ Parity (exit status 1 when any fails): every cell, with and without ``return_seq
 loop on the GPU) against ``backend="reference"`` on the CPU in float64 with the same weights:
 outputs within 1e-4, gradients of the input and of every weight within 1e-3 relative.
 
-Timings: the shapes of ``benchmarks/shapes.py`` (tagger BiLSTM/BiGRU 64, LM LSTM 128/256)
-and W2's LSTM(32)/GRU(32) classifier, one training epoch and one inference pass, rnnkit's
-layers against torch.nn's, both on the GPU with the same plain torch loop.
+Timings: the training rows of ``benchmarks/shapes.py`` (tagger BiLSTM/BiGRU 64, LM LSTM
+128/256), one training epoch and one inference pass, rnnkit's layers against torch.nn's,
+both on the GPU with the same plain torch loop (``shapes._run_train``).
 """
 
 from __future__ import annotations
@@ -70,11 +70,6 @@ def _set_backend(layer, name: str) -> None:
             m.backend = name
 
 
-def _sync(dev: torch.device) -> None:
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-
-
 def _parity_case(dev, cell, seq, back, masked, bi, rd) -> dict:
     torch.manual_seed(0)
     ref = _layer(cell, bi, return_sequences=seq, go_backwards=back, recurrent_dropout=rd)
@@ -104,51 +99,15 @@ def _parity_case(dev, cell, seq, back, masked, bi, rd) -> dict:
 
 
 def timings(dev: torch.device, repeat: int = 3) -> list[dict]:
+    """The training and inference rows of ``benchmarks/shapes.py`` on ``dev``, in this
+    process, rnnkit's layers against torch.nn's."""
     import shapes
 
     rows = []
     for name in ("tagger-bilstm", "tagger-bigru", "lm-lstm128", "lm-lstm256"):
-        row = shapes.ROWS[name]
-        res = {}
-        for impl in ("torch.nn", "rnnkit"):
-            torch.manual_seed(0)
-            model, vocab, k, t = shapes._model(row, impl)
-            model.to(dev)
-            g = torch.Generator().manual_seed(0)
-            ids = torch.randint(1, vocab, (shapes.TRAIN_N, t), generator=g).to(dev)
-            ys = torch.randint(0, k, (shapes.TRAIN_N, t), generator=g).to(dev)
-            opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-            loss_fn = torch.nn.CrossEntropyLoss()
-
-            def epoch(n=shapes.TRAIN_N, model=model, ids=ids, ys=ys, opt=opt, loss_fn=loss_fn,
-                      k=k):
-                model.train()
-                for i in range(0, n, 32):
-                    opt.zero_grad(set_to_none=True)
-                    logits, _ = model(ids[i:i + 32])
-                    loss_fn(logits.reshape(-1, k), ys[i:i + 32].reshape(-1)).backward()
-                    opt.step()
-                _sync(dev)
-
-            def infer(model=model, ids=ids):
-                model.eval()
-                with torch.no_grad():
-                    for i in range(0, len(ids), 256):
-                        model(ids[i:i + 256])
-                _sync(dev)
-
-            epoch(64)
-            infer()
-            res[impl] = {"train_s": shapes._best(epoch, repeat),
-                         "infer_s": shapes._best(infer, repeat)}
-            rnn = getattr(model.rnn, "forward_layer", model.rnn)
-            res[impl]["kernel"] = getattr(rnn, "last_backend", "torch.nn")
-        for impl, r in res.items():
-            out = {"row": name, "impl": impl, **r}
-            if impl == "rnnkit":
-                out["x_torch_train"] = res["torch.nn"]["train_s"] / r["train_s"]
-                out["x_torch_infer"] = res["torch.nn"]["infer_s"] / r["infer_s"]
-            rows.append(out)
+        res = {impl: shapes._run_train(shapes.ROWS[name], impl, repeat, dev)
+               for impl in ("torch.nn", "rnnkit")}
+        rows += shapes.compare(name, res)
     return rows
 
 

@@ -99,16 +99,27 @@ def _model(row: dict, impl: str):
     return R(), vocab, k, t
 
 
-def _gemm_peak_gflops() -> float:
+def _sync(device) -> None:
+    """Wait for the device's queued work (CUDA runs asynchronously), so timings are whole."""
+    import torch
+
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _gemm_peak_gflops(device="cpu") -> float:
     """This process's plain float32 GEMM rate (1024 x 1024 x 1024 ``torch.mm``, best of 5), at
     the thread count the rows run with: the reference for the achieved GFLOP/s."""
     import torch
 
-    a = torch.randn(1024, 1024)
-    c = torch.empty(1024, 1024)
-    torch.mm(a, a, out=c)
-    best = _best(lambda: torch.mm(a, a, out=c), 5)
-    return 2 * 1024 ** 3 / best / 1e9
+    a = torch.randn(1024, 1024, device=device)
+    c = torch.empty(1024, 1024, device=device)
+
+    def mm():
+        torch.mm(a, a, out=c)
+        _sync(device)
+    mm()
+    return 2 * 1024 ** 3 / _best(mm, 5) / 1e9
 
 
 def _rnn_flops(row: dict, t: int, n: int) -> float:
@@ -122,15 +133,18 @@ def _rnn_flops(row: dict, t: int, n: int) -> float:
     return 2.0 * (d + h) * g * h * t * n * dirs
 
 
-def _run_train(row: dict, impl: str, repeat: int) -> dict:
+def _run_train(row: dict, impl: str, repeat: int, device="cpu") -> dict:
+    """One training epoch and one inference pass of the row's model on ``device`` (also
+    used by ``benchmarks/gpu.py``), the best of ``repeat`` after a warm-up."""
     import torch
 
     torch.manual_seed(0)
     model, vocab, k, t = _model(row, impl)
+    model.to(device)
     g = torch.Generator().manual_seed(0)
-    ids = torch.randint(1, vocab, (TRAIN_N, t), generator=g)
-    ys = torch.randint(0, k, (TRAIN_N, t), generator=g)
-    xi = torch.randint(1, vocab, (INFER_N, t), generator=g)
+    ids = torch.randint(1, vocab, (TRAIN_N, t), generator=g).to(device)
+    ys = torch.randint(0, k, (TRAIN_N, t), generator=g).to(device)
+    xi = torch.randint(1, vocab, (INFER_N, t), generator=g).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     loss_fn = torch.nn.CrossEntropyLoss()
 
@@ -141,12 +155,14 @@ def _run_train(row: dict, impl: str, repeat: int) -> dict:
             logits, _ = model(ids[i:i + 32])
             loss_fn(logits.reshape(-1, k), ys[i:i + 32].reshape(-1)).backward()
             opt.step()
+        _sync(device)
 
     def infer():
         model.eval()
         with torch.no_grad():
             for i in range(0, INFER_N, 256):
                 model(xi[i:i + 256])
+        _sync(device)
 
     epoch(64)
     infer()
@@ -154,7 +170,7 @@ def _run_train(row: dict, impl: str, repeat: int) -> dict:
     # training: the forward and two backward products (dx, dW) of the same size
     r["gflops_train"] = 3 * _rnn_flops(row, t, TRAIN_N) / r["train_s"] / 1e9
     r["gflops_infer"] = _rnn_flops(row, t, INFER_N) / r["infer_s"] / 1e9
-    r["gemm_peak_gflops"] = _gemm_peak_gflops()
+    r["gemm_peak_gflops"] = _gemm_peak_gflops(device)
     rnn = getattr(model.rnn, "forward_layer", model.rnn)
     r["kernel"] = getattr(rnn, "last_backend", "torch.nn")
     return r
@@ -228,6 +244,24 @@ def _subprocess(name: str, impl: str, threads: int | None, repeat: int) -> dict:
     return json.loads(p.stdout.strip().splitlines()[-1])
 
 
+def compare(name: str, res: dict[str, dict], **extra) -> list[dict]:
+    """One row per implementation of ``res`` (``{"torch.nn": ..., "rnnkit": ...}``), the
+    rnnkit row with its speed ratios (``x_torch_train`` ...) and, when measured, its peak RSS
+    against torch.nn's."""
+    rows = []
+    peer = res["torch.nn"]
+    for impl, r in res.items():
+        row = {"row": name, "impl": impl, **extra, **r}
+        if impl == "rnnkit" and "error" not in r and "error" not in peer:
+            for key in ("train_s", "infer_s", "gen_s"):
+                if key in r:
+                    row[f"x_torch_{key[:-2]}"] = peer[key] / r[key]
+            if "peak_rss_mb" in r:
+                row["rss_minus_torch_mb"] = r["peak_rss_mb"] - peer["peak_rss_mb"]
+        rows.append(row)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, help="OMP/MKL threads in every child")
@@ -246,15 +280,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             continue
         res = {impl: _subprocess(name, impl, a.threads, a.repeat)
                for impl in ("torch.nn", "rnnkit")}
-        for impl, r in res.items():
-            row = {"row": name, "impl": impl, "threads": a.threads or "default", **r}
-            peer = res["torch.nn"]
-            if impl == "rnnkit" and "error" not in r and "error" not in peer:
-                for key in ("train_s", "infer_s", "gen_s"):
-                    if key in r:
-                        row[f"x_torch_{key[:-2]}"] = peer[key] / r[key]
-                row["rss_minus_torch_mb"] = r["peak_rss_mb"] - peer["peak_rss_mb"]
-            rows.append(row)
+        rows += compare(name, res, threads=a.threads or "default")
     if a.json:
         print(json.dumps(rows, indent=1))
         return rows
