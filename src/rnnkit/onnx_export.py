@@ -225,6 +225,15 @@ def _lengths(g: _Graph, ids: str) -> str:
                  to=6)
 
 
+def _ids_embedding(g: _Graph, weight: torch.Tensor) -> tuple[list, str, str]:
+    """The graph input ``ids (batch, time)`` int64, its lengths (:func:`_lengths`) and its
+    embedding ``weight[ids]``: ``([input], lens, x)``."""
+    onnx = g.onnx
+    inp = onnx.helper.make_tensor_value_info("ids", onnx.TensorProto.INT64, ["batch", "time"])
+    lens = _lengths(g, "ids")
+    return [inp], lens, g.one("Gather", [g.const(_np(weight), "embedding"), "ids"], axis=0)
+
+
 def _left_align(g: _Graph, ids: str, lens: str) -> str:
     """Rotate each pre-padded row left by its padding: ``out[b, t] = ids[b, (t + T - len_b)
     mod T]`` (post-padded rows, exactly what ONNX's sequence_lens assumes)."""
@@ -323,9 +332,7 @@ def export_tagger(model: nn.Module) -> Any:
     g = _Graph()
     onnx = g.onnx
     model.eval()
-    inputs = [onnx.helper.make_tensor_value_info("ids", onnx.TensorProto.INT64, ["batch", "time"])]
-    lens = _lengths(g, "ids")
-    x = g.one("Gather", [g.const(_np(model.embedding.weight), "embedding"), "ids"], axis=0)
+    inputs, lens, x = _ids_embedding(g, model.embedding.weight)
     if model.char_conv is not None:
         inputs.append(onnx.helper.make_tensor_value_info("chars", onnx.TensorProto.INT64,
                                                          ["batch", "time", "chars"]))
@@ -565,9 +572,7 @@ def export_siamese(model: nn.Module) -> Any:
     g = _Graph()
     onnx = g.onnx
     model.eval()
-    inputs = [onnx.helper.make_tensor_value_info("ids", onnx.TensorProto.INT64, ["batch", "time"])]
-    lens = _lengths(g, "ids")
-    x = g.one("Gather", [g.const(_np(model.embed.weight), "embedding"), "ids"], axis=0)
+    inputs, lens, x = _ids_embedding(g, model.embed.weight)
     h = _rnn_block(g, model.rnn, x, lens, True, "recurrent layer")
     if model.pooling == "meanmax":
         keep = g.one("Unsqueeze", [g.one("Not", [g.one("Equal", ["ids", g.const(np.int64(0))])]),
