@@ -27,9 +27,6 @@ import torch
 from . import native
 from .fused import KIND_CODE
 
-# ------------------------------------------------------------------------------ torch glue
-
-
 _p = native.ptr
 #: gate rows (batch x gates*units) per step below which the gate math and the step GEMMs run
 #: on one thread: an OpenMP region (or MKL's threads) per step costs more than it saves for

@@ -70,8 +70,8 @@ def _run_padded(fn, layer, x: Tensor, hx, args, lengths: Tensor, kind: str):
     ``return_state``, so it discards them)."""
     t = x.shape[1]
     back = layer.go_backwards
-    if back:  # x arrived flipped; undo, then reverse each sequence within its length
-        x = x.flip(1).gather(1, _reverse_within(lengths, t)[..., None].expand(-1, -1, x.shape[2]))
+    if back:  # each sequence reversed within its length (x is in input order)
+        x = x.gather(1, _reverse_within(lengths, t)[..., None].expand(-1, -1, x.shape[2]))
     out = fn(x, hx if kind == "lstm" else hx[0], *args, True)
     y = out[0]
     pos = torch.arange(t, device=x.device)[None]
@@ -99,8 +99,6 @@ def run(layer, x, state, mask, in_mask, rec_mask):
     units = cell.units
     if in_mask is not None:
         x = x * in_mask
-    if layer.go_backwards:
-        x = x.flip(1)
     w_ih, w_hh = cell.kernel.T, cell.recurrent_kernel.T
     if kind == "gru":
         w_ih, w_hh = _gru_perm(w_ih, units), _gru_perm(w_hh, units)
@@ -120,6 +118,8 @@ def run(layer, x, state, mask, in_mask, rec_mask):
     if lengths is not None and _padded_ok(layer, x):
         y, final = _run_padded(fn, layer, x, hx, args, lengths, kind)
         return (y, final) if layer.return_sequences else (final[0], final)
+    if layer.go_backwards:
+        x = x.flip(1)
     if lengths is None:
         out = fn(x, hx if kind == "lstm" else hx[0], *args, True)
     else:
