@@ -1,11 +1,11 @@
 """Fused CPU recurrences with the batch in the vector lanes (the ``lanes`` backend).
 
 The whole time loop, forward and backward (BPTT), is one call each into the compiled
-kernels (``csrc/kernels.h``: ``rk_lanes_fwd``/``rk_lanes_bwd``, loaded by :mod:`.native`). Every
-per-step array is stored ``(rows, batch)`` with the batch contiguous, so every inner loop runs
-over sequences and the compiler puts 8 of them in one AVX register (small layers have too few units
-to fill the lanes the other way round). The batch is split into one chunk per thread
-(OpenMP); chunks are independent. Recurrent products go through BLAS (one thread per
+kernels (``csrc/kernels.h``: ``rk_lanes_fwd``/``rk_lanes_bwd``, loaded by :mod:`.native`).
+Every per-step array is stored ``(rows, batch)`` with the batch contiguous, so every inner
+loop runs over sequences and the compiler puts 8 of them in one AVX register (small layers
+have too few units to fill the lanes the other way round). The batch is split into one chunk
+per thread (OpenMP); chunks are independent. Recurrent products go through BLAS (one thread per
 chunk) from :data:`GEMM_MIN` recurrent weights, through a compiled loop below.
 
 Per step ``t`` (processing order) and sequence ``b``, with the cells of :mod:`rnnkit.cells`::
@@ -39,11 +39,6 @@ LANES = 8  # float32 lanes of an AVX register: chunks are padded to a multiple o
 #: products through BLAS (MKL, one thread per chunk: about 2x the compiled loop at 32 units);
 #: smaller ones (SimpleRNN and GRU at 8 units) through the compiled loop, faster there
 GEMM_MIN = native.GEMM_MIN
-
-
-def use_blas(units: int, gates: int) -> bool:
-    """Whether the lanes kernels take a layer's per-step products through BLAS."""
-    return units * gates * units >= GEMM_MIN
 
 
 # ------------------------------------------------------------------------------- torch glue
