@@ -178,3 +178,11 @@ def test_blas_inference_keeps_no_per_step_state(cell):
         ref.load_state_dict(layer.state_dict())
         for a, b in zip(ref(x), layer(x), strict=True):
             torch.testing.assert_close(b, a, rtol=0, atol=1e-5)
+
+
+def test_scratch_allocation_failure_raises_instead_of_leaving_outputs_unwritten():
+    """A kernel whose scratch cannot be allocated writes nothing; the call raises MemoryError
+    (here: a layer of 2^40 units, refused by calloc before any array is touched)."""
+    with pytest.raises(MemoryError, match="rk_lanes_fwd: out of memory"):
+        native.fn("rk_lanes_fwd", torch.float32)(1, 0, 0, 1, 1, 1, 8, 1 << 40, 1, *[None] * 13)
+    assert native.LIB.rk_take_alloc_failure() == 0  # the flag was cleared by the call

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import torch
 
-ABI_VERSION = 1
+ABI_VERSION = 2
 #: the baseline build, and the AVX2 + FMA build loaded instead where the CPU has them
 BASE_PATH = Path(__file__).with_name("librnnkit_kernels.so")
 AVX2_PATH = Path(__file__).with_name("librnnkit_kernels_avx2.so")
@@ -104,6 +104,7 @@ def find_blas(prefer_mkl: bool = True) -> tuple[str, dict[str, int]]:
 
 def _declare(lib: ctypes.CDLL) -> None:
     lib.rk_abi_version.restype = _I
+    lib.rk_take_alloc_failure.restype = _I
     lib.rk_variant.restype = _I
     lib.rk_gemm_min.restype = _I
     lib.rk_has_openmp.restype = _I
@@ -179,12 +180,20 @@ def warn_once() -> None:
                       stacklevel=3)
 
 
-def fn(name: str, dtype) -> ctypes._CFuncPtr:
-    """The entry point ``name`` for ``dtype`` (torch or NumPy float32/float64)."""
+def fn(name: str, dtype):
+    """The entry point ``name`` for ``dtype`` (torch or NumPy float32/float64), as a callable
+    that raises MemoryError when the kernel could not allocate its scratch (it then leaves
+    its outputs unwritten)."""
     if LIB is None:
         raise RuntimeError(f"rnnkit's compiled kernels are unavailable: {_WHY}")
     single = dtype in (torch.float32, "float32") or getattr(dtype, "name", None) == "float32"
-    return getattr(LIB, name + ("_f32" if single else "_f64"))
+    kernel = getattr(LIB, name + ("_f32" if single else "_f64"))
+
+    def call(*args):
+        kernel(*args)
+        if LIB.rk_take_alloc_failure():
+            raise MemoryError(f"rnnkit kernel {name}: out of memory for its scratch arrays")
+    return call
 
 
 def ptr(x) -> int:

@@ -185,7 +185,10 @@ __attribute__((noinline)) static void S(fwd_chunk)(
     const uint8_t *mask, const R *rm, R *hs, R *hrp, R *cs, R *gs, R *hh, R *last) {
     int64_t hn = nh * nl, gn = ng * nl;
     R *buf = (R *)calloc((size_t)(5 * hn + 2 * gn + nl), sizeof(R));
-    if (!buf) return;
+    if (!buf) {
+        rk_alloc_failed();
+        return;
+    }
     R *h = buf, *cc = h + hn, *hr = cc + hn, *lst = hr + hn, *r = lst + hn;
     R *x = r + hn, *p = x + gn, *m = p + gn;
     int keep = ntk == nt;
@@ -291,6 +294,7 @@ __attribute__((noinline)) static void S(bwd_chunk)(
     R *buf = (R *)calloc((size_t)(9 * hn + 3 * gn + nl), sizeof(R));
     int64_t *tl = (int64_t *)malloc((size_t)nl * sizeof(int64_t));
     if (!buf || !tl) {
+        rk_alloc_failed();
         free(buf);
         free(tl);
         return;
@@ -477,7 +481,10 @@ static double S(head)(const R *last, const R *wd, const R *bd, const double *y, 
                       int64_t nb, int64_t nh, int64_t nl, int64_t nk, R *out, double *dz) {
     double total = 0;
     double *z = (double *)malloc((size_t)nk * sizeof(double));
-    if (!z) return NAN;
+    if (!z) {
+        rk_alloc_failed();
+        return NAN;
+    }
     for (int64_t b = 0; b < nb; b++) {
         int64_t c = b / nl, i = b % nl;
         for (int64_t k = 0; k < nk; k++) {
@@ -644,6 +651,7 @@ __attribute__((noinline)) static void S(infer_chunk)(int64_t c, int kind, int re
     R *buf = (R *)calloc((size_t)(3 * hn + 2 * gn + nl), sizeof(R));
     int64_t *idv = (int64_t *)malloc((size_t)nl * sizeof(int64_t));
     if (!buf || !idv) {
+        rk_alloc_failed();
         free(buf);
         free(idv);
         return;
@@ -789,6 +797,7 @@ void S(rk_blas_fwd)(int nthreads, int kind, int relu, int use_rm, int seq, int k
     R *hr = (R *)malloc((size_t)(nb * nh) * sizeof(R));
     R *p = (R *)malloc((size_t)(nb * ng) * sizeof(R));
     if (!hr || !p) {
+        rk_alloc_failed();
         free(hr);
         free(p);
         return;
@@ -872,7 +881,10 @@ void S(rk_blas_bwd)(int nthreads, int kind, int relu, int use_rm, int seq, int64
     R *tc = (R *)malloc((size_t)(nb * nh) * sizeof(R));
     int64_t *tl = (int64_t *)malloc((size_t)nb * sizeof(int64_t));
     int old = nthreads == 1 ? rk_blas_threads_local(1) : 0;
-    if (!dz || !gh || !q || !tc || !tl) goto done;
+    if (!dz || !gh || !q || !tc || !tl) {
+        rk_alloc_failed();
+        goto done;
+    }
     for (int64_t b = 0; b < nb; b++) {
         tl[b] = -1;
         for (int64_t t = nt - 1; t >= 0; t--)

@@ -16,7 +16,7 @@
 #include <omp.h>
 #endif
 
-#define RK_ABI_VERSION 1
+#define RK_ABI_VERSION 2
 /* recurrent weights with at least this many entries (units x gates*units) take the per-step
  * products of the lanes kernels through BLAS (one thread per chunk); smaller ones through
  * the compiled loop, faster there (rnnkit.kernels.lanes.GEMM_MIN reads it) */
@@ -58,6 +58,18 @@ static rk_dgemm_t g_dgemm = 0;
 static rk_threads_local_t g_threads_local = 0;
 
 int rk_abi_version(void) { return RK_ABI_VERSION; }
+
+/* Set when a kernel could not allocate its scratch (its outputs are then not written);
+ * rk_take_alloc_failure returns and clears it, and the Python caller raises MemoryError. */
+static volatile int g_alloc_failed = 0;
+
+static void rk_alloc_failed(void) { g_alloc_failed = 1; }
+
+int rk_take_alloc_failure(void) {
+    int f = g_alloc_failed;
+    g_alloc_failed = 0;
+    return f;
+}
 
 /* Registers the BLAS (any pointer may be 0: a plain loop / no per-thread setting). */
 void rk_set_blas(void *sgemm, void *dgemm, void *threads_local) {
