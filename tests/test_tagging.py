@@ -154,6 +154,25 @@ def test_bad_spec():
         TaggerSpec(units=0)
 
 
+def test_lowercase_defaults_to_the_character_cnn(tmp_path):
+    """Words are lowercased for the vocabulary exactly when the character CNN (which sees
+    the original casing) is on, unless the spec says otherwise; the resolved choice is what
+    the model directory records, and "The"/"the" then share one id."""
+    assert TaggerSpec().lowercase is True
+    assert TaggerSpec(char_filters=0).lowercase is False
+    assert TaggerSpec(lowercase=False).lowercase is False
+    with pytest.raises(UserError, match="lowercase must be true or false"):
+        TaggerSpec(lowercase="yes")  # type: ignore[arg-type]
+    from rnnkit.tasks.tagging import Sentence
+    sents = [Sentence(["The", "cat", "sat"], ["DET", "NOUN", "VERB"]),
+             Sentence(["the", "dog", "ran"], ["DET", "NOUN", "VERB"])]
+    tagger = Tagger.create(TaggerSpec(embed_dim=8, units=8, char_filters=8), sents)
+    ids = tagger.encode_tokens([["The", "the", "THE"]])
+    assert ids[0, 0] == ids[0, 1] == ids[0, 2] != 2
+    tagger.save(tmp_path / "m")
+    assert Tagger.load(tmp_path / "m").spec.lowercase is True
+
+
 def test_character_cnn_tags_unseen_words_by_spelling():
     """With the character CNN, a word never seen in training (id 2) still gets its tag from
     its spelling; the word-only model can only guess from context."""

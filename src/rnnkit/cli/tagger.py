@@ -53,12 +53,15 @@ def register(sub: argparse._SubParsersAction, train_sub: argparse._SubParsersAct
     m.add_argument("--embed-dim", type=int, default=64)
     m.add_argument("--layers", type=int, default=1)
     m.add_argument("--bidirectional", action=argparse.BooleanOptionalAction, default=True)
-    m.add_argument("--dropout", type=float, default=0.0)
+    m.add_argument("--dropout", type=float, default=0.5,
+                   help="dropout on the recurrent layers' inputs")
     m.add_argument("--recurrent-dropout", type=float, default=0.0)
     m.add_argument("--num-words", type=int, default=20000,
                    help="vocabulary size including the ids 0 (pad), 1 (start), 2 (unknown)")
     m.add_argument("--min-count", type=int, default=1)
-    m.add_argument("--lowercase", action="store_true", help="lowercase words before lookup")
+    m.add_argument("--lowercase", action=argparse.BooleanOptionalAction, default=None,
+                   help="lowercase words before the vocabulary lookup (default: on when the "
+                        "character CNN is, which sees the original casing)")
     m.add_argument("--crf", action="store_true",
                    help="a CRF output layer: tags chosen jointly per sentence (Viterbi) "
                         "instead of one softmax per word")

@@ -229,11 +229,14 @@ class TaggerSpec(Spec):
     embed_dim: int = 64
     units: int = 64
     layers: int = 1
-    dropout: float = 0.0
+    #: dropout on each recurrent layer's inputs (the word and character features)
+    dropout: float = 0.5
     recurrent_dropout: float = 0.0
     num_words: int | None = 20000
     min_count: int = 1
-    lowercase: bool = False
+    #: lowercase words before the vocabulary lookup; None: lowercase exactly when the
+    #: character CNN is on, since it sees the original casing (resolved at construction)
+    lowercase: bool | None = None
     maxlen: int = 200
     #: filters of the per-word character CNN (0: word embeddings only)
     char_filters: int = 200
@@ -250,6 +253,10 @@ class TaggerSpec(Spec):
                             f"{self.char_filters!r}")
         self.check_num_words()
         self.check_rates("dropout", "recurrent_dropout")
+        if self.lowercase is None:
+            self.lowercase = self.char_filters > 0
+        elif not isinstance(self.lowercase, bool):
+            raise UserError(f"lowercase must be true or false, got {self.lowercase!r}")
 
 
 #: characters per word the character CNN reads, and the size of its character vocabulary
