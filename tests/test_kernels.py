@@ -115,6 +115,21 @@ def test_one_step_last_output(cell, backend):
 
 
 @pytest.mark.parametrize("cell", sorted(CELLS))
+def test_auto_runs_one_step_calls_on_the_reference_cell(cell):
+    """dispatch.select: a call of one time step (generation) takes the reference cell, in
+    float32 and float64, with or without state; a call of two steps takes a kernel."""
+    layer = CELLS[cell](8, return_sequences=True, return_state=True)
+    for dtype in (torch.float32, torch.float64):
+        layer.to(dtype)
+        _, *state = layer(torch.randn(3, 1, 2, dtype=dtype))
+        assert layer.last_backend == "reference"
+        layer(torch.randn(3, 1, 2, dtype=dtype), initial_state=state)
+        assert layer.last_backend == "reference"
+        layer(torch.randn(3, 2, 2, dtype=dtype), initial_state=state)
+        assert layer.last_backend != "reference"
+
+
+@pytest.mark.parametrize("cell", sorted(CELLS))
 def test_float32_auto_with_mask_and_dropout_uses_blas(cell):
     ref, fused = _pair(CELLS[cell], "auto", units=6, return_sequences=True,
                        recurrent_dropout=0.2)
