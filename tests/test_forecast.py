@@ -201,7 +201,12 @@ def test_conformal_interval_covers_its_level_on_held_out_data(tmp_path):
     fc.fit(y[:400], epochs=3, seed=0)
     cal = fc.calibrate(y[:700], 400)
     assert cal is not None and cal["windows"] == 700 - 400 - 6 + 1
+    calls = []
+    predict_scaled = fc._predict_scaled
+    fc._predict_scaled = lambda zx: calls.append(len(zx)) or predict_scaled(zx)
     res = fc.walk_forward(y, 700, step=1)
+    del fc._predict_scaled
+    assert calls == [1400 - 700 - 6 + 1]  # one model pass: the interval reuses its forecasts
     cover = res["interval"]["coverage"]
     assert 0.7 <= cover <= 0.9, cover
     lo, hi = res["interval"]["lower"], res["interval"]["upper"]

@@ -501,16 +501,19 @@ class Forecaster:
                             "upper": hi.tolist(), "windows": len(e_cal), "source": source}
         return self.calibration
 
-    def intervals(self, zx: np.ndarray, level: float = 0.8
+    def intervals(self, zx: np.ndarray, level: float = 0.8, point: np.ndarray | None = None
                   ) -> tuple[np.ndarray, np.ndarray] | None:
         """Lower and upper bounds (data units) of the central ``level`` interval: from the
         quantiles ``(1 - level) / 2`` and ``(1 + level) / 2`` of a quantile model, else from
-        the conformal :attr:`calibration` of a point model; None when neither exists."""
+        the conformal :attr:`calibration` of a point model; None when neither exists.
+        ``point``: the point forecasts of ``zx`` in data units when the caller has them
+        (else they are predicted here)."""
         qs = self.spec.quantiles or []
         lo_q, hi_q = round((1 - level) / 2, 6), round((1 + level) / 2, 6)
         cal = self.calibration
         if (lo_q not in qs or hi_q not in qs) and cal is not None and cal["level"] == level:
-            point = self.scaler.inverse(self._predict_scaled(zx), self.target_idx)
+            if point is None:
+                point = self.scaler.inverse(self._predict_scaled(zx), self.target_idx)
             sigma = np.asarray(cal["sigma"]) * self._local_scale(zx)[:, None]
             return (point + np.asarray(cal["lower"]) * sigma,
                     point + np.asarray(cal["upper"]) * sigma)
@@ -613,7 +616,7 @@ class Forecaster:
         naive = np.stack([naive_forecast(tv[:t], h) for t in origins])
         snaive = np.stack([seasonal_naive_forecast(tv[:t], h, self.season) for t in origins])
         drift = np.stack([drift_forecast(tv[:t], h) for t in origins])
-        bands = self.intervals(x)
+        bands = self.intervals(x, point=model_f)
         train = self.train_values if self.train_values is not None else tv[:start]
         metrics = {}
         for name, f in (("model", model_f), ("naive", naive), ("seasonal_naive", snaive),
