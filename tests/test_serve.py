@@ -145,3 +145,25 @@ def test_web_page_in_headless_chromium(server, model_dir):
         assert drv.find_element(By.ID, "prob").text.endswith("%")
     finally:
         drv.quit()
+
+
+def test_serve_command_loads_the_model_once_per_process(model_dir, monkeypatch):
+    """``rnnkit serve`` with one worker serves the app it built (one load of the model);
+    with several, it validates the directory once and each worker loads its own."""
+    import rnnkit.serve
+
+    loads, runs = [], []
+    real = rnnkit.serve.load_predictor
+    monkeypatch.setattr(rnnkit.serve, "load_predictor",
+                        lambda d: loads.append(d) or real(d))
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: runs.append((app, kw)))
+    for var in ("MODEL", "MAX_BATCH", "MAX_WAIT_MS"):  # restored after: the CLI sets them
+        monkeypatch.setenv(f"RNNKIT_SERVE_{var}", "")
+    assert main(["serve", str(model_dir), "--port", "8799"]) == 0
+    assert len(loads) == 1 and not isinstance(runs[0][0], str)
+    with TestClient(runs[0][0]) as c:
+        assert c.get("/health").json() == {"status": "ok"}
+    loads.clear()
+    assert main(["serve", str(model_dir), "--port", "8799", "--workers", "2"]) == 0
+    assert len(loads) == 1 and runs[1][0] == "rnnkit.serve:app_from_env"
+    assert runs[1][1]["workers"] == 2

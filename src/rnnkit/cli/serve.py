@@ -32,7 +32,7 @@ def register(sub: argparse._SubParsersAction, train_sub: argparse._SubParsersAct
 
 
 def serve_cmd(args: argparse.Namespace) -> int:
-    from ..serve import _fastapi, load_predictor
+    from ..serve import _fastapi, create_app, load_predictor
 
     _fastapi()
     try:
@@ -46,7 +46,12 @@ def serve_cmd(args: argparse.Namespace) -> int:
     if not 0 <= args.max_wait_ms <= 1000:
         raise UserError(f"--max-wait-ms must be in [0, 1000], got {args.max_wait_ms}")
     read_config(args.model_dir)
-    load_predictor(args.model_dir)  # a bad model directory fails here, before the server
+    if args.workers == 1:  # this process serves: the model is loaded once, here
+        app = create_app(args.model_dir, max_batch=args.max_batch,
+                         max_wait_ms=args.max_wait_ms)  # a bad model directory fails here
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+        return 0
+    load_predictor(args.model_dir)  # a bad model directory fails here, before the workers
     os.environ["RNNKIT_SERVE_MODEL"] = str(args.model_dir)
     os.environ["RNNKIT_SERVE_MAX_BATCH"] = str(args.max_batch)
     os.environ["RNNKIT_SERVE_MAX_WAIT_MS"] = str(args.max_wait_ms)
