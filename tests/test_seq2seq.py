@@ -234,3 +234,20 @@ def test_model_selection_by_validation_bleu_restores_the_best_bleu_epoch():
     again = bleu(tr.translate([s for s, _ in pairs[100:]]),
                  [tr.reference_text(t) for _, t in pairs[100:]])
     assert again == pytest.approx(max(scores), abs=1e-6)
+
+
+def test_bleu_selection_reads_the_first_probe_pairs(monkeypatch):
+    """The epoch is chosen on the greedy BLEU of the first ``BLEU_PROBE_PAIRS`` validation
+    pairs, decoded once per epoch."""
+    from rnnkit.tasks import seq2seq
+
+    pairs = [(f"a{i % 7} b{i % 5}", f"x{i % 7} y{i % 5}") for i in range(60)]
+    monkeypatch.setattr(seq2seq, "BLEU_PROBE_PAIRS", 7)
+    seen = []
+    translate = seq2seq.Translator.translate
+    monkeypatch.setattr(seq2seq.Translator, "translate",
+                        lambda self, texts, *a, **k: seen.append(list(texts))
+                        or translate(self, texts, *a, **k))
+    seq2seq.train_translator(pairs[:40], val_pairs=pairs[40:], units=8, embed_dim=4,
+                             epochs=2, seed=0)
+    assert seen[:2] == [[s for s, _ in pairs[40:47]]] * 2

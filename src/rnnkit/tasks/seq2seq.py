@@ -71,6 +71,8 @@ __all__ = ["read_pairs", "BahdanauAttention", "LuongAttention", "Seq2Seq", "Tran
 
 TASK = "seq2seq"
 _ATTENTIONS = (None, "bahdanau", "luong")
+#: validation pairs whose greedy BLEU selects the epoch (``select_by="bleu"``)
+BLEU_PROBE_PAIRS = 1000
 
 
 # --------------------------------------------------------------------------- data
@@ -492,8 +494,9 @@ def train_translator(pairs: Sequence[tuple[str, str]], *, val_pairs: Sequence[tu
     token, averaged over validation batches of ``batch_size`` sentences); ``patience`` stops
     when it has not improved for that many epochs and keeps the best epoch's weights.
     ``select_by="bleu"`` (default, with ``val_pairs``): the model is selected by the greedy
-    BLEU of the first 300 validation pairs, logged as ``val_bleu`` each epoch (the
-    lowest validation loss is often not the best translator); ``"loss"``: by ``val_loss``.
+    BLEU of the first :data:`BLEU_PROBE_PAIRS` validation pairs, logged as ``val_bleu``
+    each epoch (the lowest validation loss is often not the best translator); ``"loss"``:
+    by ``val_loss``.
     Returns ``(translator, history)`` with per-epoch ``loss`` (and ``val_loss``,
     ``val_bleu``).
     """
@@ -533,7 +536,7 @@ def train_translator(pairs: Sequence[tuple[str, str]], *, val_pairs: Sequence[tu
     val = list(batches(tensors(val_pairs), None)) if val_pairs else None
     score = None
     if val_pairs and select_by == "bleu":
-        probe = list(val_pairs)[:300]
+        probe = list(val_pairs)[:BLEU_PROBE_PAIRS]
         refs = [tr.reference_text(t) for _, t in probe]
 
         def val_bleu() -> float:
