@@ -27,22 +27,12 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from .fused import cell_kind
 
-#: the last mask :func:`_post_lengths` read, its version counter and its answer: the dispatch
-#: asks (``unsupported``) and then the run needs the same lengths, for the same tensor
-_last_mask: tuple[Tensor, int, Tensor | None] | None = None
-
 
 def _post_lengths(mask: Tensor) -> Tensor | None:
-    """Lengths if ``mask`` is post-padding (True prefix per row), else None (computed once
-    per mask tensor and version, see :data:`_last_mask`)."""
-    global _last_mask
-    if _last_mask is not None and _last_mask[0] is mask and _last_mask[1] == mask._version:
-        return _last_mask[2]
+    """Lengths if ``mask`` is post-padding (True prefix per row), else None."""
     lengths = mask.sum(1)
     pos = torch.arange(mask.shape[1], device=mask.device)
-    out = lengths if torch.equal(mask, pos[None] < lengths[:, None]) else None
-    _last_mask = (mask, mask._version, out)
-    return out
+    return lengths if torch.equal(mask, pos[None] < lengths[:, None]) else None
 
 
 def _padded_ok(layer, x: Tensor) -> bool:
