@@ -36,6 +36,8 @@ import torch
 from torch import Tensor
 
 from .kernels import lanes, native
+from .kernels.dispatch import LANES_MAX_UNITS
+from .kernels.fused import KIND_CODE, cell_kind
 from .kernels.optim import pointer_table
 
 _I64, _PTR = ctypes.c_int64, ctypes.c_void_p
@@ -72,8 +74,6 @@ class Parts:
 
 def parts(model) -> Parts | str:
     """The model's layers when it has the fused classifier's shape, else why not."""
-    from .kernels.dispatch import LANES_MAX_UNITS
-    from .kernels.fused import KIND_CODE, cell_kind
     from .layers import Dense, Embedding, OneHot, Sequential
     from .recurrent import GRU, LSTM, RNN, SimpleRNN
 

@@ -92,8 +92,7 @@ def register(sub: argparse._SubParsersAction, train_sub: argparse._SubParsersAct
     m.add_argument("--select-by", choices=["bleu", "loss"], default="bleu",
                    help="keep the epoch with the best validation BLEU (greedy, the first "
                         "1,000 validation pairs) or the lowest validation loss; --patience "
-                        "counts epochs without "
-                        "improvement of the same")
+                        "counts epochs without improvement of the same")
     add_seq_training_flags(p, out="models/seq2seq", epochs=20, lr=3e-3, batch_size=32)
     p.set_defaults(func=train)
 

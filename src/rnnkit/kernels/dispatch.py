@@ -25,9 +25,6 @@ LANES_MAX_UNITS = 64
 #: and the call has at least :data:`ONEDNN_MIN_STEPS` sequence-steps (one step of one
 #: sequence, as in generation, pays oneDNN's per-call setup: 8x slower than blas at 256 units).
 ONEDNN_MIN_STEPS = 256
-#: a call of one time step (generation, beam search, a streaming step) runs the reference
-#: cell: its few torch ops cost less than any kernel's setup (per step of batch 1, 128
-#: units: 57 us against 66 us for blas and 153 us for oneDNN; docs/benchmarks.md)
 CPU_ORDER = {"simple": ("blas",), "gru": ("blas",), "lstm": ("torch", "blas")}
 #: older names of backends, still accepted (``"numba"``: the lanes kernels were Numba code)
 ALIASES = {"numba": "lanes"}
@@ -104,6 +101,9 @@ def select(layer, x: Tensor, mask: Tensor | None, in_mask: Tensor | None,
     if x.device.type != "cpu":
         return "torch" if unsupported("torch", layer, x, mask, rec_mask) is None else "reference"
     if x.shape[1] == 1:
+        # one time step (generation, beam search): the reference cell's few torch ops cost
+        # less than any kernel's setup (batch 1, 128 units: 57 us against 66 us for blas
+        # and 153 us for oneDNN; docs/benchmarks.md)
         return "reference"
     for name in CPU_ORDER.get(cell_kind(layer.cell) or "", ()):
         if name == "torch" and (x.dtype != torch.float32
