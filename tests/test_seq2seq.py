@@ -251,3 +251,33 @@ def test_bleu_selection_reads_the_first_probe_pairs(monkeypatch):
     seq2seq.train_translator(pairs[:40], val_pairs=pairs[40:], units=8, embed_dim=4,
                              epochs=2, seed=0)
     assert seen[:2] == [[s for s, _ in pairs[40:47]]] * 2
+
+
+@pytest.mark.parametrize("attention", [None, "luong", "bahdanau"])
+def test_dropout_acts_in_training_only_and_is_saved(attention, tmp_path):
+    """``dropout`` zeroes embedding and output units in training (so two training-mode
+    calls differ, and p -> 1 leaves only the output bias), never in evaluation (equal to
+    the same weights without dropout); the rate is part of the saved config."""
+    torch.manual_seed(4)
+    m = Seq2Seq(9, 11, embed_dim=4, units=6, attention=attention, dropout=0.4)
+    plain = Seq2Seq(9, 11, embed_dim=4, units=6, attention=attention)
+    plain.load_state_dict(m.state_dict())
+    src = torch.tensor([[4, 5, 6, 7], [8, 3, 0, 0]])
+    tgt_in = torch.tensor([[1, 4, 5, 6], [1, 9, 10, 3]])
+    m.train()
+    assert not torch.allclose(m(src, tgt_in), m(src, tgt_in))
+    m.eval()
+    plain.eval()
+    torch.testing.assert_close(m(src, tgt_in), plain(src, tgt_in), rtol=0, atol=0)
+    nearly = Seq2Seq(9, 11, embed_dim=4, units=6, attention=attention, dropout=0.999999).train()
+    torch.manual_seed(0)
+    out = nearly(src, tgt_in)
+    assert torch.equal(out, nearly.out.bias.expand_as(out))  # every o_t unit dropped
+    with pytest.raises(ValueError, match="dropout"):
+        Seq2Seq(9, 11, dropout=1.0)
+    pairs = read_pairs(FIXTURE)[:20]
+    tr, _ = train_translator(pairs, units=8, embed_dim=4, epochs=1, level="word",
+                             dropout=0.3, select_by="loss")
+    tr.save(tmp_path / "m")
+    back = Translator.load(tmp_path / "m")
+    assert back.model.dropout == 0.3 and not back.model.training

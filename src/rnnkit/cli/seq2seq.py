@@ -88,6 +88,8 @@ def register(sub: argparse._SubParsersAction, train_sub: argparse._SubParsersAct
     m.add_argument("--attention", choices=["luong", "bahdanau", "none"], default="luong")
     m.add_argument("--units", type=int, default=128)
     m.add_argument("--embed-dim", type=int, default=64)
+    m.add_argument("--dropout", type=float, default=0.2,
+                   help="dropout on the embeddings and the decoder's output in training")
     m.add_argument("--beam-width", type=int, default=1, help="decoding for the reported BLEU")
     m.add_argument("--select-by", choices=["bleu", "loss"], default="bleu",
                    help="keep the epoch with the best validation BLEU (greedy, the first "
@@ -150,7 +152,7 @@ def train(args: argparse.Namespace) -> int:
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, clip_norm=args.clip_norm,
         seed=args.seed, backend=args.backend, patience=args.patience,
         verbose=verbosity(args), backup=args.backup, select_by=args.select_by,
-        subword_vocab=args.subword_vocab)
+        subword_vocab=args.subword_vocab, dropout=args.dropout)
     res: dict[str, Any] = {"task": "seq2seq", "model_dir": args.final_out,
                            "train_pairs": len(train_p),
                            "validation_pairs": len(val_p), "loss": hist["loss"][-1]}

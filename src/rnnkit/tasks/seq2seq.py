@@ -18,6 +18,9 @@ cased and detokenised, as written), or into lowercased words and punctuation mar
                          h_t, s_t = Dec([Embed_tgt(y_{t-1}); c_t], s_{t-1});  o_t = h_t
     p(y_t | y_<t, x) = softmax(W_o o_t + b_o)
 
+With ``dropout`` p > 0, training zeroes each unit of the two embeddings and of ``o_t`` with
+probability p (inverted dropout, scaled by ``1/(1-p)``); evaluation and decoding use none.
+
 Training is teacher forcing: ``y_{t-1}`` is the reference token, loss the mean cross-entropy
 over real (non-pad) target tokens including ``<end>``. Decoding runs the decoder one step at a
 time from the encoder's final state: greedy (argmax) or beam search (score = sum of log
@@ -178,8 +181,10 @@ class Seq2Seq(nn.Module):
 
     def __init__(self, src_vocab_size: int, tgt_vocab_size: int, embed_dim: int = 64,
                  units: int = 128, cell: str = "lstm", attention: str | None = None,
-                 backend: str = "auto"):
+                 backend: str = "auto", dropout: float = 0.0):
         super().__init__()
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         if cell not in ("lstm", "gru"):
             raise ValueError(f"cell must be 'lstm' or 'gru', got {cell!r}")
         if attention not in _ATTENTIONS:
@@ -187,7 +192,8 @@ class Seq2Seq(nn.Module):
         self.src_vocab_size, self.tgt_vocab_size = src_vocab_size, tgt_vocab_size
         self.embed_dim, self.units, self.cell, self.attention_kind = embed_dim, units, cell, \
             attention
-        self.backend = backend
+        self.backend, self.dropout = backend, float(dropout)
+        self.drop = nn.Dropout(self.dropout)
         rnn = LSTM if cell == "lstm" else GRU
         self.src_embed = Embedding(src_vocab_size, embed_dim, mask_zero=True)
         self.tgt_embed = Embedding(tgt_vocab_size, embed_dim, mask_zero=True)
@@ -210,18 +216,19 @@ class Seq2Seq(nn.Module):
     def get_config(self) -> dict:
         return {"src_vocab_size": self.src_vocab_size, "tgt_vocab_size": self.tgt_vocab_size,
                 "embed_dim": self.embed_dim, "units": self.units, "cell": self.cell,
-                "attention": self.attention_kind, "backend": self.backend}
+                "attention": self.attention_kind, "backend": self.backend,
+                "dropout": self.dropout}
 
     def encode(self, src: Tensor) -> tuple[Tensor, Tensor, tuple[Tensor, ...]]:
         """``(encoder outputs (B, S, H), source mask (B, S), final state)``."""
         mask = src != PAD
-        enc_out, *state = self.encoder(self.src_embed(src), mask=mask)
+        enc_out, *state = self.encoder(self.drop(self.src_embed(src)), mask=mask)
         return enc_out, mask, tuple(state)
 
     def decode(self, tgt_in: Tensor, state: tuple[Tensor, ...], enc_out: Tensor,
                src_mask: Tensor) -> tuple[Tensor, tuple[Tensor, ...]]:
         """Logits ``(B, T, V)`` for decoder inputs ``tgt_in`` ``(B, T)`` and the new state."""
-        emb = self.tgt_embed(tgt_in)
+        emb = self.drop(self.tgt_embed(tgt_in))
         if self.attention_kind == "bahdanau":
             logits, weights = [], []
             for t in range(tgt_in.shape[1]):
@@ -229,7 +236,7 @@ class Seq2Seq(nn.Module):
                 h, *st = self.decoder(torch.cat([emb[:, t:t + 1], ctx], dim=-1),
                                       initial_state=state)
                 state = tuple(st)
-                logits.append(self.out.logits(h))
+                logits.append(self.out.logits(self.drop(h)))
                 weights.append(w)
             self.last_attention = torch.cat(weights, dim=1)
             return torch.cat(logits, dim=1), state
@@ -237,7 +244,7 @@ class Seq2Seq(nn.Module):
         if self.attention_kind == "luong":
             ctx, self.last_attention = self.attention(h, enc_out, src_mask)
             h = self.combine(torch.cat([ctx, h], dim=-1))
-        return self.out.logits(h), tuple(st)
+        return self.out.logits(self.drop(h)), tuple(st)
 
     def decode_step(self, y_prev: Tensor, state: tuple[Tensor, ...], enc_out: Tensor,
                     src_mask: Tensor) -> tuple[Tensor, tuple[Tensor, ...]]:
@@ -484,12 +491,14 @@ def train_translator(pairs: Sequence[tuple[str, str]], *, val_pairs: Sequence[tu
                      batch_size: int = 32, lr: float = 3e-3, clip_norm: float = 5.0,
                      seed: int = 0, backend: str = "auto", patience: int | None = None,
                      verbose: int = 0, backup: Backup | None = None, select_by: str = "bleu",
-                     subword_vocab: int = 4000
+                     subword_vocab: int = 4000, dropout: float = 0.2
                      ) -> tuple[Translator, dict[str, list[float]]]:
     """Fit vocabularies on ``pairs`` and train a :class:`Seq2Seq` with teacher forcing
     (:func:`rnnkit.train.fit`, Adam).
 
     ``max_*_len`` default to the longest tokenized sentence of ``pairs`` (capped at 50).
+    ``dropout`` (see :class:`Seq2Seq`): 0.2 by default, chosen on Tatoeba English-French,
+    where it raised cased BLEU from 24.0 to 31.5 (docs/results.md).
     ``val_pairs`` adds a per-epoch ``val_loss`` (teacher-forced cross-entropy per target
     token, averaged over validation batches of ``batch_size`` sentences); ``patience`` stops
     when it has not improved for that many epochs and keeps the best epoch's weights.
@@ -520,7 +529,8 @@ def train_translator(pairs: Sequence[tuple[str, str]], *, val_pairs: Sequence[tu
         max_source_len = min(max(len(t) for t in src_tok), 50)
     if max_target_len is None:
         max_target_len = min(max(len(t) for t in tgt_tok), 50)
-    model = Seq2Seq(len(src_vocab), len(tgt_vocab), embed_dim, units, cell, attention, backend)
+    model = Seq2Seq(len(src_vocab), len(tgt_vocab), embed_dim, units, cell, attention, backend,
+                    dropout)
     tr = Translator(model, src_vocab, tgt_vocab, level, max_source_len, max_target_len,
                     subwords)
 
