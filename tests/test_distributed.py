@@ -66,3 +66,75 @@ def test_shard_takes_every_world_th_row_or_keeps_the_batch(monkeypatch):
     # rows that differ (an in-batch loss's candidates) or do not divide: kept whole
     assert shard((x, torch.zeros(6, 2)), y)[1] is y
     assert shard(torch.arange(3), torch.arange(3))[0].tolist() == [0, 1, 2]
+
+
+def _torchrun(out, *extra, epochs="2", data=None):
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+            "--standalone", "-m", "rnnkit", "train", "text", "--file", str(data),
+            "--text-col", "text", "--label-col", "label", "--cell", "gru", "--units", "8",
+            "--epochs", epochs, "--batch-size", "16", "--patience", "0", "--seed", "3",
+            "--quiet", "--out", str(out), *extra]
+
+
+def test_an_error_of_rank_0_before_training_stops_every_rank(tmp_path):
+    """Rank 0 checks the output directory alone (here: --resume with nothing to resume);
+    the other rank must not start training and wait for it forever."""
+    data = tmp_path / "d.csv"
+    _data(data)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(_torchrun(tmp_path / "m", "--resume", data=data),
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode != 0
+    errors = [x for x in proc.stderr.splitlines() if x.startswith("rnnkit: error:")]
+    assert len(errors) == 1 and "no interrupted run" in errors[0], proc.stderr[-2000:]
+    assert not (tmp_path / "m").exists()
+
+
+def test_killed_data_parallel_run_resumes_to_the_same_weights(tmp_path):
+    """Every process of a torchrun run killed after some epochs; ``--resume`` under
+    torchrun (rank 0 writes the backup, the other rank reads it) ends with the weights and
+    history of the same run left alone."""
+    import signal
+    import time
+
+    from rnnkit.backup import Backup
+
+    data = tmp_path / "d.csv"
+    _data(data)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run(_torchrun(tmp_path / "ref", epochs="12", data=data), check=True,
+                   capture_output=True, env=env, timeout=300)
+    out = tmp_path / "out"
+    proc = subprocess.Popen(_torchrun(out, epochs="12", data=data), env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    end = time.monotonic() + 240
+    while True:
+        assert proc.poll() is None, "the run ended before it could be killed"
+        assert time.monotonic() < end, "no backup appeared"
+        try:
+            if Backup(tmp_path / ".out.run" / "backup").epochs_done() >= 3:
+                break
+        except Exception:  # noqa: BLE001 - not written yet
+            pass
+        time.sleep(0.02)
+    pids = subprocess.run(["pgrep", "-f", "--", f"--out {out}$"], capture_output=True,
+                          text=True).stdout.split()
+    for pid in {int(p) for p in pids} | {proc.pid}:  # the launcher and both ranks
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.wait()
+    time.sleep(0.5)
+    assert not out.exists()
+    r = subprocess.run(_torchrun(out, "--resume", epochs="12", data=data), capture_output=True,
+                       text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "resuming" in r.stderr
+    a = load_file(tmp_path / "ref" / "weights.safetensors")
+    b = load_file(out / "weights.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert json.loads((tmp_path / "ref" / "history.json").read_text()) == \
+        json.loads((out / "history.json").read_text())

@@ -53,6 +53,20 @@ def backend() -> str | None:
     return dist.get_backend() if dist.is_available() and dist.is_initialized() else None
 
 
+def start_together(ok: bool) -> bool:
+    """Rank 0's answer to "does the run start?", on every rank: rank 0 passes whether its
+    own checks passed (the output directory, ``--resume``), the other ranks pass True and
+    receive rank 0's answer. Without it, a rank would start training after rank 0 stopped
+    with an error and wait for it forever in the first gradient average. Returns ``ok``
+    without a process group."""
+    if world()[1] == 1:
+        return ok
+    t = torch.tensor([int(ok)], dtype=torch.int64,
+                     device="cuda" if backend() == "nccl" else "cpu")
+    torch.distributed.broadcast(t, src=0)
+    return bool(t.item())
+
+
 def data_parallel(model: nn.Module) -> nn.Module | None:
     """``DistributedDataParallel(model)`` when there are several ranks, else None."""
     rank, size = world()

@@ -156,10 +156,24 @@ def _train(args: argparse.Namespace) -> int:
     settings = {k: v for k, v in vars(args).items() if k not in _NOT_SETTINGS}
     rank, world = distributed.init_from_env()
     settings["world_size"] = world
+    started = False
+
+    def start() -> None:  # rank 0: its checks passed, every rank starts training
+        nonlocal started
+        started = True
+        distributed.start_together(True)
+
     try:
         if rank != 0:
+            if not distributed.start_together(True):
+                return 2  # rank 0 stopped before training and reports why
             return _train_other_rank(args, out)
-        return _train_rank0(args, out, settings)
+        try:
+            return _train_rank0(args, out, settings, start)
+        except BaseException:
+            if not started:
+                distributed.start_together(False)
+            raise
     finally:
         distributed.barrier()
         distributed.shutdown()
@@ -200,8 +214,11 @@ def _train_other_rank(args: argparse.Namespace, out: Path) -> int:
             return int(args.task_func(args) or 0)
 
 
-def _train_rank0(args: argparse.Namespace, out: Path, settings: dict) -> int:
-    """The run that writes: staged, locked, backed up, published (see :func:`_train`)."""
+def _train_rank0(args: argparse.Namespace, out: Path, settings: dict,
+                 start: Callable[[], None]) -> int:
+    """The run that writes: staged, locked, backed up, published (see :func:`_train`).
+    ``start()`` is called once the output directory is locked and checked, before
+    training."""
     from ..backup import Backup
     from ..rundir import TrainingRun
     from ..train import TrainingDiverged
@@ -211,6 +228,7 @@ def _train_rank0(args: argparse.Namespace, out: Path, settings: dict) -> int:
             print(f"resuming {out} after epoch {run.resumed_epochs}", file=sys.stderr)
         args.out, args.final_out = str(run.stage), str(out)
         args.backup = Backup(run.backup_dir)
+        start()
         try:
             with _run_options(args):
                 rc = int(args.task_func(args) or 0)
