@@ -9,6 +9,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -29,6 +31,25 @@ def data_dir() -> Path:
         pytest.skip(f"real data directory {d} not found (set RNNKIT_DATA_DIR to a directory "
                     "with aclImdb_v1.tar.gz, imdb_keras_subset.npz, tinyshakespeare.txt)")
     return d
+
+
+def wait_for_backup(path: Path, proc: subprocess.Popen, epochs: int, timeout: float = 300
+                    ) -> None:
+    """Return once the training run ``proc`` has backed up ``epochs`` epochs in ``path``
+    (fail when it ends first or none appears within ``timeout`` seconds)."""
+    from rnnkit.backup import Backup
+    from rnnkit.errors import UserError
+
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        assert proc.poll() is None, "training ended before it could be killed"
+        try:
+            if Backup(path).epochs_done() >= epochs:
+                return
+        except UserError:
+            pass  # caught between the write and the rename of a temp file: not possible, but
+        time.sleep(0.02)
+    raise AssertionError("no backup appeared")
 
 
 def require_file(data_dir: Path, name: str) -> Path:

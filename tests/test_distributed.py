@@ -9,6 +9,7 @@ import sys
 
 import pytest
 import torch
+from conftest import wait_for_backup
 from safetensors.torch import load_file
 
 from rnnkit.cli import main
@@ -97,8 +98,6 @@ def test_killed_data_parallel_run_resumes_to_the_same_weights(tmp_path):
     import signal
     import time
 
-    from rnnkit.backup import Backup
-
     data = tmp_path / "d.csv"
     _data(data)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -107,16 +106,7 @@ def test_killed_data_parallel_run_resumes_to_the_same_weights(tmp_path):
     out = tmp_path / "out"
     proc = subprocess.Popen(_torchrun(out, epochs="12", data=data), env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    end = time.monotonic() + 240
-    while True:
-        assert proc.poll() is None, "the run ended before it could be killed"
-        assert time.monotonic() < end, "no backup appeared"
-        try:
-            if Backup(tmp_path / ".out.run" / "backup").epochs_done() >= 3:
-                break
-        except Exception:  # noqa: BLE001 - not written yet
-            pass
-        time.sleep(0.02)
+    wait_for_backup(tmp_path / ".out.run" / "backup", proc, 3, timeout=240)
     pids = subprocess.run(["pgrep", "-f", "--", f"--out {out}$"], capture_output=True,
                           text=True).stdout.split()
     for pid in {int(p) for p in pids} | {proc.pid}:  # the launcher and both ranks

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import wait_for_backup
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load_file
@@ -339,21 +340,6 @@ def _train_cmd(out: Path, *extra: str) -> list[str]:
             *extra]
 
 
-def _wait_for(path: Path, proc: subprocess.Popen, epochs: int, timeout: float = 300) -> None:
-    from rnnkit.backup import Backup
-
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        assert proc.poll() is None, "training ended before it could be killed"
-        try:
-            if Backup(path).epochs_done() >= epochs:
-                return
-        except UserError:
-            pass  # caught between the write and the rename of a temp file: not possible, but
-        time.sleep(0.02)
-    raise AssertionError("no backup appeared")
-
-
 def test_kill_and_resume_gives_the_same_weights(tmp_path):
     ref = tmp_path / "ref"
     subprocess.run(_train_cmd(ref), env=ENV1, check=True, capture_output=True, timeout=600)
@@ -361,7 +347,7 @@ def test_kill_and_resume_gives_the_same_weights(tmp_path):
     out = tmp_path / "out"
     proc = subprocess.Popen(_train_cmd(out), env=ENV1, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
-    _wait_for(tmp_path / ".out.run" / "backup", proc, 3)
+    wait_for_backup(tmp_path / ".out.run" / "backup", proc, 3)
     time.sleep(0.05)  # somewhere inside a later epoch
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
@@ -397,7 +383,7 @@ def test_a_killed_run_leaves_the_old_model_whole(model, tmp_path):
     before = {f.name: f.read_bytes() for f in out.iterdir()}
     proc = subprocess.Popen(_train_cmd(out), env=ENV1, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
-    _wait_for(tmp_path / ".old.run" / "backup", proc, 2)
+    wait_for_backup(tmp_path / ".old.run" / "backup", proc, 2)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert {f.name: f.read_bytes() for f in out.iterdir()} == before

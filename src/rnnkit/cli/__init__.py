@@ -156,24 +156,12 @@ def _train(args: argparse.Namespace) -> int:
     settings = {k: v for k, v in vars(args).items() if k not in _NOT_SETTINGS}
     rank, world = distributed.init_from_env()
     settings["world_size"] = world
-    started = False
-
-    def start() -> None:  # rank 0: its checks passed, every rank starts training
-        nonlocal started
-        started = True
-        distributed.start_together(True)
-
     try:
         if rank != 0:
             if not distributed.start_together(True):
                 return 2  # rank 0 stopped before training and reports why
             return _train_other_rank(args, out)
-        try:
-            return _train_rank0(args, out, settings, start)
-        except BaseException:
-            if not started:
-                distributed.start_together(False)
-            raise
+        return _train_rank0(args, out, settings)
     finally:
         distributed.barrier()
         distributed.shutdown()
@@ -214,21 +202,27 @@ def _train_other_rank(args: argparse.Namespace, out: Path) -> int:
             return int(args.task_func(args) or 0)
 
 
-def _train_rank0(args: argparse.Namespace, out: Path, settings: dict,
-                 start: Callable[[], None]) -> int:
+def _train_rank0(args: argparse.Namespace, out: Path, settings: dict) -> int:
     """The run that writes: staged, locked, backed up, published (see :func:`_train`).
-    ``start()`` is called once the output directory is locked and checked, before
-    training."""
+    Whether the output directory's checks passed is sent to the other ranks
+    (:func:`rnnkit.distributed.start_together`) before anyone trains."""
+    from .. import distributed
     from ..backup import Backup
     from ..rundir import TrainingRun
     from ..train import TrainingDiverged
 
-    with TrainingRun(out, settings, resume=getattr(args, "resume", False)) as run:
+    with contextlib.ExitStack() as stack:
+        try:
+            run = stack.enter_context(TrainingRun(out, settings,
+                                                  resume=getattr(args, "resume", False)))
+            args.backup = Backup(run.backup_dir)
+        except BaseException:
+            distributed.start_together(False)
+            raise
+        distributed.start_together(True)
         if run.resumed_epochs:
             print(f"resuming {out} after epoch {run.resumed_epochs}", file=sys.stderr)
         args.out, args.final_out = str(run.stage), str(out)
-        args.backup = Backup(run.backup_dir)
-        start()
         try:
             with _run_options(args):
                 rc = int(args.task_func(args) or 0)
