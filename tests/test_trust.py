@@ -253,6 +253,12 @@ def test_forecast_plot_into_a_folder_is_refused_first(capsys, tmp_path):
     (lambda c: c.update(labels=["a", "b", "c"]), "output"),
     (lambda c: c.update(model={"type": "Sequential", "config": {"layers": 5}}), "rebuild"),
     (lambda c: c.update(model={"type": "os.system", "config": {}}), "unknown model type"),
+    # a flag that is neither true nor false (found by the fuzz test below: the kernels
+    # raised a TypeError on return_sequences null)
+    (lambda c: c["model"]["config"]["layers"][1]["config"].update(return_sequences=None),
+     "return_sequences must be a bool"),
+    (lambda c: c["model"]["config"]["layers"][0]["config"].update(mask_zero="yes"),
+     "mask_zero must be a bool"),
 ])
 def test_tampered_config_is_one_line(model, tmp_path, capsys, edit, needle):
     d = _tamper_config(model, tmp_path / "t", edit)

@@ -86,13 +86,20 @@ def deserialize(spec: dict) -> nn.Module:
 def _check_types(cls: type, name: str, config: dict) -> None:
     """A saved value must have the type of the constructor parameter's default (a bool flag
     stays a bool, a size an int, a rate a number, a name a string): a tampered config with
-    ``"return_sequences": -1`` would otherwise build a model of another shape."""
+    ``"return_sequences": -1`` would otherwise build a model of another shape. A constructor
+    that passes ``**kwargs`` on (``SimpleRNN`` to ``RNN``) is read with those of the classes
+    it inherits from."""
     import inspect
 
-    try:
-        params = inspect.signature(cls.__init__).parameters
-    except (TypeError, ValueError):
-        return
+    params: dict[str, inspect.Parameter] = {}
+    for klass in reversed(cls.__mro__):
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        try:
+            params.update(inspect.signature(init).parameters)
+        except (TypeError, ValueError):
+            continue
     for key, value in config.items():
         p = params.get(key)
         if p is None or p.default is inspect.Parameter.empty:
