@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from rnnkit.cells import GRUCell, LSTMCell, SimpleRNNCell
 from rnnkit.diagnostics import (
     GradientMonitor,
     gradient_report,
@@ -232,3 +233,48 @@ def test_cli_diagnose_tagger_seq2seq_lm_and_siamese_models(tmp_path, capsys):
         res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
         assert res["layers"] and all(len(r["grad_h"]) > 1 for r in res["layers"]), argv
         assert res["loss"] is not None and res["loss"] > 0
+
+
+def test_cell_activations_rebuild_torch_nn_step():
+    """The activations a cell reports for a step (with recurrent dropout) are the gates that
+    give torch.nn's step: LSTM ``c = f c' + i g``, ``h = o tanh(c)``; GRU
+    ``h = z h' + (1 - z) n`` (torch.nn's ``1 - z`` order of the blend); SimpleRNN ``h``."""
+    torch.manual_seed(0)
+    x, rm = torch.randn(5, 3), (torch.rand(5, 4) > 0.3).float() / 0.7
+    for cell, ref in ((LSTMCell(4, input_size=3), nn.LSTMCell(3, 4)),
+                      (GRUCell(4, input_size=3), nn.GRUCell(3, 4)),
+                      (SimpleRNNCell(4, input_size=3), nn.RNNCell(3, 4))):
+        h0 = torch.randn(5, 4)
+        state = (h0, torch.randn(5, 4)) if isinstance(cell, LSTMCell) else (h0,)
+        with torch.no_grad():
+            for p in cell.parameters():  # biases too (they start at 0 / 1)
+                p.copy_(torch.randn_like(p) * 0.5)
+            if isinstance(cell, GRUCell):  # rnnkit z, r, n -> torch r, z, n
+                perm = lambda w: torch.cat([w[4:8], w[:4], w[8:]])  # noqa: E731
+                ref.weight_ih.copy_(perm(cell.kernel.T))
+                ref.weight_hh.copy_(perm(cell.recurrent_kernel.T))
+                ref.bias_ih.copy_(perm(cell.bias[0]))
+                ref.bias_hh.copy_(perm(cell.bias[1]))
+            else:
+                ref.weight_ih.copy_(cell.kernel.T)
+                ref.weight_hh.copy_(cell.recurrent_kernel.T)
+                ref.bias_ih.copy_(cell.bias)
+                ref.bias_hh.zero_()
+            a = cell.activations(cell.project_inputs(x), state, rm)
+            hr = h0 * rm
+            if isinstance(cell, LSTMCell):
+                want_h, want_c = ref(x, (hr, state[1]))
+                c = a["forget gate"][1] * state[1] + a["input gate"][1] * a["candidate"][1]
+                torch.testing.assert_close(c, want_c)
+                torch.testing.assert_close(a["tanh(c)"][1], torch.tanh(want_c))
+                got = a["output gate"][1] * a["tanh(c)"][1]
+            elif isinstance(cell, GRUCell):
+                # torch.nn blends with the h it was given: feed it hr, then swap in h0
+                z, n = a["update gate"][1], a["candidate"][1]
+                torch.testing.assert_close(z * hr + (1 - z) * n, ref(x, hr))
+                got, want_h = z * h0 + (1 - z) * n, cell.step(cell.project_inputs(x), state,
+                                                               rm)[0]
+            else:
+                got, want_h = a["h"][1], ref(x, hr)
+            torch.testing.assert_close(got, want_h)
+            assert {k for k, _ in a.values()} <= {"sigmoid", "tanh"}

@@ -127,6 +127,12 @@ class RNNCellBase(nn.Module):
         """
         raise NotImplementedError
 
+    def activations(self, xp: Tensor, state: State, rec_mask: Tensor | None = None
+                    ) -> dict[str, tuple[str, Tensor]]:
+        """The activations of one :meth:`step` (computed by the same code), each with its
+        kind ``"sigmoid"``, ``"tanh"`` or ``"relu"``: what diagnostics count as saturated."""
+        raise TypeError(f"no gate equations for {type(self).__name__}")
+
     def extra_repr(self) -> str:
         return f"units={self.units}, input_size={self.input_size}"
 
@@ -148,10 +154,17 @@ class SimpleRNNCell(RNNCellBase):
         self.activation = activation
         super().__init__(units, input_size, use_bias)
 
-    def step(self, xp: Tensor, state: State, rec_mask: Tensor | None = None) -> State:
+    def _h(self, xp: Tensor, state: State, rec_mask: Tensor | None) -> Tensor:
         h = state[0]
         hr = h if rec_mask is None else h * rec_mask
-        return (_ACTIVATIONS[self.activation](xp + hr @ self.recurrent_kernel),)
+        return _ACTIVATIONS[self.activation](xp + hr @ self.recurrent_kernel)
+
+    def step(self, xp: Tensor, state: State, rec_mask: Tensor | None = None) -> State:
+        return (self._h(xp, state, rec_mask),)
+
+    def activations(self, xp: Tensor, state: State, rec_mask: Tensor | None = None
+                    ) -> dict[str, tuple[str, Tensor]]:
+        return {"h": (self.activation, self._h(xp, state, rec_mask))}
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", activation={self.activation}"
@@ -183,14 +196,27 @@ class LSTMCell(RNNCellBase):
             with torch.no_grad():
                 self.bias[self.units : 2 * self.units].fill_(1.0)
 
-    def step(self, xp: Tensor, state: State, rec_mask: Tensor | None = None) -> State:
+    def _gates(self, xp: Tensor, state: State, rec_mask: Tensor | None
+               ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """``sigmoid(i), sigmoid(f), tanh(g), sigmoid(o), c_t, tanh(c_t)`` of one step."""
         h, c = state
         hr = h if rec_mask is None else h * rec_mask
         z = xp + hr @ self.recurrent_kernel
         i, f, g, o = z.chunk(4, dim=-1)
-        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-        h = torch.sigmoid(o) * torch.tanh(c)
-        return h, c
+        i, f, g, o = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
+        c = f * c + i * g
+        return i, f, g, o, c, torch.tanh(c)
+
+    def step(self, xp: Tensor, state: State, rec_mask: Tensor | None = None) -> State:
+        _, _, _, o, c, tc = self._gates(xp, state, rec_mask)
+        return o * tc, c
+
+    def activations(self, xp: Tensor, state: State, rec_mask: Tensor | None = None
+                    ) -> dict[str, tuple[str, Tensor]]:
+        i, f, g, o, _, tc = self._gates(xp, state, rec_mask)
+        return {"input gate": ("sigmoid", i), "forget gate": ("sigmoid", f),
+                "output gate": ("sigmoid", o), "candidate": ("tanh", g),
+                "tanh(c)": ("tanh", tc)}
 
 
 class GRUCell(RNNCellBase):
@@ -217,7 +243,9 @@ class GRUCell(RNNCellBase):
     def project_inputs(self, x: Tensor, out: Tensor | None = None) -> Tensor:
         return _affine(x, self.kernel, None if self.bias is None else self.bias[0], out)
 
-    def step(self, xp: Tensor, state: State, rec_mask: Tensor | None = None) -> State:
+    def _gates(self, xp: Tensor, state: State, rec_mask: Tensor | None
+               ) -> tuple[Tensor, Tensor, Tensor]:
+        """``z, r, n`` of one step."""
         h = state[0]
         hr_in = h if rec_mask is None else h * rec_mask
         hp = hr_in @ self.recurrent_kernel
@@ -227,8 +255,18 @@ class GRUCell(RNNCellBase):
         hz, hr, hh = hp.chunk(3, dim=-1)
         z = torch.sigmoid(xz + hz)
         r = torch.sigmoid(xr + hr)
-        n = torch.tanh(xh + r * hh)
+        return z, r, torch.tanh(xh + r * hh)
+
+    def step(self, xp: Tensor, state: State, rec_mask: Tensor | None = None) -> State:
+        z, _, n = self._gates(xp, state, rec_mask)
+        h = state[0]
         return (z * h + (1 - z) * n,)
+
+    def activations(self, xp: Tensor, state: State, rec_mask: Tensor | None = None
+                    ) -> dict[str, tuple[str, Tensor]]:
+        z, r, n = self._gates(xp, state, rec_mask)
+        return {"update gate": ("sigmoid", z), "reset gate": ("sigmoid", r),
+                "candidate": ("tanh", n)}
 
 
 CELLS: dict[str, type[RNNCellBase]] = {

@@ -45,39 +45,9 @@ import torch
 from torch import Tensor, nn
 
 from .callbacks import Callback
-from .cells import GRUCell, LSTMCell, SimpleRNNCell
 from .recurrent import RNN
 
 Loss = Callable[[Tensor, Tensor], Tensor]
-
-
-def gate_activations(cell: nn.Module, xp: Tensor, state: tuple[Tensor, ...]
-                     ) -> dict[str, tuple[str, Tensor]]:
-    """The activations of one step of ``cell`` (same equations as its ``step``), each with
-    its kind, ``"sigmoid"``, ``"tanh"`` or ``"relu"``: what :func:`saturation` counts."""
-    h = state[0]
-    if isinstance(cell, LSTMCell):
-        z = xp + h @ cell.recurrent_kernel
-        i, f, g, o = z.chunk(4, dim=-1)
-        c = torch.sigmoid(f) * state[1] + torch.sigmoid(i) * torch.tanh(g)
-        return {"input gate": ("sigmoid", torch.sigmoid(i)),
-                "forget gate": ("sigmoid", torch.sigmoid(f)),
-                "output gate": ("sigmoid", torch.sigmoid(o)),
-                "candidate": ("tanh", torch.tanh(g)), "tanh(c)": ("tanh", torch.tanh(c))}
-    if isinstance(cell, GRUCell):
-        hp = h @ cell.recurrent_kernel
-        if cell.bias is not None:
-            hp = hp + cell.bias[1]
-        xz, xr, xh = xp.chunk(3, dim=-1)
-        hz, hr, hh = hp.chunk(3, dim=-1)
-        r = torch.sigmoid(xr + hr)
-        return {"update gate": ("sigmoid", torch.sigmoid(xz + hz)), "reset gate": ("sigmoid", r),
-                "candidate": ("tanh", torch.tanh(xh + r * hh))}
-    if isinstance(cell, SimpleRNNCell):
-        pre = xp + h @ cell.recurrent_kernel
-        act = cell.activation
-        return {"h": (act, torch.tanh(pre) if act == "tanh" else torch.relu(pre))}
-    raise TypeError(f"no gate equations for {type(cell).__name__}")
 
 
 def saturation(kind: str, a: Tensor) -> float:
@@ -169,8 +139,7 @@ class _Recorder:
                 s.retain_grad()
         self.states.append(new)
         with torch.no_grad():
-            hr = state if rec_mask is None else (state[0] * rec_mask, *state[1:])
-            for name, (kind, a) in gate_activations(self.layer.cell, xp, hr).items():
+            for name, (kind, a) in self.layer.cell.activations(xp, state, rec_mask).items():
                 self.sat.setdefault(name, []).append(saturation(kind, a))
         return new
 
