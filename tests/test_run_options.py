@@ -1,6 +1,6 @@
 """Run-wide training options (every task, one place): learning-rate schedules with warm-up
 (values by hand, the rate logged per epoch and plotted), plateau reduction, bf16 autocast,
-the CSV/PNG loggers of --log-dir, and --device cuda without CUDA as a clear error."""
+the CSV/PNG/TensorBoard loggers of --log-dir, and --device cuda without CUDA as a clear error."""
 
 import csv
 import json
@@ -56,6 +56,15 @@ def test_cli_schedule_is_logged_plotted_and_recorded(tmp_path):
     rows = list(csv.DictReader(open(logs / "history.csv")))
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3] and "lr" in rows[0]
     assert (logs / "history.png").stat().st_size > 1000
+    # the TensorBoard scalars, read back by tensorboard's own event reader
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(logs))
+    acc.Reload()
+    for key in ("loss", "val_loss", "lr"):
+        events = acc.Scalars(key)
+        assert [e.step for e in events] == [1, 2, 3]
+        assert [e.value for e in events] == pytest.approx(hist[key], rel=1e-6)
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["training"]["lr_schedule"] == "cosine" and cfg["training"]["warmup_epochs"] == 1
 
