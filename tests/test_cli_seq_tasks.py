@@ -116,3 +116,19 @@ def test_patience_needs_validation(tmp_path, capsys):
     code, _, err = run(capsys, "train", "seq2seq", "--file", FIX / "pairs_en_fr.tsv", "--out",
                        tmp_path / "m", "--validation-split", "0", "--patience", "2")
     assert code == 2 and "--patience needs a validation split" in err
+
+
+def test_too_few_pairs_for_a_validation_part_is_said(tmp_path, capsys):
+    """Four pairs at --validation-split 0.1 hold out none: training goes on, and stderr says
+    that no epoch is selected by validation BLEU; with ten, one pair validates and no
+    warning is printed."""
+    f = tmp_path / "p.tsv"
+    lines = [f"word{i} .\tmot{i} ." for i in range(10)]
+    f.write_text("\n".join(lines[:4]) + "\n")
+    code, _, err = run(capsys, "train", "seq2seq", "--file", f, "--out", tmp_path / "a",
+                       "--epochs", "1", "--quiet")
+    assert code == 0 and "warning" in err and "4 pair(s) leave no validation pairs" in err
+    f.write_text("\n".join(lines) + "\n")
+    code, _, err = run(capsys, "train", "seq2seq", "--file", f, "--out", tmp_path / "b",
+                       "--epochs", "1", "--quiet")
+    assert code == 0 and "warning" not in err

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -144,6 +145,11 @@ def train(args: argparse.Namespace) -> int:
         raise UserError("--patience needs a validation split (--validation-split > 0)")
     if not train_p:
         raise UserError(f"{args.file}: too few pairs to train ({len(pairs)})")
+    if args.validation_split > 0 and not val_p:
+        print(f"rnnkit: warning: {args.file}: {len(pairs)} pair(s) leave no validation pairs at "
+              f"--validation-split {args.validation_split}: no model selection by validation "
+              "BLEU, the last epoch is kept; add pairs or raise --validation-split",
+              file=sys.stderr)
     tr, hist = train_translator(
         train_p, val_pairs=val_p or None, level=args.level, cell=args.cell,
         attention=None if args.attention == "none" else args.attention,
