@@ -70,6 +70,21 @@ def test_series_too_short(tmp_path, capsys):
     assert "lookback" in capsys.readouterr().err
 
 
+def test_series_with_no_training_window_is_one_line_before_any_note(tmp_path, capsys):
+    """Five rows cannot give one training window of lookback 2 + horizon 7: one error line,
+    not notes about a lookback or validation part that cannot help. With --horizon 1 it
+    trains, and the lookback note counts the windows it really gets (4 rows: 2)."""
+    f = tmp_path / "five.csv"
+    f.write_text("date,y\n" + "".join(f"2000-{m:02d},{m}\n" for m in range(1, 6)))
+    assert main(["train", "forecast", "--file", str(f), "--out", str(tmp_path / "a"),
+                 "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "5 rows leave 4 for training" in err, err
+    assert main(["train", "forecast", "--file", str(f), "--horizon", "1", "--epochs", "1",
+                 "--out", str(tmp_path / "b"), "--quiet"]) == 0
+    assert "the 4 training rows give 2 windows" in capsys.readouterr().err
+
+
 def test_refit_on_the_whole_history(tmp_path, capsys):
     """By default the saved model is retrained on every row for the selected epochs; the
     reported walk-forward figures are the held-out model's (the same as with --no-refit)."""

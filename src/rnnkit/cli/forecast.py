@@ -175,19 +175,29 @@ def train(args: argparse.Namespace) -> int:
     v = series.values
     val_start, test_start = _split(len(v), args.val_fraction, args.test_fraction)
     val_rows = test_start - val_start
-    if not given(args, "val_fraction") and val_rows - args.horizon + 1 < MIN_CALIBRATION:
-        # a short series: too few validation windows to calibrate the interval
-        val_start = max(0, test_start - args.horizon - MIN_CALIBRATION + 1)
+    lookback = args.lookback
+    shortest = (lookback if given(args, "lookback") else 2) + args.horizon + 1
+    longer_val = max(0, test_start - args.horizon - MIN_CALIBRATION + 1)
+    if not given(args, "val_fraction") and val_rows - args.horizon + 1 < MIN_CALIBRATION \
+            and longer_val >= shortest:
+        # a short series: too few validation windows to calibrate the interval (unless that
+        # would leave no training window: then no interval, said after training)
+        val_start = longer_val
+    if val_start < shortest:  # not even one training window, whatever the lookback
+        raise UserError(f"{args.file}: {len(v)} rows leave {val_start} for training; lookback "
+                        f"{shortest - args.horizon - 1} + horizon {args.horizon} need at least "
+                        f"{shortest} (a longer series or a shorter --horizon)")
+    if test_start - val_start != val_rows:
         print(f"rnnkit: note: validation part {test_start - val_start} rows instead of "
               f"{val_rows}, so that it gives "
               f"{MIN_CALIBRATION} forecast windows to calibrate the interval (set "
               "--val-fraction to choose)", file=sys.stderr)
-    lookback = args.lookback
     if not given(args, "lookback") and val_start < lookback + args.horizon + MIN_WINDOWS:
         # a short series: the default lookback would leave (almost) no training windows
         lookback = max(2, val_start - args.horizon - MIN_WINDOWS + 1)
         print(f"rnnkit: note: lookback {lookback} instead of {args.lookback}, so that the "
-              f"{val_start} training rows give {MIN_WINDOWS} windows (set --lookback to "
+              f"{val_start} training rows give {val_start - lookback - args.horizon + 1} "
+              "windows (set --lookback to "
               "choose)", file=sys.stderr)
     spec = ForecastSpec(cell=args.cell, units=args.units, layers=args.layers,
                         dropout=args.dropout, lookback=lookback, horizon=args.horizon,
