@@ -132,7 +132,7 @@ class _Work:
         self.nc, self.nl = nc, nl
         self.idl = np.zeros((nc, nt, nl), np.int64)
         self.maskl = np.zeros((nc, nt, nl), np.uint8)
-        self.xp = z((nc, ng, nt, nl))
+        self.xp = z((1, 1, 1, 1))  # unused: the step gathers xp_t from table_t (kernels.h)
         self.hs = z((nc, nh, nt, nl))
         self.hrp = z((nc, nh, nt, nl))
         self.cs = z((nc, nh, nt, nl) if p.kind == 1 else (1, 1, 1, 1))

@@ -179,9 +179,23 @@ AI void S(get_mask)(R *m, const uint8_t *mask, int64_t c, int64_t t, int64_t nt,
 }
 
 /* ------------------------------------------------------------------ lanes: forward */
+/* x (G,L) = the table columns of the lanes' ids: xp_t read straight from T^T (G x V). */
+AI void S(gather_step)(R *restrict x, const R *restrict table_t, const int64_t *restrict id,
+                       int64_t nv, int64_t ng, int64_t nl) {
+    for (int64_t g = 0; g < ng; g++) {
+        const R *row = table_t + g * nv;
+        R *dst = x + g * nl;
+        for (int64_t i = 0; i < nl; i++) dst[i] = row[id[i]];
+    }
+}
+
+/* One chunk's forward. xp_t is taken from xp (C, G, T, L), or, when table_t is given (the
+ * planner's training step), gathered from T^T by the ids idl (C, T, L) as the step needs it,
+ * so no (G, T, L) input array is written and read back. */
 __attribute__((noinline)) static void S(fwd_chunk)(
     int64_t c, int kind, int relu, int blas, int64_t ng, int64_t nt, int64_t nl, int64_t nh,
-    int64_t ntk, const R *xp, const R *h0, const R *c0, const R *w, const R *bh,
+    int64_t ntk, const R *xp, const R *table_t, const int64_t *idl, int64_t nv, const R *h0,
+    const R *c0, const R *w, const R *bh,
     const uint8_t *mask, const R *rm, R *hs, R *hrp, R *cs, R *gs, R *hh, R *last) {
     int64_t hn = nh * nl, gn = ng * nl;
     R *buf = (R *)calloc((size_t)(5 * hn + 2 * gn + nl), sizeof(R));
@@ -201,7 +215,10 @@ __attribute__((noinline)) static void S(fwd_chunk)(
         S(get_mask)(m, mask, c, t, nt, nl);
         for (int64_t j = 0; j < hn; j++) hr[j] = h[j] * r[j];
         S(put)(hrp, c, tg, hr, nh, ntk, nl);
-        S(get)(x, xp, c, t, ng, nt, nl);
+        if (table_t)
+            S(gather_step)(x, table_t, idl + (c * nt + t) * nl, nv, ng, nl);
+        else
+            S(get)(x, xp, c, t, ng, nt, nl);
         S(step)(kind, x, p, h, cc, hr, w, bh, m, relu, blas, ng, nh, nl);
         if (kind == 2) {
             S(put)(hh, c, tg, p + 2 * hn, nh, ntk, nl);
@@ -220,17 +237,26 @@ __attribute__((noinline)) static void S(fwd_chunk)(
     free(buf);
 }
 
+static void S(lanes_fwd)(int nthreads, int kind, int relu, int64_t nc, int64_t ng, int64_t nt,
+                         int64_t nl, int64_t nh, int64_t ntk, const R *xp, const R *table_t,
+                         const int64_t *idl, int64_t nv, const R *h0, const R *c0, const R *w,
+                         const R *bh, const uint8_t *mask, const R *rm, R *hs, R *hrp, R *cs,
+                         R *gs, R *hh, R *last) {
+    int blas = nh * ng >= RK_GEMM_MIN;
+#pragma omp parallel for num_threads(nthreads) schedule(static) if (nthreads > 1)
+    for (int64_t c = 0; c < nc; c++)
+        S(fwd_chunk)(c, kind, relu, blas, ng, nt, nl, nh, ntk, xp, table_t, idl, nv, h0, c0, w,
+                     bh, mask, rm, hs, hrp, cs, gs, hh, last);
+}
+
 /* The forward recurrence over nc chunks (in parallel when nthreads > 1). kind 0 SimpleRNN,
  * 1 LSTM, 2 GRU. ntk: time extent of hrp/cs/gs/hh (nt when kept for backward, else 1). */
 void S(rk_lanes_fwd)(int nthreads, int kind, int relu, int64_t nc, int64_t ng, int64_t nt,
                      int64_t nl, int64_t nh, int64_t ntk, const R *xp, const R *h0,
                      const R *c0, const R *w, const R *bh, const uint8_t *mask, const R *rm,
                      R *hs, R *hrp, R *cs, R *gs, R *hh, R *last) {
-    int blas = nh * ng >= RK_GEMM_MIN;
-#pragma omp parallel for num_threads(nthreads) schedule(static) if (nthreads > 1)
-    for (int64_t c = 0; c < nc; c++)
-        S(fwd_chunk)(c, kind, relu, blas, ng, nt, nl, nh, ntk, xp, h0, c0, w, bh, mask, rm, hs,
-                     hrp, cs, gs, hh, last);
+    S(lanes_fwd)(nthreads, kind, relu, nc, ng, nt, nl, nh, ntk, xp, NULL, NULL, 0, h0, c0, w,
+                 bh, mask, rm, hs, hrp, cs, gs, hh, last);
 }
 
 /* ------------------------------------------------------------------ lanes: backward */
@@ -439,11 +465,10 @@ static void S(table)(int emb, const R *e, const R *wx, const R *bx, R *table_t, 
     }
 }
 
-__attribute__((noinline)) static void S(gather_chunk)(int64_t c, const int64_t *ids, int64_t nb,
-                                                      int64_t nt, int mask_zero,
-                                                      const R *table_t, int64_t nv, int64_t *idl,
-                                                      uint8_t *maskl, R *xp, int64_t ng,
-                                                      int64_t nl) {
+/* The chunk's ids and mask in lane order, idl / maskl (C, T, L); padding lanes get id 0. */
+__attribute__((noinline)) static void S(lane_ids)(int64_t c, const int64_t *ids, int64_t nb,
+                                                  int64_t nt, int mask_zero, int64_t *idl,
+                                                  uint8_t *maskl, int64_t nl) {
     for (int64_t t = 0; t < nt; t++)
         for (int64_t i = 0; i < nl; i++) {
             int64_t b = c * nl + i;
@@ -451,14 +476,6 @@ __attribute__((noinline)) static void S(gather_chunk)(int64_t c, const int64_t *
             idl[(c * nt + t) * nl + i] = v;
             maskl[(c * nt + t) * nl + i] = (b >= nb || (mask_zero && v == 0)) ? 0 : 1;
         }
-    for (int64_t g = 0; g < ng; g++) {
-        const R *row = table_t + g * nv;
-        for (int64_t t = 0; t < nt; t++) {
-            const int64_t *id = idl + (c * nt + t) * nl;
-            R *dst = xp + ((c * ng + g) * nt + t) * nl;
-            for (int64_t i = 0; i < nl; i++) dst[i] = row[id[i]];
-        }
-    }
 }
 
 /* dT^T[g, id] += dxp[c, g, t, i] for one gate row g (padding lanes carry a zero gradient). */
@@ -569,17 +586,16 @@ static double S(train_step)(S(rk_train_args) *a, const R *rml, int64_t t) {
     int nth = (int)(a->nthreads < nc ? a->nthreads : nc);
     const R *e = a->e, *wx = a->wx, *bx = a->bx, *wh = a->wh, *bh = a->bh, *wd = a->wd,
             *bd = a->bd;
-    R *table_t = a->table_t, *xp = a->xp, *hs = a->hs, *hrp = a->hrp, *cs = a->cs, *gs = a->gs,
+    R *table_t = a->table_t, *hs = a->hs, *hrp = a->hrp, *cs = a->cs, *gs = a->gs,
       *hh = a->hh, *last = a->last, *h0 = a->h0, *dxp = a->dxp, *dhp = a->dhp, *dh0 = a->dh0,
       *dc0 = a->dc0, *dlast = a->dlast, *out = a->out, *dtable_t = a->dtable_t, *de = a->de,
       *dwx = a->dwx, *dbx = a->dbx, *dwh = a->dwh, *dbh = a->dbh, *dwd = a->dwd, *dbd = a->dbd;
     S(table)((int)a->emb, e, wx, bx, table_t, ng, nv, a->nd);
 #pragma omp parallel for num_threads(nth) schedule(static) if (nth > 1)
     for (int64_t c = 0; c < nc; c++)
-        S(gather_chunk)(c, a->ids, a->nb, nt, (int)a->mask_zero, table_t, nv, a->idl, a->maskl,
-                        xp, ng, nl);
-    S(rk_lanes_fwd)(nth, kind, relu, nc, ng, nt, nl, nh, nt, xp, h0, h0, wh, bh, a->maskl, rml,
-                    hs, hrp, cs, gs, hh, last);
+        S(lane_ids)(c, a->ids, a->nb, nt, (int)a->mask_zero, a->idl, a->maskl, nl);
+    S(lanes_fwd)(nth, kind, relu, nc, ng, nt, nl, nh, nt, NULL, table_t, a->idl, nv, h0, h0, wh,
+                 bh, a->maskl, rml, hs, hrp, cs, gs, hh, last);
     double loss = S(head)(last, wd, bd, a->y, (int)a->binary, a->nb, nh, nl, a->nk, out, a->dz);
     S(head_back)(last, wd, a->dz, a->nb, nc, nh, nl, a->nk, dwd, dbd, dlast);
     S(rk_lanes_bwd)(nth, kind, relu, 0, nc, ng, nt, nl, nh, hs, h0, cs, h0, gs, hh, wh, a->maskl,
