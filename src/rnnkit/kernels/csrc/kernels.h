@@ -38,6 +38,29 @@ void S(rk_gemm_call)(int ta, int tb, int64_t m, int64_t n, int64_t k, R alpha, c
     S(rk_gemm)(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
+/* sum_i x[i] (and sum_i x[i]^2) in double, in 8 independent partial sums, so the loop
+ * vectorises without -ffast-math (one running sum is a chain of dependent adds: the GRU's
+ * recurrent-bias gradient sums 154k values per W2 batch that way). */
+static double S(sum)(const R *x, int64_t n) {
+    double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int64_t n8 = n - n % 8;
+    for (int64_t i = 0; i < n8; i += 8)
+        for (int u = 0; u < 8; u++) acc[u] += (double)x[i + u];
+    double s = 0;
+    for (int64_t i = n8; i < n; i++) s += (double)x[i];
+    return s + ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+}
+
+static double S(sum_sq)(const R *x, int64_t n) {
+    double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int64_t n8 = n - n % 8;
+    for (int64_t i = 0; i < n8; i += 8)
+        for (int u = 0; u < 8; u++) acc[u] += (double)x[i + u] * x[i + u];
+    double s = 0;
+    for (int64_t i = n8; i < n; i++) s += (double)x[i] * x[i];
+    return s + ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+}
+
 /* ------------------------------------------------------------------ lanes: one step */
 /* acc (G,L) += w^T x with w (H,G), x (H,L); k in blocks of 4. */
 AI void S(mm_lanes)(R *restrict acc, const R *restrict w, const R *restrict x, int64_t ng,
@@ -421,7 +444,7 @@ void S(rk_optimizer)(int adam, int64_t np, R **params, R **grads, R **s1, R **s2
         double sq = 0;
         for (int64_t j = 0; j < np; j++) {
             R *g = grads[j];
-            for (int64_t i = 0; i < sizes[j]; i++) sq += (double)g[i] * g[i];
+            sq += S(sum_sq)(g, sizes[j]);
         }
         double norm = sqrt(sq);
         if (norm > clip_norm) {
@@ -608,20 +631,13 @@ static double S(train_step)(S(rk_train_args) *a, const R *rml, int64_t t) {
     for (int64_t g = 0; g < ng; g++) {
         double s = 0;
         if (kind == 2)
-            for (int64_t c = 0; c < nc; c++) {
-                const R *row = dhp + (c * ng + g) * nt * nl;
-                for (int64_t j = 0; j < nt * nl; j++) s += row[j];
-            }
+            for (int64_t c = 0; c < nc; c++) s += S(sum)(dhp + (c * ng + g) * nt * nl, nt * nl);
         dbh[g] = (R)s;
     }
 #pragma omp parallel for num_threads(nth) schedule(static) if (nth > 1)
     for (int64_t g = 0; g < ng; g++) S(scatter_row)(g, a->idl, dxp, dtable_t, nc, ng, nt, nl, nv);
     /* from dT: db_x = sum_v dT, dW_x = E^T dT, dE = dT W_x^T (OneHot: dW_x = dT) */
-    for (int64_t g = 0; g < ng; g++) {
-        double s = 0;
-        for (int64_t v = 0; v < nv; v++) s += dtable_t[g * nv + v];
-        dbx[g] = (R)s;
-    }
+    for (int64_t g = 0; g < ng; g++) dbx[g] = (R)S(sum)(dtable_t + g * nv, nv);
     if (a->emb) {
         S(rk_gemm)(1, 1, a->nd, ng, nv, 1, e, a->nd, dtable_t, nv, 0, dwx, ng);
         S(rk_gemm)(1, 1, nv, a->nd, ng, 1, dtable_t, nv, wx, ng, 0, de, a->nd);
