@@ -403,8 +403,9 @@ class TrainStep:
         ``batch_size=m``."""
         p = self.p
         w = self._batch_work(batch_size, idn.shape[1])
-        rml = np.stack([self._rml(w, batch_size) for _ in range(n)]) \
-            if p.rnn.training and p.rnn.recurrent_dropout > 0 else w.ones[None]
+        dropout = p.rnn.training and p.rnn.recurrent_dropout > 0
+        rml = np.stack([self._rml(w, batch_size) for _ in range(n)]) if dropout \
+            else w.ones[None]
         hyper = self._hyper()
         losses = np.zeros(n, np.float64)
         outs = torch.empty((n * batch_size, p.dense.units), dtype=p.rnn.cell.kernel.dtype)
@@ -413,7 +414,8 @@ class TrainStep:
         order = np.ascontiguousarray(order, np.int64)
         a.nthreads = native.threads()
         a.ids_all, a.y_all, a.order = idn.ctypes.data, yb.ctypes.data, order.ctypes.data
-        a.nbatch, a.n_rml, a.rml_all = n, rml.shape[0], rml.ctypes.data
+        # n_rml 0: no recurrent dropout (the kernel skips h * r and reads hs for dW_h)
+        a.nbatch, a.n_rml, a.rml_all = n, rml.shape[0] if dropout else 0, rml.ctypes.data
         a.hyper, a.t0 = hyper.ctypes.data, self._steps(n)
         a.losses, a.outs = losses.ctypes.data, outs.data_ptr()
         native.fn("rk_train_span", p.rnn.cell.kernel.dtype)(ctypes.byref(a))

@@ -214,7 +214,8 @@ AI void S(gather_step)(R *restrict x, const R *restrict table_t, const int64_t *
 
 /* One chunk's forward. xp_t is taken from xp (C, G, T, L), or, when table_t is given (the
  * planner's training step), gathered from T^T by the ids idl (C, T, L) as the step needs it,
- * so no (G, T, L) input array is written and read back. */
+ * so no (G, T, L) input array is written and read back. rm NULL (the planner without
+ * recurrent dropout): hr = h and hrp is not written (dW_h then reads hs shifted by a step). */
 __attribute__((noinline)) static void S(fwd_chunk)(
     int64_t c, int kind, int relu, int blas, int64_t ng, int64_t nt, int64_t nl, int64_t nh,
     int64_t ntk, const R *xp, const R *table_t, const int64_t *idl, int64_t nv, const R *h0,
@@ -231,18 +232,20 @@ __attribute__((noinline)) static void S(fwd_chunk)(
     int keep = ntk == nt;
     int old = blas ? rk_blas_threads_local(1) : 0;
     memcpy(h, h0 + c * hn, (size_t)hn * sizeof(R));
-    memcpy(r, rm + c * hn, (size_t)hn * sizeof(R));
+    if (rm) memcpy(r, rm + c * hn, (size_t)hn * sizeof(R));
     if (kind == 1) memcpy(cc, c0 + c * hn, (size_t)hn * sizeof(R));
     for (int64_t t = 0; t < nt; t++) {
         int64_t tg = keep ? t : 0;
         S(get_mask)(m, mask, c, t, nt, nl);
-        for (int64_t j = 0; j < hn; j++) hr[j] = h[j] * r[j];
-        S(put)(hrp, c, tg, hr, nh, ntk, nl);
+        if (rm) { /* recurrent dropout: hr = h * r, kept for dW_h */
+            for (int64_t j = 0; j < hn; j++) hr[j] = h[j] * r[j];
+            S(put)(hrp, c, tg, hr, nh, ntk, nl);
+        }
         if (table_t)
             S(gather_step)(x, table_t, idl + (c * nt + t) * nl, nv, ng, nl);
         else
             S(get)(x, xp, c, t, ng, nt, nl);
-        S(step)(kind, x, p, h, cc, hr, w, bh, m, relu, blas, ng, nh, nl);
+        S(step)(kind, x, p, h, cc, rm ? hr : h, w, bh, m, relu, blas, ng, nh, nl);
         if (kind == 2) {
             S(put)(hh, c, tg, p + 2 * hn, nh, ntk, nl);
             S(put)(gs, c, tg, x, ng, ntk, nl);
@@ -361,7 +364,10 @@ __attribute__((noinline)) static void S(bwd_chunk)(
             }
     }
     memcpy(dh, dhT + c * hn, (size_t)hn * sizeof(R));
-    memcpy(r, rm + c * hn, (size_t)hn * sizeof(R));
+    if (rm)
+        memcpy(r, rm + c * hn, (size_t)hn * sizeof(R));
+    else
+        for (int64_t j = 0; j < hn; j++) r[j] = 1;
     memcpy(dl, dlast + c * hn, (size_t)hn * sizeof(R));
     if (kind == 1) memcpy(dc, dcT + c * hn, (size_t)hn * sizeof(R));
     for (int64_t t = nt - 1; t >= 0; t--) {
@@ -623,11 +629,20 @@ static double S(train_step)(S(rk_train_args) *a, const R *rml, int64_t t) {
     S(head_back)(last, wd, a->dz, a->nb, nc, nh, nl, a->nk, dwd, dbd, dlast);
     S(rk_lanes_bwd)(nth, kind, relu, 0, nc, ng, nt, nl, nh, hs, h0, cs, h0, gs, hh, wh, a->maskl,
                     rml, dlast, dlast, h0, h0, dxp, dhp, dh0, dc0);
-    /* dW_h = sum_c hrp_c (H, T L) dhp_c^T; db_h = sum dhp (GRU) */
+    /* dW_h = sum_c hrp_c (H, T L) dhp_c^T; db_h = sum dhp (GRU). Without recurrent dropout
+     * hrp_c is h0_c followed by hs_c's first T-1 steps: two products on hs and h0 in place. */
     const R *dh_src = kind == 2 ? dhp : dxp;
-    for (int64_t c = 0; c < nc; c++)
-        S(rk_gemm)(0, 1, nh, ng, nt * nl, 1, hrp + c * nh * nt * nl, nt * nl,
-                   dh_src + c * ng * nt * nl, nt * nl, c > 0 ? 1 : 0, dwh, ng);
+    int64_t tl = nt * nl;
+    for (int64_t c = 0; c < nc; c++) {
+        const R *d = dh_src + c * ng * tl;
+        if (rml) {
+            S(rk_gemm)(0, 1, nh, ng, tl, 1, hrp + c * nh * tl, tl, d, tl, c > 0 ? 1 : 0, dwh, ng);
+        } else {
+            S(rk_gemm)(0, 1, nh, ng, nl, 1, h0 + c * nh * nl, nl, d, tl, c > 0 ? 1 : 0, dwh, ng);
+            if (nt > 1)
+                S(rk_gemm)(0, 1, nh, ng, tl - nl, 1, hs + c * nh * tl, tl, d + nl, tl, 1, dwh, ng);
+        }
+    }
     for (int64_t g = 0; g < ng; g++) {
         double s = 0;
         if (kind == 2)
@@ -652,7 +667,8 @@ static double S(train_step)(S(rk_train_args) *a, const R *rml, int64_t t) {
 }
 
 /* nbatch training steps: batch j holds samples order[j B : (j+1) B] of ids_all / y_all,
- * Adam step t0 + j, recurrent-dropout mask rml_all[j] (rml_all[0] when it holds one);
+ * Adam step t0 + j, recurrent-dropout mask rml_all[j] (rml_all[0] when it holds one; none
+ * when n_rml is 0);
  * writes losses[j] and the batch's outputs into outs[j B : (j+1) B]. With one chunk the
  * batch's GEMMs run single-threaded too. */
 void S(rk_train_span)(S(rk_train_args) *a) {
@@ -666,7 +682,8 @@ void S(rk_train_span)(S(rk_train_args) *a) {
             memcpy(a->ids + r * nt, a->ids_all + s * nt, (size_t)nt * sizeof(int64_t));
             a->y[r] = a->y_all[s];
         }
-        const R *rml = (const R *)a->rml_all + (a->n_rml > 1 ? j * rml_size : 0);
+        const R *rml = a->n_rml == 0 ? NULL /* no recurrent dropout */
+                       : (const R *)a->rml_all + (a->n_rml > 1 ? j * rml_size : 0);
         a->losses[j] = S(train_step)(a, rml, a->t0 + j);
         memcpy((R *)a->outs + j * nb * nk, a->out, (size_t)(nb * nk) * sizeof(R));
     }
