@@ -244,3 +244,31 @@ def test_bad_class_ids_are_rejected(one_thread):
     ids, _ = _data()
     with pytest.raises(ValueError, match="class ids"):
         _fit(model, ids, torch.full((ids.shape[0],), 5), loss="sparse_categorical_crossentropy")
+
+
+def test_unmasked_lstm_of_32_units_infers_on_onednn(monkeypatch):
+    """An unmasked float32 LSTM of ONEDNN_INFER_MIN_LSTM_UNITS units leaves the fused
+    inference to oneDNN, layer by layer (faster there, kernels.dispatch); 31 units, or the
+    same layer behind a masking Embedding, still run in one compiled call. Every output
+    equals the reference loop's."""
+    from rnnkit.kernels.dispatch import ONEDNN_INFER_MIN_LSTM_UNITS as MIN_UNITS
+
+    calls = []
+    kernel = classifier.infer_kernel
+    monkeypatch.setattr(classifier, "infer_kernel",
+                        lambda dtype, *a: (calls.append(a[5]), kernel(dtype, *a))[1])
+    ids = torch.randint(1, 40, (300, 11), generator=torch.Generator().manual_seed(0))
+    for units, mask, fused in ((MIN_UNITS, False, False), (MIN_UNITS - 1, False, True),
+                               (MIN_UNITS, True, True)):
+        torch.manual_seed(1)
+        model = rnnkit.Sequential(rnnkit.Embedding(40, 6, mask_zero=mask),
+                                  rnnkit.LSTM(units), rnnkit.Dense(1, "sigmoid"),
+                                  input_shape=(11,))
+        calls.clear()
+        out = train.predict(model, ids, batch_size=256)
+        assert (calls == [300]) == fused, (units, mask, calls)
+        if not fused:
+            assert model[1].last_backend == "torch"
+        with torch.no_grad():
+            expected = _reference(model).eval()(ids)
+        torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)

@@ -393,3 +393,31 @@ def test_string_loss_on_logits_is_refused_or_exact():
     h = fit(m, x, y, loss="sparse_categorical_crossentropy", epochs=30, lr=0.05,
             optimizer="adam", verbose=0, seed=0)
     assert h.history["accuracy"][-1] > 0.9
+
+
+def test_predict_fills_one_output_tensor_and_falls_back_to_a_list():
+    """predict's outputs equal the per-batch outputs concatenated: one-tensor outputs (copied
+    into one buffer), tuple outputs, and outputs whose first dimension is not the batch's
+    (the buffer would overflow: predict falls back to concatenating a list)."""
+    from torch import nn
+
+    from rnnkit.train import predict
+
+    x = torch.randn(23, 4)
+
+    class Pair(nn.Module):
+        def forward(self, v):
+            return v * 2, v.sum(1)
+
+    class Doubled(nn.Module):
+        def forward(self, v):
+            return torch.cat([v, -v])
+
+    lin = nn.Linear(4, 3)
+    for model, want in ((lin, lin(x)), (Doubled(), torch.cat([torch.cat([b, -b])
+                                                              for b in x.split(5)]))):
+        got = predict(model, x, batch_size=5)
+        torch.testing.assert_close(got, want.detach())
+    a, b = predict(Pair(), x, batch_size=5)
+    torch.testing.assert_close(a, x * 2)
+    torch.testing.assert_close(b, x.sum(1))
