@@ -40,11 +40,23 @@ def test_read_ts_multivariate_variable_length_and_padding(tmp_path):
     assert s.series[1].shape == (2, 2)  # trailing padding trimmed
 
 
+def test_read_ts_fills_inner_and_leading_gaps_by_interpolation(tmp_path):
+    """Missing values inside a series are interpolated linearly between their real
+    neighbours, leading ones take the first real value, trailing ones stay padding; the
+    set counts what it filled (the CLI prints it)."""
+    p = _ts(tmp_path, "1,NaN,NaN,4,5,NaN:a\n?,2,4:b\n1,2,3:a\n")
+    s = read_ts(p)
+    assert s.series[0][:, 0].tolist() == [1, 2, 3, 4, 5]
+    assert s.series[1][:, 0].tolist() == [2, 2, 4]
+    assert (s.filled, s.filled_series) == (3, 2)
+    assert read_ts(_ts(tmp_path, "1,2,3:a\n", name="ok.ts")).filled == 0
+
+
 @pytest.mark.parametrize("body, needle", [
     ("1,2,3\n", "no class label"),
     ("1,2:a\n1,2:3,4:b\n", "2 channels, the first series has 1"),
     ("1,x,3:a\n", "not a number"),
-    ("1,NaN,3:a\n", "missing value inside"),
+    ("NaN,?:a\n", "no values"),
     ("1,2:c\n", "not among the declared"),
     ("1,2:\n", "empty class label"),
 ])
@@ -139,3 +151,18 @@ def test_cli_basicmotions(data_dir, tmp_path, capsys):
     assert main(["classify", str(out), "--file", str(require_file(
         data_dir, "series/GunPoint_TEST.ts"))]) == 2
     assert "channels" in capsys.readouterr().err
+
+
+def test_cli_says_how_many_gaps_it_filled(tmp_path, capsys):
+    """train series on a file with missing values inside two series trains, and stderr says
+    how many values were interpolated; a file without gaps prints no such note."""
+    rows = "".join(f"{i % 3},{i % 5},{(i * 7) % 4},{i % 2}:{'ab'[i % 2]}\n" for i in range(12))
+    gappy = _ts(tmp_path, "1,NaN,3,4:a\n0,1,?,2:b\n" + rows, name="g.ts")
+    assert main(["train", "series", "--train", str(gappy), "--epochs", "1", "--units", "2",
+                 "--filters", "2", "--out", str(tmp_path / "m"), "--quiet"]) == 0
+    assert "2 missing value(s) inside 2 series filled by linear interpolation" in \
+        capsys.readouterr().err
+    clean = _ts(tmp_path, rows, name="c.ts")
+    assert main(["train", "series", "--train", str(clean), "--epochs", "1", "--units", "2",
+                 "--filters", "2", "--out", str(tmp_path / "n"), "--quiet"]) == 0
+    assert "interpolation" not in capsys.readouterr().err

@@ -4,7 +4,8 @@
     rnnkit classify DIR --file new.ts            # one label per series
     rnnkit evaluate DIR --file X_TEST.ts          # accuracy, macro F1, confusion, 1-NN
 
-Files: the UCR/UEA ``.ts`` format (uni- or multivariate, equal or variable length) or CSV
+Files: the UCR/UEA ``.ts`` format (uni- or multivariate, equal or variable length; missing
+values inside a series are filled by linear interpolation, and stderr says how many) or CSV
 (one row per series with a ``label`` column, or long format with ``id`` and ``label``
 columns). The model is an LSTM beside a fully convolutional branch (LSTM-FCN) over
 standardised, masked series; the report sets it beside the 1-nearest-neighbour Euclidean
@@ -20,7 +21,7 @@ from typing import Any
 
 from ..metrics import format_classification_report
 from ..plots import plot_history
-from ..tasks.series import SeriesClassifier, SeriesSpec, read_series_file
+from ..tasks.series import SeriesClassifier, SeriesSet, SeriesSpec, read_series_file
 from ..train import seed_everything
 from .common import add_resume_arg, print_json
 
@@ -74,13 +75,22 @@ def _summary(name: str, r: dict[str, Any]) -> str:
     return line
 
 
+def _read(path: str, labelled: bool = True) -> SeriesSet:
+    """:func:`read_series_file`, saying on stderr how many missing values it interpolated."""
+    data = read_series_file(path, labelled)
+    if data.filled:
+        print(f"rnnkit: note: {path}: {data.filled} missing value(s) inside "
+              f"{data.filled_series} series filled by linear interpolation", file=sys.stderr)
+    return data
+
+
 def train(args: argparse.Namespace) -> int:
     spec = SeriesSpec(cell=args.cell, units=args.units, bidirectional=args.bidirectional,
                       conv=args.conv, filters=args.filters, dropout=args.dropout,
                       normalize=args.normalize)
     say = (lambda *a: None) if args.json and args.quiet else print
-    train_set = read_series_file(args.train)
-    test_set = read_series_file(args.test) if args.test else None
+    train_set = _read(args.train)
+    test_set = _read(args.test) if args.test else None
     lengths = [len(s) for s in train_set.series]
     say(f"series: {len(train_set)} train{f' / {len(test_set)} test' if test_set else ''} "
         f"series, {train_set.channels} channel(s), length {min(lengths)}-{max(lengths)}")
@@ -114,7 +124,7 @@ def evaluate_cmd(args: argparse.Namespace) -> int:
     if not args.file:
         raise UserError("pass --file FILE with labelled series to evaluate on")
     clf = SeriesClassifier.load(args.model_dir)
-    report = clf.evaluate(read_series_file(args.file))
+    report = clf.evaluate(_read(args.file))
     if args.json:
         print_json({**report, "file": args.file, "model_dir": args.model_dir})
     else:
@@ -125,7 +135,7 @@ def evaluate_cmd(args: argparse.Namespace) -> int:
 
 def classify_cmd(args: argparse.Namespace) -> int:
     clf = SeriesClassifier.load(args.model_dir)
-    data = read_series_file(args.file, labelled=False)
+    data = _read(args.file, labelled=False)
     for i, p in enumerate(clf.predict(data)):
         if args.json:
             print_json({"index": i, **p})

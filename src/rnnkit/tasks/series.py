@@ -2,7 +2,8 @@
 
 Data: :func:`read_ts` reads the UCR/UEA ``.ts`` format (``@`` header lines, then one series
 per line, channels separated by ``:``, values by ``,``, the class label last; equal or
-variable length, trailing NaN padding trimmed); :func:`read_series_csv_table` reads CSV,
+variable length, trailing NaN padding trimmed, inner gaps interpolated);
+:func:`read_series_csv_table` reads CSV,
 either one row per series (a ``label`` column and the values, univariate) or long format
 (an ``id`` column, a ``label`` column, one row per time step and one column per channel).
 
@@ -58,6 +59,10 @@ class SeriesSet:
     series: list[np.ndarray]
     labels: list[str] | None
     source: str
+    #: missing values inside series (not trailing padding) filled by :func:`fill_gaps`
+    filled: int = 0
+    #: how many series had any
+    filled_series: int = 0
 
     def __len__(self) -> int:
         return len(self.series)
@@ -77,25 +82,43 @@ def read_series_file(path: str | Path, labelled: bool = True) -> SeriesSet:
     return read_series_csv_table(path, labelled)
 
 
-def _finish(path: Path, series: list[np.ndarray], labels: list[str] | None) -> SeriesSet:
+def fill_gaps(values: np.ndarray) -> tuple[np.ndarray, int]:
+    """A channel's missing values (NaN) filled by linear interpolation between the nearest
+    real values on either side, or with the nearest real value before the first / after the
+    last (the UCR archive's own treatment of its sets with missing values). Needs at least
+    one real value. Returns the filled copy and how many values were filled."""
+    miss = np.isnan(values)
+    k = int(miss.sum())
+    if not k:
+        return values, 0
+    idx = np.arange(len(values))
+    out = values.copy()
+    out[miss] = np.interp(idx[miss], idx[~miss], values[~miss])
+    return out, k
+
+
+def _finish(path: Path, series: list[np.ndarray], labels: list[str] | None,
+            filled: tuple[int, int] = (0, 0)) -> SeriesSet:
     if not series:
         raise UserError(f"{path}: no series")
     chans = {s.shape[1] for s in series}
     if len(chans) != 1:
         raise UserError(f"{path}: series have different numbers of channels {sorted(chans)}")
-    return SeriesSet(series, labels, path.name)
+    return SeriesSet(series, labels, path.name, *filled)
 
 
 def read_ts(path: str | Path, labelled: bool = True) -> SeriesSet:
     """Read a ``.ts`` file (see the module docstring); ``labelled``: labels are required
     (else read when the header declares them). ``?`` and ``NaN`` at the end of a
-    channel are padding (trimmed; all channels of a series are cut to the shortest); a
-    missing value inside a series, a series without a label, mixed channel counts or a
-    non-number are one-line errors naming the line."""
+    channel are padding (trimmed; all channels of a series are cut to the shortest);
+    missing values before or inside a series are filled by :func:`fill_gaps` (counted in
+    ``filled``); a channel without values, a series without a label, mixed channel counts or
+    a non-number are one-line errors naming the line."""
     path = Path(path)
     header, records = read_at_file(path)
     series: list[np.ndarray] = []
     labels: list[str] = []
+    gaps = gapped = 0
     has_labels, declared = False, None
     for n, key, value in header:
         if key == "classlabel":
@@ -119,6 +142,7 @@ def read_ts(path: str | Path, labelled: bool = True) -> SeriesSet:
         if len(chans) > MAX_CHANNELS:
             raise UserError(f"{path}:{n}: {len(chans)} channels (at most {MAX_CHANNELS})")
         rows = []
+        hit = False
         for c, chan in enumerate(chans):
             vals = []
             for v in chan.split(","):
@@ -137,10 +161,9 @@ def read_ts(path: str | Path, labelled: bool = True) -> SeriesSet:
             real = np.flatnonzero(~np.isnan(arr))
             if real.size == 0:
                 raise UserError(f"{path}:{n}: channel {c + 1} has no values")
-            arr = arr[:real[-1] + 1]  # trailing padding
-            if np.isnan(arr).any():
-                raise UserError(f"{path}:{n}: channel {c + 1} has a missing value inside the "
-                                "series (only trailing padding is supported)")
+            arr, k = fill_gaps(arr[:real[-1] + 1])  # trailing padding cut, inner gaps filled
+            gaps += k
+            hit = hit or k > 0
             rows.append(arr)
         t = min(len(r) for r in rows)
         if t > MAX_LENGTH:
@@ -149,11 +172,12 @@ def read_ts(path: str | Path, labelled: bool = True) -> SeriesSet:
             raise UserError(f"{path}:{n}: {len(rows)} channels, the first series has "
                             f"{series[0].shape[1]}")
         series.append(np.stack([r[:t] for r in rows], axis=1).astype(np.float32))
+        gapped += hit
         if label is not None:
             labels.append(label)
     if labelled and not has_labels:
         raise UserError(f"{path}: no class labels (@classLabel false); labelled series needed")
-    return _finish(path, series, labels if has_labels else None)
+    return _finish(path, series, labels if has_labels else None, (gaps, gapped))
 
 
 def read_series_csv_table(path: str | Path, labelled: bool = True) -> SeriesSet:
