@@ -54,12 +54,12 @@ def test_train_forecast_evaluate(model, capsys):
 
 def test_malformed_csv_one_line_error(tmp_path, capsys):
     bad = tmp_path / "bad.csv"
-    bad.write_text("date,y\n2020-01-01,1\n2020-01-02,n/a\n", encoding="utf-8")
+    bad.write_text("date,y\n2020-01-01,1\n2020-01-02,abc\n", encoding="utf-8")
     code = main(["train", "forecast", "--file", str(bad), "--out", str(tmp_path / "m"),
                  "--quiet"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.count("\n") == 0
-    assert f"{bad}:3: column 'y': 'n/a' is not a number" in err
+    assert f"{bad}:3: column 'y': 'abc' is not a number" in err
 
 
 def test_series_too_short(tmp_path, capsys):
@@ -136,3 +136,17 @@ def test_short_series_gets_a_lookback_that_fits(tmp_path, capsys):
     assert main(["forecast", str(tmp_path / "m"), "--file", str(short), "--json"]) == 0
     rows = _last_json(capsys.readouterr().out)["forecast"]
     assert all(r["y_p10"] < r["y_p90"] for r in rows)
+
+
+def test_cli_notes_ambiguous_dates_and_filled_gaps(tmp_path, capsys):
+    """A month/day/year column whose fields never exceed 12 trains, with a note saying how
+    it was read; a missing value between two others is interpolated, with a note."""
+    f = tmp_path / "us.csv"
+    rows = [f"{m}/{d}/2020,{'' if (m, d) == (3, 5) else m * 10 + d}"
+            for m in range(1, 13) for d in range(1, 13)]
+    f.write_text("date,y\n" + "\n".join(rows) + "\n")
+    assert main(["train", "forecast", "--file", str(f), "--epochs", "1", "--units", "4",
+                 "--out", str(tmp_path / "m"), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "read as month/day/year" in err
+    assert "1 missing value(s) between values filled by linear interpolation" in err

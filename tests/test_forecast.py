@@ -43,7 +43,9 @@ def test_read_csv():
     ("date,y\n2020-01-01,1\n2020-01-02,\n", r"bad\.csv:3: column 'y' is empty"),
     ("date,y\n2020-01-01,1,2\n", r"bad\.csv:2: 3 fields, the header has 2"),
     ("date,y\n2020-01-02,1\n2020-01-01,2\n", r"bad\.csv:3: time stamps must increase strictly"),
-    ("date,y\n01/02/2020,1\n", r"bad\.csv:2: '01/02/2020' is not a time stamp I can read"),
+    ("date,y\nyesterday,1\n", r"bad\.csv:2: 'yesterday' is not a time stamp I can read"),
+    ("date,y\n2020-01-01,\n2020-01-02,1\n", r"bad\.csv:2: column 'y' is empty before its"),
+    ("date,y\n2020-01-01,NA\n", r"bad\.csv: column 'y' has no values"),
     ("date,y\n", r"bad\.csv: no data rows"),
 ])
 def test_csv_errors_name_file_and_line(tmp_path, text, msg):
@@ -228,3 +230,40 @@ def test_calibration_needs_five_held_out_windows():
     fc = Forecaster.create(ForecastSpec(units=4, lookback=7, horizon=3), y[:40], ["y"])
     assert fc.calibrate(y[:46], 40) is None and fc.calibration is None  # 4 windows
     assert fc.calibrate(y[:47], 40) is not None  # 5 windows
+
+
+def test_inner_gaps_are_interpolated_and_counted(tmp_path):
+    p = tmp_path / "g.csv"
+    p.write_text("date,y,z\n2020-01-01,1,5\n2020-01-02,,NA\n2020-01-03,NaN,6\n"
+                 "2020-01-04,4,7\n", encoding="utf-8")
+    s = read_series_csv(p)
+    np.testing.assert_allclose(s.values, [[1, 5], [2, 5.5], [3, 6], [4, 7]])
+    assert s.filled == 3
+
+
+@pytest.mark.parametrize("stamps,iso,note", [
+    (["13.01.2020", "14.01.2020"], ["2020-01-13", "2020-01-14"], False),   # day above 12
+    (["01/12/2020", "01/13/2020"], ["2020-01-12", "2020-01-13"], False),   # month-first
+    (["01.02.2020", "02.02.2020"], ["2020-02-01", "2020-02-02"], True),    # guessed: D.M.Y
+    (["01/02/2020", "01/03/2020"], ["2020-01-02", "2020-01-03"], True),    # guessed: M/D/Y
+    (["1/2/2020 9:30", "1/2/2020 10:30"], ["2020-01-02 09:30", "2020-01-02 10:30"], True),
+    (["2020/01/31", "2020/2/1"], ["2020-01-31", "2020-02-01"], False),
+    (["Jan 2020", "February 2020", "Mar-2020"], ["2020-01", "2020-02", "2020-03"], False),
+    (["2020 Jan", "2020 Feb"], ["2020-01", "2020-02"], False),
+    (["2020-01-01", "2020-01-02"], ["2020-01-01", "2020-01-02"], False),   # ISO: unchanged
+    (["Jan 2020", "Foo 2020"], ["Jan 2020", "Foo 2020"], False),           # not all: unchanged
+])
+def test_dates_written_other_ways_become_iso(stamps, iso, note):
+    from rnnkit.tasks.timeindex import normalize, parse
+
+    out, why = normalize(stamps)
+    assert out == iso and (why is not None) == note
+    if out != stamps:
+        assert parse(stamps, "x").ordinals == parse(iso, "x").ordinals
+
+
+def test_a_bad_day_month_date_names_its_line(tmp_path):
+    p = tmp_path / "d.csv"
+    p.write_text("date,y\n31.01.2020,1\n31.02.2020,2\n", encoding="utf-8")
+    with pytest.raises(UserError, match=r"d\.csv:3: '31\.02\.2020' is not a date stamp"):
+        read_series_csv(p)

@@ -8,7 +8,10 @@ The series is split by time: the first part trains (and fits the scaler), the ne
 evaluated walk-forward (an origin every ``--step`` steps, default the horizon shortened to
 give at least 10 origins) beside the naive, seasonal-naive and drift baselines (MAE, RMSE,
 MASE, sMAPE); ``forecast.png`` shows forecasts vs actuals. Time stamps may be ISO dates or
-datetimes (with offsets), ``YYYY-MM``, ``YYYY Qn``, ``YYYY`` or an integer index.
+datetimes (with offsets), ``YYYY-MM``, ``YYYY Qn``, ``YYYY``, an integer index, or dates
+written ``31.01.2020``, ``1/31/2020``, ``2020/01/31`` or ``Jan 2020`` (day/month order from
+the column; a note says when it had to be guessed). Missing values (empty, ``NA``, ``NaN``)
+between real ones are filled by linear interpolation, with a note.
 ``--season auto`` guesses the season from the autocorrelation of the training part.
 The walk-forward figures are those of the model trained without the test part; then (unless
 ``--no-refit``) a model is retrained on the whole history for the selected number of epochs,
@@ -31,12 +34,25 @@ from ..errors import UserError
 from ..io import atomic_write_json, file_record, same_file
 from ..plots import plot_history
 from ..rundir import check_output_file
-from ..tasks.forecast import Forecaster, ForecastSpec, plot_forecast, read_series_csv
+from ..tasks.forecast import Forecaster, ForecastSpec, Series, plot_forecast, read_series_csv
 from ..tasks.timeindex import future
 from ..train import seed_everything
 from .common import add_training_args, check_positive, given, print_json, read_model_json
 
 DATA_JSON = "data.json"
+
+
+def _read(path: str, date_col: str | None, value_cols: list[str] | None) -> Series:
+    """:func:`read_series_csv`, saying on stderr what it assumed: the order of day and month
+    of ambiguous dates, and how many missing values it interpolated."""
+    series = read_series_csv(path, date_col, value_cols)
+    ti = series.time_index
+    if ti is not None and ti.note:
+        print(f"rnnkit: note: {path}: {ti.note}", file=sys.stderr)
+    if series.filled:
+        print(f"rnnkit: note: {path}: {series.filled} missing value(s) between values filled "
+              "by linear interpolation", file=sys.stderr)
+    return series
 
 
 def register(sub: argparse._SubParsersAction, train_sub: argparse._SubParsersAction) -> None:
@@ -162,7 +178,7 @@ def train(args: argparse.Namespace) -> int:
     if Path(args.file).suffix.lower() == ".tsf" or args.id_col:
         return train_global(args)
     date_col = None if args.date_col.lower() == "none" else args.date_col
-    series = read_series_csv(args.file, date_col, _cols(args.value_cols))
+    series = _read(args.file, date_col, _cols(args.value_cols))
     targets = _cols(args.target)
     season = None
     if args.season != "auto":
@@ -290,7 +306,7 @@ def evaluate_cmd(args: argparse.Namespace) -> int:
         print("rnnkit: warning: this model was refit on the whole of this file, test part "
               "included: its walk-forward figures are in-sample (train with --no-refit to "
               "evaluate a held-out model)", file=sys.stderr)
-    series = read_series_csv(path, data.get("date_col", "auto"), fc.columns)
+    series = _read(path, data.get("date_col", "auto"), fc.columns)
     v = series.values
     _, test_start = _split(len(v), data.get("val_fraction", 0.1), data.get("test_fraction", 0.2))
     res = fc.walk_forward(v, test_start, data.get("step"))
@@ -320,7 +336,7 @@ def forecast_cmd(args: argparse.Namespace) -> int:
     date_col = args.date_col if args.date_col is not None else data.get("date_col", "auto")
     if isinstance(date_col, str) and date_col.lower() == "none":
         date_col = None
-    series = read_series_csv(args.file, date_col, fc.columns)
+    series = _read(args.file, date_col, fc.columns)
     pred = fc.forecast(series.values, horizon)
     dates = future(series.time_index, horizon) if series.time_index is not None else None
     bands = None

@@ -59,7 +59,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Series", "read_series_csv", "Scaler", "make_windows", "detect_season", "ForecastSpec",
     "ForecastModel", "Forecaster", "naive_forecast", "seasonal_naive_forecast",
-    "SeriesClassifierModel", "pad_series", "plot_forecast",
+    "SeriesClassifierModel", "pad_series", "plot_forecast", "fill_gaps",
 ]
 
 RNN_LAYERS = {"simple": SimpleRNN, "lstm": LSTM, "gru": GRU}
@@ -78,6 +78,8 @@ class Series:
     dates: list[str] | None = None
     path: str = ""
     time_index: TimeIndex | None = None
+    #: missing values between real ones, filled by :func:`fill_gaps` (the CLI says so)
+    filled: int = 0
 
     def select(self, columns: list[str]) -> np.ndarray:
         idx = [self.columns.index(c) for c in columns]
@@ -86,6 +88,8 @@ class Series:
 
 #: the largest magnitude a series value may have (squares and sums must stay finite)
 MAX_VALUE = 1e100
+#: cells read as a missing value (lowercased)
+MISSING = ("", "na", "nan", "n/a", "null", "none", "?")
 
 
 def read_series_csv(path: str | Path, date_col: str | None = "auto",
@@ -98,11 +102,29 @@ def read_series_csv(path: str | Path, date_col: str | None = "auto",
         raise UserError(f"{path}: malformed CSV ({e})") from None
 
 
+def fill_gaps(values: np.ndarray) -> tuple[np.ndarray, int]:
+    """A channel's missing values (NaN) filled by linear interpolation between the nearest
+    real values on either side, or with the nearest real value before the first / after the
+    last (the UCR archive's own treatment of its sets with missing values). Needs at least
+    one real value. Returns the filled copy and how many values were filled."""
+    miss = np.isnan(values)
+    k = int(miss.sum())
+    if not k:
+        return values, 0
+    idx = np.arange(len(values))
+    out = values.copy()
+    out[miss] = np.interp(idx[miss], idx[~miss], values[~miss])
+    return out, k
+
+
 def _read_series_csv(path: str | Path, date_col: str | None = "auto",
                     value_cols: list[str] | None = None) -> Series:
     """Read a CSV (or TSV) time series. ``date_col="auto"`` uses a column named like a date
     (``date``, ``time``, ``timestamp``, ``ds``, ...) when there is one; ``None`` means none.
-    ``value_cols`` default: every other column. Missing or non-numeric values are errors."""
+    ``value_cols`` default: every other column. A missing value (an empty cell, ``NA``,
+    ``NaN``, ``null``) between real values of its column is filled by :func:`fill_gaps`
+    (counted in ``filled``); one before the first or after the last real value, and a
+    non-numeric value, are errors naming the line."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"file not found: {path}")
@@ -147,6 +169,7 @@ def _read_series_csv(path: str | Path, date_col: str | None = "auto",
     vidx = [header.index(c) for c in value_cols]
     didx = header.index(date_col) if date_col else None
     rows: list[list[float]] = []
+    row_lines: list[int] = []
     dates: list[str] = []
     stamp_lines: list[int] = []
     for n, row in enumerate(rows_text, 2):
@@ -157,9 +180,9 @@ def _read_series_csv(path: str | Path, date_col: str | None = "auto",
         vals = []
         for i, c in zip(vidx, value_cols, strict=True):
             cell = row[i].strip()
-            if not cell:
-                raise UserError(f"{path}:{n}: column {c!r} is empty (missing values are not "
-                                "supported: fill or drop the row)")
+            if cell.lower() in MISSING:
+                vals.append(math.nan)
+                continue
             try:
                 v = float(cell)
             except ValueError:
@@ -174,11 +197,26 @@ def _read_series_csv(path: str | Path, date_col: str | None = "auto",
             dates.append(row[didx].strip())
             stamp_lines.append(n)
         rows.append(vals)
+        row_lines.append(n)
     if not rows:
         raise UserError(f"{path}: no data rows")
+    values = np.asarray(rows, dtype=np.float64)
+    filled = 0
+    for j, c in enumerate(value_cols):
+        real = np.flatnonzero(~np.isnan(values[:, j]))
+        if real.size == 0:
+            raise UserError(f"{path}: column {c!r} has no values")
+        for edge, what in ((0, "before its first value"), (len(values) - 1, "after its last "
+                                                                          "value")):
+            if math.isnan(values[edge, j]):
+                raise UserError(f"{path}:{row_lines[edge]}: column {c!r} is empty {what} "
+                                "(only gaps between values are interpolated): drop or fill "
+                                "those rows")
+        values[:, j], k = fill_gaps(values[:, j])
+        filled += k
     tindex = parse_stamps(dates, str(path), stamp_lines) if didx is not None else None
-    return Series(np.asarray(rows, dtype=np.float64), list(value_cols),
-                  dates if didx is not None else None, str(path), tindex)
+    return Series(values, list(value_cols), dates if didx is not None else None, str(path),
+                  tindex, filled)
 
 
 # --------------------------------------------------------------------------- windows

@@ -41,6 +41,7 @@ from ..layers import Dense, Dropout
 from ..metrics import classification_report
 from ..recurrent import GRU, LSTM, Bidirectional, lengths_to_mask
 from ._atfile import read_at_file, read_text_file
+from .forecast import fill_gaps
 from .forecast import pad_series as pad
 from .spec import Spec
 
@@ -80,21 +81,6 @@ def read_series_file(path: str | Path, labelled: bool = True) -> SeriesSet:
     if path.suffix.lower() == ".ts":
         return read_ts(path, labelled)
     return read_series_csv_table(path, labelled)
-
-
-def fill_gaps(values: np.ndarray) -> tuple[np.ndarray, int]:
-    """A channel's missing values (NaN) filled by linear interpolation between the nearest
-    real values on either side, or with the nearest real value before the first / after the
-    last (the UCR archive's own treatment of its sets with missing values). Needs at least
-    one real value. Returns the filled copy and how many values were filled."""
-    miss = np.isnan(values)
-    k = int(miss.sum())
-    if not k:
-        return values, 0
-    idx = np.arange(len(values))
-    out = values.copy()
-    out[miss] = np.interp(idx[miss], idx[~miss], values[~miss])
-    return out, k
 
 
 def _finish(path: Path, series: list[np.ndarray], labels: list[str] | None,

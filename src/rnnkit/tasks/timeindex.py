@@ -8,6 +8,13 @@ Accepted, one kind per column (the kind of the first stamp decides)::
     1821                                                                years   (YYYY)
     0, 1, 2 ...                                                         a plain integer index
 
+and, rewritten to those first by :func:`normalize`: dates with the year last and ``/``, ``.``
+or ``-`` between the fields (``31.01.2020``, ``1/31/2020``, ``31-01-2020 13:30``), the
+order of day and month taken from the column (a first field above 12 makes it day-first, a
+second one month-first; when neither occurs ``.`` reads day-first and ``/`` or ``-``
+month-first, and the index's ``note`` says so), ``2020/01/31``, and month names
+(``Jan 2020``, ``January 2020``, ``Jan-2020``, ``2020 Jan``).
+
 :func:`parse` maps each stamp to an ordinal on its kind's own scale (months, quarters and
 years count calendar units, so February and March are one month apart whatever their days;
 datetimes are POSIX seconds), :func:`infer_step` takes the median gap, and :func:`future`
@@ -30,6 +37,13 @@ _INT = re.compile(r"-?\d+")
 
 KINDS = ("datetime", "date", "month", "quarter", "year", "index")
 
+_YEAR_LAST = re.compile(r"(\d{1,2})([/.-])(\d{1,2})\2(\d{4})(?:[ T](\d{1,2}:\d{2}(?::\d{2})?))?")
+_SLASHED = re.compile(r"(\d{4})/(\d{1,2})/(\d{1,2})(?:[ T](\d{1,2}:\d{2}(?::\d{2})?))?")
+_MONTH_NAMES = {m: i + 1 for i, m in enumerate(
+    ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"))}
+_NAME_YEAR = re.compile(r"([A-Za-z]{3,9})\.?[ -]?(\d{4})")
+_YEAR_NAME = re.compile(r"(\d{4})[ -]([A-Za-z]{3,9})")
+
 
 @dataclass
 class TimeIndex:
@@ -40,6 +54,62 @@ class TimeIndex:
     ordinals: list[float]
     step: float
     last: str
+    #: what :func:`normalize` assumed about the column's spelling, when it had to
+    note: str | None = None
+
+
+def _month_number(name: str) -> int | None:
+    n = name.lower()
+    m = _MONTH_NAMES.get(n[:3])
+    full = ("january", "february", "march", "april", "may", "june", "july", "august",
+            "september", "october", "november", "december")
+    return m if m is not None and (len(n) == 3 or n == full[m - 1] or n == full[m - 1][:4]) \
+        else None
+
+
+def _iso(year: str, month: str | int, day: str | int, clock: str | None) -> str:
+    """``YYYY-MM-DD[ HH:MM[:SS]]``."""
+    text = f"{year}-{int(month):02d}-{int(day):02d}"
+    if clock:
+        hour, rest = clock.split(":", 1)
+        text += f" {int(hour):02d}:{rest}"
+    return text
+
+
+def normalize(stamps: list[str]) -> tuple[list[str], str | None]:
+    """The column's stamps in an ISO spelling when they are written day-first, month-first,
+    with slashes or with month names (see the module docstring), with a note when the order
+    of day and month was a guess; other columns come back unchanged (so does one whose
+    stamps do not all match the first one's pattern: :func:`parse` then names the line)."""
+    first = stamps[0].strip() if stamps else ""
+    if not first or kind_of(first) is not None:
+        return stamps, None
+    for pattern in (_YEAR_LAST, _SLASHED, _NAME_YEAR, _YEAR_NAME):
+        if pattern.fullmatch(first):
+            break
+    else:
+        return stamps, None
+    found = [pattern.fullmatch(s.strip()) for s in stamps]
+    ms = [m for m in found if m is not None]
+    if len(ms) != len(found):
+        return stamps, None
+    if pattern is _SLASHED:
+        return [_iso(m.group(1), m.group(2), m.group(3), m.group(4)) for m in ms], None
+    if pattern is not _YEAR_LAST:  # month names
+        yi, ni = (2, 1) if pattern is _NAME_YEAR else (1, 2)
+        months = [_month_number(m.group(ni)) for m in ms]
+        if any(mo is None for mo in months):
+            return stamps, None
+        return [f"{m.group(yi)}-{mo:02d}" for m, mo in zip(ms, months, strict=True)], None
+    a = max(int(m.group(1)) for m in ms)
+    b = max(int(m.group(3)) for m in ms)
+    day_first = a > 12 or (b <= 12 and ms[0].group(2) == ".")
+    note = None
+    if a <= 12 and b <= 12:
+        note = (f"no day or month above 12 in {first!r} and the rest of the column: read as "
+                f"{'day.month.year' if day_first else 'month/day/year'}")
+    return [_iso(m.group(4), m.group(3) if day_first else m.group(1),
+                 m.group(1) if day_first else m.group(3), m.group(5)) for m in ms], note
 
 
 def kind_of(stamp: str) -> str | None:
@@ -87,26 +157,29 @@ def parse(stamps: list[str], where: str, lines: list[int] | None = None) -> Time
     if not stamps:
         raise UserError(f"{where}: no time stamps")
     lines = lines or list(range(1, len(stamps) + 1))
-    first = stamps[0].strip()
-    kind = kind_of(first)
+    written = stamps
+    stamps, note = normalize(stamps)
+    first = written[0].strip()
+    kind = kind_of(stamps[0].strip())
     if kind is None:
         raise UserError(f"{where}:{lines[0]}: {first[:30]!r} is not a time stamp I can read "
-                        "(ISO date/datetime, YYYY-MM, YYYY Qn, YYYY or an integer index)")
+                        "(ISO date/datetime, YYYY-MM, YYYY Qn, YYYY, an integer index, "
+                        "31.01.2020, 1/31/2020, Jan 2020)")
     ords: list[float] = []
-    for s, n in zip(stamps, lines, strict=True):
-        s = s.strip()
+    for s, w, n in zip(stamps, written, lines, strict=True):
+        s, w = s.strip(), w.strip()
         try:
             o = _ordinal(kind, s)
         except (ValueError, OverflowError):
-            raise UserError(f"{where}:{n}: {s[:30]!r} is not a {kind} stamp like the first "
+            raise UserError(f"{where}:{n}: {w[:30]!r} is not a {kind} stamp like the first "
                             f"one ({first[:30]!r})") from None
         if ords and o <= ords[-1]:
-            raise UserError(f"{where}:{n}: time stamps must increase strictly ({s[:30]} "
+            raise UserError(f"{where}:{n}: time stamps must increase strictly ({w[:30]} "
                             "follows an equal or later one)")
         ords.append(o)
     gaps = sorted(b - a for a, b in zip(ords, ords[1:], strict=False))
     step = gaps[len(gaps) // 2] if gaps else 1.0
-    return TimeIndex(kind, ords, step, stamps[-1].strip())
+    return TimeIndex(kind, ords, step, stamps[-1].strip(), note)
 
 
 def future(index: TimeIndex, n: int) -> list[str]:
