@@ -68,11 +68,21 @@ def test_malformed_files_name_file_and_line(tmp_path, name, text, cols, msg):
     assert "\n" not in str(e.value)
 
 
-def test_non_utf8_names_line(tmp_path):
+def test_files_not_in_utf8_are_decoded_and_say_how(tmp_path):
+    """A Windows-1252 file (the Kaggle SMS spam CSV is one) reads as such, a CP949 Korean one
+    as CP949, UTF-8 with or without a BOM as UTF-8; the set records which, for the note."""
+    from rnnkit.tasks.textfile import decode_text
+
     p = tmp_path / "latin.tsv"
-    p.write_bytes(b"ham\tok\nspam\tcaf\xe9\n")
-    with pytest.raises(UserError, match=r"latin\.tsv:2: not UTF-8"):
-        read_sms_spam(p)
+    p.write_bytes(b"ham\tok\nspam\tcaf\xe9 \x80 5\n")
+    d = read_sms_spam(p)
+    assert d.texts == ["ok", "café € 5"] and d.encoding == "cp1252"
+    ko = "정말 재미있는 영화였다"
+    assert decode_text(ko.encode("cp949")) == (ko, "cp949")
+    assert decode_text(("\ufeff" + ko).encode("utf-8")) == (ko, "utf-8")
+    assert decode_text("café".encode("cp1252")) == ("café", "cp1252")
+    assert decode_text(b"plain text \x81 end") == ("plain text \x81 end", "latin-1")
+    assert read_sms_spam(SMS).encoding == "utf-8"
 
 
 def test_split_is_seeded_and_disjoint():
@@ -189,3 +199,14 @@ def test_train_text_chooses_maxlen_from_the_data(tmp_path, capsys):
                  "label", "--epochs", "1", "--out", str(tmp_path / "m2"), "--maxlen", "12",
                  "--quiet"]) == 0
     assert json.loads((tmp_path / "m2" / "text.json").read_text())["maxlen"] == 12
+
+
+def test_cli_notes_the_encoding_it_read(tmp_path, capsys):
+    from rnnkit.cli import main
+
+    f = tmp_path / "spam.csv"
+    rows = [("ham", "see you at the café"), ("spam", "win £500 now text WIN")] * 20
+    f.write_bytes(("v1,v2\n" + "".join(f"{a},{b}\n" for a, b in rows)).encode("cp1252"))
+    assert main(["train", "text", "--file", str(f), "--text-col", "v2", "--label-col", "v1",
+                 "--epochs", "1", "--out", str(tmp_path / "m"), "--quiet"]) == 0
+    assert "is not UTF-8 text: read as cp1252" in capsys.readouterr().err

@@ -13,7 +13,8 @@ F1. A seeded ``--test-fraction`` of the file
 is held out as the test set (or give ``--test-file``), then ``--validation-split`` of the rest
 for early stopping. Reports accuracy, precision/recall/F1 per class and the confusion matrix
 beside the majority-class baseline. ``evaluate`` re-creates the same held-out split from the
-file recorded at training time (or evaluates on all of ``--file``).
+file recorded at training time (or evaluates on all of ``--file``). A file that is not UTF-8
+is read as CP949 (Korean) or Windows-1252, and a note says which.
 """
 
 from __future__ import annotations
@@ -108,7 +109,8 @@ def multi_label_mode(label_col: str | None, label_sep: str | None) -> bool:
 
 def _as_sets(d: LabelledTexts, label_sep: str | None, no_label: str) -> LabelledTexts:
     """``d`` with its labels as canonical label sets (:func:`label_sets`)."""
-    return LabelledTexts(d.texts, label_sets(d.labels, label_sep or "|", no_label), d.path)
+    return LabelledTexts(d.texts, label_sets(d.labels, label_sep or "|", no_label), d.path,
+                         d.skipped_header, d.encoding)
 
 
 def train(args: argparse.Namespace) -> int:
@@ -142,9 +144,7 @@ def train(args: argparse.Namespace) -> int:
         if multi:
             te = _as_sets(te, args.label_sep, args.no_label)
     for d, f in ((data, args.file), (te, args.test_file)):
-        if getattr(d, "skipped_header", None):
-            print(f"rnnkit: note: {f}:1 ({d.skipped_header[:60]!r}) looks like a header line, "
-                  "not an example: skipped", file=sys.stderr)
+        _notes(d, f)
     names = multi_label_names(data.labels) if multi else label_names(data.labels)
     if multi and len(names) < 2:
         raise UserError(f"{args.file}: multi-label data needs at least 2 labels besides "
@@ -209,6 +209,15 @@ def train(args: argparse.Namespace) -> int:
     return 0
 
 
+
+def _notes(d: LabelledTexts, f: str | None) -> None:
+    """What reading ``f`` assumed, on stderr: a skipped header line, an encoding not UTF-8."""
+    if d.skipped_header:
+        print(f"rnnkit: note: {f}:1 ({d.skipped_header[:60]!r}) looks like a header line, "
+              "not an example: skipped", file=sys.stderr)
+    if d.encoding != "utf-8":
+        print(f"rnnkit: note: {f} is not UTF-8 text: read as {d.encoding}", file=sys.stderr)
+
 def _evaluate(clf: TextClassifier, data: LabelledTexts, batch_size: int = 256
               ) -> tuple[dict[str, Any], str]:
     """The test report of ``clf`` on ``data`` and its text: multi-label or per class."""
@@ -250,6 +259,7 @@ def evaluate_cmd(args: argparse.Namespace) -> int:
                         + (f" (the model was trained on {trained}; giving that file "
                            "evaluates its held-out test part)" if trained else ""))
     full = read_labelled(args.file, tcol, lcol, fmt, dedup)
+    _notes(full, args.file)
     if clf.multi_label:
         sep, none = d.get("label_sep"), d.get("no_label", "none")
         if not (sep is None or isinstance(sep, str)) or not isinstance(none, str):

@@ -57,27 +57,47 @@ class LabelledTexts:
     path: str = ""
     #: a first line that was recognised as a header and skipped (see :func:`read_sms_spam`)
     skipped_header: str | None = None
+    #: the file's encoding (:func:`decode_text`; anything but utf-8 is worth a note)
+    encoding: str = "utf-8"
 
     def __len__(self) -> int:
         return len(self.texts)
 
 
-def _read_text(path: Path) -> str:
+def decode_text(raw: bytes) -> tuple[str, str]:
+    """``(text, encoding)`` of a data file's bytes: UTF-8 (a BOM is dropped); else CP949 when
+    that decodes and at least a tenth of the characters are Hangul syllables (Korean files
+    saved by Windows tools); else Windows-1252, the usual encoding of Western CSV exports
+    (the Kaggle SMS spam file is one); else Latin-1, which decodes any bytes."""
+    try:
+        return raw.decode("utf-8-sig"), "utf-8"
+    except UnicodeDecodeError:
+        pass
+    try:
+        text = raw.decode("cp949")
+        if sum("\uac00" <= c <= "\ud7a3" for c in text) * 10 >= len(text):
+            return text, "cp949"
+    except UnicodeDecodeError:
+        pass
+    try:
+        return raw.decode("cp1252"), "cp1252"
+    except UnicodeDecodeError:
+        return raw.decode("latin-1"), "latin-1"
+
+
+def _read_text(path: Path) -> tuple[str, str]:
+    """A labelled data file's text and the encoding :func:`decode_text` found."""
     if not path.is_file():
         raise UserError(f"file not found: {path}")
-    try:
-        return path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as e:
-        # line of the bad byte, for a one-line pointer into the file
-        line = path.read_bytes()[:e.start].count(b"\n") + 1
-        raise UserError(f"{path}:{line}: not UTF-8 text (byte {e.start})") from None
+    return decode_text(path.read_bytes())
 
 
 def read_sms_spam(path: str | Path) -> LabelledTexts:
     """``label<TAB>text`` per line (UCI SMS Spam Collection); blank lines are skipped."""
     path = Path(path)
     texts, labels = [], []
-    for n, line in enumerate(_read_text(path).splitlines(), 1):
+    raw, encoding = _read_text(path)
+    for n, line in enumerate(raw.splitlines(), 1):
         if not line.strip():
             continue
         if "\t" not in line:
@@ -96,7 +116,7 @@ def read_sms_spam(path: str | Path) -> LabelledTexts:
     if len(labels) > 2 and _looks_like_header(labels[0], labels[1:]):
         header = f"{labels[0]}\t{texts[0]}"
         texts, labels = texts[1:], labels[1:]
-    return LabelledTexts(texts, labels, str(path), header)
+    return LabelledTexts(texts, labels, str(path), header, encoding)
 
 
 #: first-column names that mean "this line names the columns"
@@ -179,7 +199,7 @@ def read_labelled(path: str | Path, text_col: str | None = None, label_col: str 
     if format not in FORMATS:
         raise UserError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
     if format == "auto" and text_col is None and label_col is None:
-        if looks_like_nsmc(_read_text(path).split("\n", 1)[0]):
+        if looks_like_nsmc(_read_text(path)[0].split("\n", 1)[0]):
             format = "nsmc"
     if format == "nsmc":
         if text_col is not None or label_col is not None:
@@ -192,7 +212,7 @@ def read_labelled(path: str | Path, text_col: str | None = None, label_col: str 
         elif path.suffix.lower() in (".tsv", ".tab"):
             format = "tsv"
         else:
-            first = _read_text(path).split("\n", 1)[0]
+            first = _read_text(path)[0].split("\n", 1)[0]
             format = "tsv" if "\t" in first else "csv"
     if format == "sms":
         if text_col is not None or label_col is not None:
@@ -203,14 +223,15 @@ def read_labelled(path: str | Path, text_col: str | None = None, label_col: str 
         raise UserError(f"a {format.upper()} file needs both a text column and a label column "
                         "(--text-col, --label-col)")
     texts, labels = [], []
-    for t, lab in csv_records(_io.StringIO(_read_text(path), newline=""),
+    raw, encoding = _read_text(path)
+    for t, lab in csv_records(_io.StringIO(raw, newline=""),
                               "\t" if format == "tsv" else ",", text_col, label_col, path,
                               format.upper()):
         texts.append(t)
         labels.append(lab)
     if not texts:
         raise UserError(f"{path}: no data rows")
-    return LabelledTexts(texts, labels, str(path))
+    return LabelledTexts(texts, labels, str(path), encoding=encoding)
 
 
 #: joins the labels of one example in multi-label data (and the label columns when several
