@@ -210,3 +210,25 @@ def test_cli_notes_the_encoding_it_read(tmp_path, capsys):
     assert main(["train", "text", "--file", str(f), "--text-col", "v2", "--label-col", "v1",
                  "--epochs", "1", "--out", str(tmp_path / "m"), "--quiet"]) == 0
     assert "is not UTF-8 text: read as cp1252" in capsys.readouterr().err
+
+
+def test_tsv_that_does_not_quote_its_fields_is_read_line_by_line(tmp_path, capsys):
+    """A review starting with a double quote in a TSV that does not quote fields would
+    swallow the lines after it (the CSV reader's quoting): the reader notices the field
+    running over tabs and line breaks and rereads the file with quotes as characters. A
+    TSV that does quote (``""`` escapes, as korean_hate_speech) keeps its quoting."""
+    from rnnkit.cli import main
+
+    p = tmp_path / "raw.tsv"
+    rows = ['"great movie\tpos', "terrible\tneg", 'ok "fine" really\tpos', "bad\tneg"] * 10
+    p.write_text("text\tlabel\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    d = read_labelled(p, "text", "label")
+    assert len(d) == 40 and d.quotes_literal
+    assert d.texts[:3] == ['"great movie', "terrible", 'ok "fine" really']
+    q = tmp_path / "quoted.tsv"
+    q.write_text('text\tlabel\n"he said ""hi"" twice"\tpos\nplain\tneg\n', encoding="utf-8")
+    d = read_labelled(q, "text", "label")
+    assert d.texts == ['he said "hi" twice', "plain"] and not d.quotes_literal
+    assert main(["train", "text", "--file", str(p), "--text-col", "text", "--label-col",
+                 "label", "--epochs", "1", "--out", str(tmp_path / "m"), "--quiet"]) == 0
+    assert "does not quote its fields" in capsys.readouterr().err

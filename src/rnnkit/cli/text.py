@@ -110,7 +110,7 @@ def multi_label_mode(label_col: str | None, label_sep: str | None) -> bool:
 def _as_sets(d: LabelledTexts, label_sep: str | None, no_label: str) -> LabelledTexts:
     """``d`` with its labels as canonical label sets (:func:`label_sets`)."""
     return LabelledTexts(d.texts, label_sets(d.labels, label_sep or "|", no_label), d.path,
-                         d.skipped_header, d.encoding)
+                         d.skipped_header, d.encoding, d.quotes_literal)
 
 
 def train(args: argparse.Namespace) -> int:
@@ -217,6 +217,10 @@ def _notes(d: LabelledTexts, f: str | None) -> None:
               "not an example: skipped", file=sys.stderr)
     if d.encoding != "utf-8":
         print(f"rnnkit: note: {f} is not UTF-8 text: read as {d.encoding}", file=sys.stderr)
+    if d.quotes_literal:
+        print(f"rnnkit: note: {f}: a double quote opened a field that ran over tabs and line "
+              "breaks, so this TSV does not quote its fields: read with quotes as plain "
+              "characters, one example per line", file=sys.stderr)
 
 def _evaluate(clf: TextClassifier, data: LabelledTexts, batch_size: int = 256
               ) -> tuple[dict[str, Any], str]:

@@ -59,6 +59,8 @@ class LabelledTexts:
     skipped_header: str | None = None
     #: the file's encoding (:func:`decode_text`; anything but utf-8 is worth a note)
     encoding: str = "utf-8"
+    #: a TSV read with double quotes as plain characters (see :class:`RunawayQuote`)
+    quotes_literal: bool = False
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -144,12 +146,22 @@ def _column(header: list[str], col: str, path: Path, what: str) -> int:
     raise UserError(f"{path}: no {what} column {col!r} (columns: {', '.join(header)})")
 
 
+class RunawayQuote(UserError):
+    """A TSV field opened by a double quote ran over several lines and tabs: the file does
+    not quote its fields (quotes are plain characters in it)."""
+
+
 def csv_records(lines: Iterable[str], delimiter: str, text_col: str, label_col: str,
-                path: Path, what: str = "CSV") -> Iterator[tuple[str, str]]:
+                path: Path, what: str = "CSV", quoting: bool = True
+                ) -> Iterator[tuple[str, str]]:
     """``(text, label)`` of every non-blank record of CSV/TSV ``lines`` (an open file or a
     string buffer; read lazily), columns named or numbered in its header; a malformed
-    record, a wrong field count or an empty text or label is a UserError naming the line."""
-    reader = csv.reader(lines, delimiter=delimiter)
+    record, a wrong field count or an empty text or label is a UserError naming the line.
+    ``quoting=False``: double quotes are plain characters (one record per line). A TSV field
+    that holds both a tab and a line break raises :class:`RunawayQuote` (a quote that opens
+    a field in a file that does not quote them swallows the lines after it)."""
+    reader = csv.reader(lines, delimiter=delimiter,
+                        quoting=csv.QUOTE_MINIMAL if quoting else csv.QUOTE_NONE)
     try:
         header = [h.strip().lstrip("\ufeff") for h in next(reader)]
     except StopIteration:
@@ -171,6 +183,10 @@ def csv_records(lines: Iterable[str], delimiter: str, text_col: str, label_col: 
             raise UserError(f"{path}:{start}: malformed {what} ({e})") from None
         n = start  # the line where this record begins
         start = reader.line_num + 1
+        if delimiter == "\t" and start - n > 1 and any("\t" in c and "\n" in c for c in row):
+            raise RunawayQuote(f"{path}:{n}: a double quote opens a field that runs to line "
+                               f"{start - 1} over tabs and line breaks (this TSV seems not to "
+                               "quote its fields)")
         if not row or all(not c.strip() for c in row):
             continue
         if len(row) != len(header):
@@ -222,16 +238,21 @@ def read_labelled(path: str | Path, text_col: str | None = None, label_col: str 
     if text_col is None or label_col is None:
         raise UserError(f"a {format.upper()} file needs both a text column and a label column "
                         "(--text-col, --label-col)")
-    texts, labels = [], []
     raw, encoding = _read_text(path)
-    for t, lab in csv_records(_io.StringIO(raw, newline=""),
-                              "\t" if format == "tsv" else ",", text_col, label_col, path,
-                              format.upper()):
-        texts.append(t)
-        labels.append(lab)
-    if not texts:
+    delim = "\t" if format == "tsv" else ","
+    quotes_literal = False
+    try:
+        records = list(csv_records(_io.StringIO(raw, newline=""), delim, text_col, label_col,
+                                   path, format.upper()))
+    except RunawayQuote:  # a TSV that does not quote its fields: quotes are characters
+        records = list(csv_records(_io.StringIO(raw, newline=""), delim, text_col, label_col,
+                                   path, format.upper(), quoting=False))
+        quotes_literal = True
+    if not records:
         raise UserError(f"{path}: no data rows")
-    return LabelledTexts(texts, labels, str(path), encoding=encoding)
+    texts, labels = [t for t, _ in records], [lab for _, lab in records]
+    return LabelledTexts(texts, labels, str(path), encoding=encoding,
+                         quotes_literal=quotes_literal)
 
 
 #: joins the labels of one example in multi-label data (and the label columns when several
