@@ -232,3 +232,18 @@ def test_tsv_that_does_not_quote_its_fields_is_read_line_by_line(tmp_path, capsy
     assert main(["train", "text", "--file", str(p), "--text-col", "text", "--label-col",
                  "label", "--epochs", "1", "--out", str(tmp_path / "m"), "--quiet"]) == 0
     assert "does not quote its fields" in capsys.readouterr().err
+
+
+def test_labels_differing_only_in_case_are_warned_about(tmp_path, capsys):
+    from rnnkit.cli import main
+
+    p = tmp_path / "mixed.tsv"
+    rows = ["spam\twin cash now", "ham\tsee you soon", "Spam\tfree prize call"] * 10
+    p.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    assert main(["train", "text", "--file", str(p), "--epochs", "1", "--out",
+                 str(tmp_path / "m"), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "labels differing only in case are different classes: 'Spam' / 'spam'" in err
+    assert main(["train", "text", "--file", str(FIX / "sms_spam_tiny.tsv"), "--epochs", "1",
+                 "--out", str(tmp_path / "n"), "--quiet"]) == 0
+    assert "differing only in case" not in capsys.readouterr().err

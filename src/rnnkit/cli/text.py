@@ -146,6 +146,7 @@ def train(args: argparse.Namespace) -> int:
     for d, f in ((data, args.file), (te, args.test_file)):
         _notes(d, f)
     names = multi_label_names(data.labels) if multi else label_names(data.labels)
+    _warn_near_duplicate_labels(names, args.file)
     if multi and len(names) < 2:
         raise UserError(f"{args.file}: multi-label data needs at least 2 labels besides "
                         f"{args.no_label!r}, found {names}")
@@ -209,6 +210,19 @@ def train(args: argparse.Namespace) -> int:
     return 0
 
 
+
+
+def _warn_near_duplicate_labels(names: list[str], f: str) -> None:
+    """Labels that differ only in case (``Spam`` / ``spam``) train as different classes: say
+    so on stderr, since it is rarely meant."""
+    by_key: dict[str, list[str]] = {}
+    for n in names:
+        by_key.setdefault(n.casefold(), []).append(n)
+    same = [v for v in by_key.values() if len(v) > 1]
+    if same:
+        print(f"rnnkit: warning: {f}: labels differing only in case are different classes: "
+              + "; ".join(" / ".join(repr(x) for x in v) for v in same)
+              + " (make them the same in the file if they mean one class)", file=sys.stderr)
 
 def _notes(d: LabelledTexts, f: str | None) -> None:
     """What reading ``f`` assumed, on stderr: a skipped header line, an encoding not UTF-8."""
