@@ -71,6 +71,10 @@ def test_missing_and_non_utf8_file(tmp_path):
     p.write_bytes("caf\xe9 NN O\n".encode("latin-1"))
     with pytest.raises(UserError, match="not UTF-8"):
         read_tagged(p)
+    bom = tmp_path / "bom.conllu"  # saved by a Windows editor: a byte-order mark first
+    bom.write_text("# sent_id = 1\n1\tHi\thi\tINTJ\t_\t_\t0\troot\t_\t_\n\n",
+                   encoding="utf-8-sig")
+    assert read_tagged(bom)[0].tokens == ["Hi"]
 
 
 def test_tokenize_sentence():

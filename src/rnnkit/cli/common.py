@@ -99,7 +99,7 @@ def apply_config_file(parser: argparse.ArgumentParser, argv: list[str] | None) -
         return
     path = Path(known.config)
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        data = tomllib.loads(path.read_text(encoding="utf-8-sig"))
     except FileNotFoundError:
         raise UserError(f"config file not found: {path}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:

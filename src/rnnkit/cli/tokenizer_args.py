@@ -58,7 +58,7 @@ def _read_stopwords(spec: str) -> list[str]:
     if spec.startswith("@"):
         path = Path(spec[1:])
         try:
-            lines = path.read_text(encoding="utf-8").splitlines()
+            lines = path.read_text(encoding="utf-8-sig").splitlines()
         except FileNotFoundError:
             raise UserError(f"stopword file not found: {path}") from None
         except UnicodeDecodeError as e:

@@ -76,7 +76,7 @@ def _read_lines(path: str | Path) -> list[str]:
     if not path.is_file():
         raise UserError(f"file not found: {path}")
     try:
-        return path.read_text(encoding="utf-8").splitlines()
+        return path.read_text(encoding="utf-8-sig").splitlines()
     except UnicodeDecodeError as e:
         raise UserError(f"{path}: not UTF-8 text (byte {e.start})") from None
 
