@@ -267,3 +267,10 @@ def test_a_bad_day_month_date_names_its_line(tmp_path):
     p.write_text("date,y\n31.01.2020,1\n31.02.2020,2\n", encoding="utf-8")
     with pytest.raises(UserError, match=r"d\.csv:3: '31\.02\.2020' is not a date stamp"):
         read_series_csv(p)
+
+
+def test_a_stamp_written_unlike_the_first_names_its_line(tmp_path):
+    p = tmp_path / "m.csv"
+    p.write_text("month,y\nJan 2020,1\nFeb 2020,2\n2020-03,3\n", encoding="utf-8")
+    with pytest.raises(UserError, match=r"m\.csv:4: '2020-03' is not written like the first"):
+        read_series_csv(p)

@@ -161,6 +161,15 @@ def parse(stamps: list[str], where: str, lines: list[int] | None = None) -> Time
     stamps, note = normalize(stamps)
     first = written[0].strip()
     kind = kind_of(stamps[0].strip())
+    pattern = next((p for p in (_YEAR_LAST, _SLASHED, _NAME_YEAR, _YEAR_NAME)
+                    if p.fullmatch(first)), None)
+    if kind is None and pattern is not None:  # written like a date, but not every stamp is
+        for w, n in zip(written[1:], lines[1:], strict=True):
+            m = pattern.fullmatch(w.strip())
+            if m is None or (pattern in (_NAME_YEAR, _YEAR_NAME) and _month_number(
+                    m.group(1 if pattern is _NAME_YEAR else 2)) is None):
+                raise UserError(f"{where}:{n}: {w.strip()[:30]!r} is not written like the "
+                                f"first time stamp ({first[:30]!r})")
     if kind is None:
         raise UserError(f"{where}:{lines[0]}: {first[:30]!r} is not a time stamp I can read "
                         "(ISO date/datetime, YYYY-MM, YYYY Qn, YYYY, an integer index, "
