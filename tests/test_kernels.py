@@ -329,3 +329,42 @@ def test_post_lengths_answer_follows_the_mask_in_place():
     mask[1, 2] = True  # row 1 is now [T, F, T]: not post-padding
     assert torch_nn._post_lengths(mask) is None
     assert torch_nn._post_lengths(lengths_to_mask([2, 2], 3)).tolist() == [2, 2]
+
+
+@pytest.mark.parametrize("return_sequences", [True, False])
+def test_unmasked_bidirectional_lstm_is_one_fused_call_equal_to_the_reference(
+        return_sequences, monkeypatch):
+    """An unmasked Bidirectional(LSTM) on the CPU runs both directions in one torch.lstm
+    call (kernels.torch_nn.run_bidirectional), with the reference loop's outputs and
+    gradients; with a mask, an initial state or dropout while training it runs the two
+    directions apart, as before."""
+    calls = []
+    real = torch.lstm
+    monkeypatch.setattr(torch, "lstm", lambda *a: (calls.append(a[7] if len(a) == 9 else None),
+                                                   real(*a))[1])
+    torch.manual_seed(3)
+    bi = Bidirectional(LSTM(12, return_sequences=return_sequences))
+    bi(torch.randn(1, 2, 5))  # builds (a 2-step call: too small for oneDNN)
+    ref = copy.deepcopy(bi)
+    ref.forward_layer.backend = ref.backward_layer.backend = "reference"
+    x = torch.randn(16, 30, 5, requires_grad=True)
+    x2 = x.detach().clone().requires_grad_(True)
+    calls.clear()
+    y, want = bi(x), ref(x2)
+    assert calls == [True]  # one call, bidirectional
+    torch.testing.assert_close(y, want, rtol=1e-5, atol=1e-6)
+    (y * torch.linspace(-1, 1, y.numel()).view_as(y)).sum().backward()
+    (want * torch.linspace(-1, 1, want.numel()).view_as(want)).sum().backward()
+    torch.testing.assert_close(x.grad, x2.grad, rtol=1e-4, atol=1e-6)
+    for p, q in zip(bi.parameters(), ref.parameters(), strict=True):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-5)
+    mask = torch.arange(30)[None] < torch.randint(1, 31, (16, 1))
+    for kw in ({"mask": mask}, {"initial_state": [torch.zeros(16, 12)] * 4}):
+        calls.clear()
+        bi(x, **kw)
+        assert True not in calls, kw
+    drop = Bidirectional(LSTM(12, dropout=0.2))
+    drop(x)
+    calls.clear()
+    drop.train()(x)
+    assert True not in calls

@@ -4,7 +4,8 @@ The core modules never import a kernel or a planner: :class:`rnnkit.recurrent.RN
 ``recurrent.BACKEND_RUNNER`` and :class:`rnnkit.layers.Sequential` asks
 ``layers.FAST_PATHS``. This module (imported by the package, ``import rnnkit``) fills both:
 
-* the backend dispatch :func:`rnnkit.kernels.run` (lanes / blas / torch / reference);
+* the backend dispatch :func:`rnnkit.kernels.run` (lanes / blas / torch / reference), and
+  :func:`rnnkit.kernels.run_bidirectional` (an unmasked bidirectional LSTM in one call);
 * ``forward_no_grad``: :mod:`rnnkit.planner` runs the ``Embedding | OneHot -> RNN -> Dense``
   classifier without autograd in one compiled call (loaded on first use);
 * ``embedding_rnn``: :mod:`rnnkit.fold` runs an ``Embedding -> RNN`` pair as one call with
@@ -32,6 +33,6 @@ def _embedding_rnn(emb, rnn, ids, mask):
     return embedding_rnn(emb, rnn, ids, mask)
 
 
-register_backend_runner(kernels.run)
+register_backend_runner(kernels.run, kernels.run_bidirectional)
 register_fast_path("forward_no_grad", _forward_no_grad)
 register_fast_path("embedding_rnn", _embedding_rnn)

@@ -81,9 +81,14 @@ def reference_scan(cell: RNNCellBase, xp: Tensor, state: State, mask: Tensor | N
 BACKEND_RUNNER: dict[str, Callable[..., tuple[Tensor, State]]] = {}
 
 
-def register_backend_runner(run: Callable[..., tuple[Tensor, State]]) -> None:
-    """Plug in the kernel dispatch (see :data:`BACKEND_RUNNER`)."""
+def register_backend_runner(run: Callable[..., tuple[Tensor, State]],
+                            bidirectional: Callable[..., Tensor | None] | None = None) -> None:
+    """Plug in the kernel dispatch (see :data:`BACKEND_RUNNER`); ``bidirectional(layer, x)``
+    optionally runs both directions of a :class:`Bidirectional` in one call, or returns
+    None for a call it does not take."""
     BACKEND_RUNNER["run"] = run
+    if bidirectional is not None:
+        BACKEND_RUNNER["bidirectional"] = bidirectional
 
 
 class RNN(nn.Module):
@@ -360,6 +365,12 @@ class Bidirectional(nn.Module):
                 raise ValueError(f"Bidirectional expects {2 * n} initial state tensors, "
                                  f"got {len(initial_state)}")
             fs, bs = initial_state[:n], initial_state[n:]
+        both = BACKEND_RUNNER.get("bidirectional")
+        if (both is not None and initial_state is None and mask is None and lengths is None
+                and not self.return_state and self.merge_mode == "concat"):
+            y = both(self, x)  # both directions in one fused call, when it takes this one
+            if y is not None:
+                return y
         kw = {"mask": mask, "lengths": lengths, "padding": padding}
         f = self.forward_layer(x, initial_state=fs, **kw)
         b = self.backward_layer(x, initial_state=bs, **kw)
