@@ -335,7 +335,7 @@ def test_post_lengths_answer_follows_the_mask_in_place():
 def test_unmasked_bidirectional_lstm_is_one_fused_call_equal_to_the_reference(
         return_sequences, monkeypatch):
     """An unmasked Bidirectional(LSTM) on the CPU runs both directions in one torch.lstm
-    call (kernels.torch_nn.run_bidirectional), with the reference loop's outputs and
+    call (kernels.dispatch.run_bidirectional), with the reference loop's outputs and
     gradients; with a mask, an initial state or dropout while training it runs the two
     directions apart, as before."""
     calls = []

@@ -35,8 +35,16 @@ measurements behind it); on CUDA the ``torch`` path when it supports the call; o
 
 from __future__ import annotations
 
-from .dispatch import ALIASES, BACKENDS, LANES_MAX_UNITS, MODULES, run, select, unsupported
-from .torch_nn import run_bidirectional
+from .dispatch import (
+    ALIASES,
+    BACKENDS,
+    LANES_MAX_UNITS,
+    MODULES,
+    run,
+    run_bidirectional,
+    select,
+    unsupported,
+)
 
 __all__ = ["ALIASES", "BACKENDS", "LANES_MAX_UNITS", "MODULES", "run", "run_bidirectional",
            "select", "unsupported"]

@@ -142,30 +142,15 @@ def run(layer, x, state, mask, in_mask, rec_mask):
     return final[0], final
 
 
-def run_bidirectional(bi, x: Tensor) -> Tensor | None:
-    """Both directions of an unmasked ``Bidirectional(LSTM)`` (concat merge, no
-    ``return_state``, no initial state) in one ``torch.lstm(..., bidirectional=True)`` call,
-    as ``torch.nn.LSTM(bidirectional=True)`` makes it: oneDNN runs the two directions
-    together instead of two calls, a flip and a concatenation. The output is the layer's:
-    ``[f_t, b_t]`` per input step with ``return_sequences``, else ``[f_T, b_1]`` (each
-    direction's last processed step). None when the call is not of that kind (masks,
-    dropout while training, another cell or backend, a small or non-float32 CPU call): the
-    layer then runs its two directions as usual."""
-    from .dispatch import ONEDNN_MIN_STEPS
 
+def bidirectional_lstm(bi, x: Tensor) -> Tensor:
+    """Both directions of a ``Bidirectional(LSTM)`` in one ``torch.lstm(...,
+    bidirectional=True)`` call, as ``torch.nn.LSTM(bidirectional=True)`` makes it (oneDNN on
+    the CPU), for a call :func:`rnnkit.kernels.dispatch.run_bidirectional` accepted (no
+    mask, no initial state, no dropout). The output is the layer's: ``[f_t, b_t]`` per input
+    step with ``return_sequences``, else ``[f_T, b_1]`` (each direction's last processed
+    step)."""
     f, b = bi.forward_layer, bi.backward_layer
-    if (cell_kind(f.cell) != "lstm" or cell_kind(b.cell) != "lstm" or not f.cell.built
-            or not b.cell.built or f.backend != "auto" or b.backend != "auto"
-            or f.go_backwards or not b.go_backwards or f.return_state or b.return_state
-            or f.return_sequences != b.return_sequences or f.cell.units != b.cell.units
-            or (f.cell.bias is None) != (b.cell.bias is None)
-            or x.dim() != 3 or x.device.type != "cpu" or x.dtype != torch.float32
-            or x.shape[0] * x.shape[1] < ONEDNN_MIN_STEPS
-            or x.shape[-1] != f.cell.input_size or x.shape[-1] != b.cell.input_size):
-        return None
-    for layer in (f, b):
-        if layer.training and (layer.dropout > 0 or layer.recurrent_dropout > 0):
-            return None
     params: list[Tensor] = []
     for cell in (f.cell, b.cell):
         params += [cell.kernel.T, cell.recurrent_kernel.T]
@@ -174,5 +159,4 @@ def run_bidirectional(bi, x: Tensor) -> Tensor | None:
     zeros = x.new_zeros((2, x.shape[0], f.cell.units))
     y, h_n, _ = torch.lstm(x, (zeros, zeros), params, f.cell.bias is not None, 1, 0.0,
                            bi.training, True, True)
-    f.last_backend = b.last_backend = "torch"
     return y if f.return_sequences else torch.cat([h_n[0], h_n[1]], dim=-1)
