@@ -256,7 +256,7 @@ def test_inner_gaps_are_interpolated_and_counted(tmp_path):
 def test_dates_written_other_ways_become_iso(stamps, iso, note):
     from rnnkit.tasks.timeindex import normalize, parse
 
-    out, why = normalize(stamps)
+    out, why, _ = normalize(stamps)
     assert out == iso and (why is not None) == note
     if out != stamps:
         assert parse(stamps, "x").ordinals == parse(iso, "x").ordinals

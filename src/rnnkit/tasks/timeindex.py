@@ -43,6 +43,8 @@ _MONTH_NAMES = {m: i + 1 for i, m in enumerate(
     ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"))}
 _NAME_YEAR = re.compile(r"([A-Za-z]{3,9})\.?[ -]?(\d{4})")
 _YEAR_NAME = re.compile(r"(\d{4})[ -]([A-Za-z]{3,9})")
+#: the spellings :func:`normalize` rewrites, tried in this order on a column's first stamp
+_WRITTEN = (_YEAR_LAST, _SLASHED, _NAME_YEAR, _YEAR_NAME)
 
 
 @dataclass
@@ -76,31 +78,37 @@ def _iso(year: str, month: str | int, day: str | int, clock: str | None) -> str:
     return text
 
 
-def normalize(stamps: list[str]) -> tuple[list[str], str | None]:
+def _written_match(pattern: re.Pattern[str], stamp: str) -> re.Match[str] | None:
+    """``stamp`` matched by one of :data:`_WRITTEN` (a month name must be one)."""
+    m = pattern.fullmatch(stamp.strip())
+    if m is not None and pattern is not _YEAR_LAST and pattern is not _SLASHED \
+            and _month_number(m.group(1 if pattern is _NAME_YEAR else 2)) is None:
+        return None
+    return m
+
+
+def normalize(stamps: list[str]) -> tuple[list[str], str | None, int | None]:
     """The column's stamps in an ISO spelling when they are written day-first, month-first,
     with slashes or with month names (see the module docstring), with a note when the order
-    of day and month was a guess; other columns come back unchanged (so does one whose
-    stamps do not all match the first one's pattern: :func:`parse` then names the line)."""
+    of day and month was a guess, and None; other columns come back unchanged, with the
+    index of the first stamp not written like the first one when the first is one of these
+    spellings (else None)."""
     first = stamps[0].strip() if stamps else ""
     if not first or kind_of(first) is not None:
-        return stamps, None
-    for pattern in (_YEAR_LAST, _SLASHED, _NAME_YEAR, _YEAR_NAME):
-        if pattern.fullmatch(first):
-            break
-    else:
-        return stamps, None
-    found = [pattern.fullmatch(s.strip()) for s in stamps]
+        return stamps, None, None
+    pattern = next((p for p in _WRITTEN if p.fullmatch(first)), None)
+    if pattern is None:
+        return stamps, None, None
+    found = [_written_match(pattern, s) for s in stamps]
+    bad = next((i for i, m in enumerate(found) if m is None), None)
+    if bad is not None:
+        return stamps, None, bad
     ms = [m for m in found if m is not None]
-    if len(ms) != len(found):
-        return stamps, None
     if pattern is _SLASHED:
-        return [_iso(m.group(1), m.group(2), m.group(3), m.group(4)) for m in ms], None
+        return [_iso(m.group(1), m.group(2), m.group(3), m.group(4)) for m in ms], None, None
     if pattern is not _YEAR_LAST:  # month names
         yi, ni = (2, 1) if pattern is _NAME_YEAR else (1, 2)
-        months = [_month_number(m.group(ni)) for m in ms]
-        if any(mo is None for mo in months):
-            return stamps, None
-        return [f"{m.group(yi)}-{mo:02d}" for m, mo in zip(ms, months, strict=True)], None
+        return [f"{m.group(yi)}-{_month_number(m.group(ni)):02d}" for m in ms], None, None
     a = max(int(m.group(1)) for m in ms)
     b = max(int(m.group(3)) for m in ms)
     day_first = a > 12 or (b <= 12 and ms[0].group(2) == ".")
@@ -109,7 +117,7 @@ def normalize(stamps: list[str]) -> tuple[list[str], str | None]:
         note = (f"no day or month above 12 in {first!r} and the rest of the column: read as "
                 f"{'day.month.year' if day_first else 'month/day/year'}")
     return [_iso(m.group(4), m.group(3) if day_first else m.group(1),
-                 m.group(1) if day_first else m.group(3), m.group(5)) for m in ms], note
+                 m.group(1) if day_first else m.group(3), m.group(5)) for m in ms], note, None
 
 
 def kind_of(stamp: str) -> str | None:
@@ -158,18 +166,12 @@ def parse(stamps: list[str], where: str, lines: list[int] | None = None) -> Time
         raise UserError(f"{where}: no time stamps")
     lines = lines or list(range(1, len(stamps) + 1))
     written = stamps
-    stamps, note = normalize(stamps)
+    stamps, note, bad = normalize(stamps)
     first = written[0].strip()
+    if bad:  # written like a date, but not every stamp is
+        raise UserError(f"{where}:{lines[bad]}: {written[bad].strip()[:30]!r} is not written "
+                        f"like the first time stamp ({first[:30]!r})")
     kind = kind_of(stamps[0].strip())
-    pattern = next((p for p in (_YEAR_LAST, _SLASHED, _NAME_YEAR, _YEAR_NAME)
-                    if p.fullmatch(first)), None)
-    if kind is None and pattern is not None:  # written like a date, but not every stamp is
-        for w, n in zip(written[1:], lines[1:], strict=True):
-            m = pattern.fullmatch(w.strip())
-            if m is None or (pattern in (_NAME_YEAR, _YEAR_NAME) and _month_number(
-                    m.group(1 if pattern is _NAME_YEAR else 2)) is None):
-                raise UserError(f"{where}:{n}: {w.strip()[:30]!r} is not written like the "
-                                f"first time stamp ({first[:30]!r})")
     if kind is None:
         raise UserError(f"{where}:{lines[0]}: {first[:30]!r} is not a time stamp I can read "
                         "(ISO date/datetime, YYYY-MM, YYYY Qn, YYYY, an integer index, "
