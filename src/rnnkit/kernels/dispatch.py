@@ -127,20 +127,21 @@ def run_bidirectional(bi, x: Tensor) -> Tensor | None:
     """Both directions of an unmasked ``Bidirectional(LSTM)`` (concat merge, no
     ``return_state``, no initial state: the layer checks those) in one oneDNN call
     (:func:`.torch_nn.bidirectional_lstm`) instead of two calls, a flip and a concatenation;
-    None when the call is not of that kind (dropout while training, another cell or
-    backend, a CUDA, non-float32 or small call): the layer then runs its two directions."""
+    None when the call is not of that kind (dropout while training, a direction that
+    :func:`select` would not give oneDNN's LSTM, a CUDA call, layers that are not a mirrored
+    pair): the layer then runs its two directions."""
     f, b = bi.forward_layer, bi.backward_layer
-    if (cell_kind(f.cell) != "lstm" or cell_kind(b.cell) != "lstm" or not f.cell.built
-            or not b.cell.built or f.backend != "auto" or b.backend != "auto"
+    if (not f.cell.built or not b.cell.built  # the layers build themselves on a first call
             or f.go_backwards or not b.go_backwards or f.return_state or b.return_state
             or f.return_sequences != b.return_sequences or f.cell.units != b.cell.units
             or (f.cell.bias is None) != (b.cell.bias is None)
-            or x.dim() != 3 or x.device.type != "cpu" or x.dtype != torch.float32
-            or x.shape[0] * x.shape[1] < ONEDNN_MIN_STEPS
+            or x.dim() != 3 or x.device.type != "cpu"
             or x.shape[-1] != f.cell.input_size or x.shape[-1] != b.cell.input_size):
         return None
     for layer in (f, b):
         if layer.training and (layer.dropout > 0 or layer.recurrent_dropout > 0):
+            return None
+        if cell_kind(layer.cell) != "lstm" or select(layer, x, None, None, None) != "torch":
             return None
     from . import torch_nn
 

@@ -93,12 +93,10 @@ def _gru_perm(w: Tensor, units: int) -> Tensor:
     return torch.cat([r, z, h], dim=0)
 
 
-def run(layer, x, state, mask, in_mask, rec_mask):
-    cell = layer.cell
-    kind = cell_kind(cell)
-    units = cell.units
-    if in_mask is not None:
-        x = x * in_mask
+def _params(cell) -> list[Tensor]:
+    """The cell's weights in torch's layout: ``W_ih, W_hh[, b_ih, b_hh]`` (module
+    docstring), as views of the rnnkit parameters so gradients reach them."""
+    kind, units = cell_kind(cell), cell.units
     w_ih, w_hh = cell.kernel.T, cell.recurrent_kernel.T
     if kind == "gru":
         w_ih, w_hh = _gru_perm(w_ih, units), _gru_perm(w_hh, units)
@@ -108,6 +106,15 @@ def run(layer, x, state, mask, in_mask, rec_mask):
             params += [_gru_perm(cell.bias[0], units), _gru_perm(cell.bias[1], units)]
         else:
             params += [cell.bias, torch.zeros_like(cell.bias)]
+    return params
+
+
+def run(layer, x, state, mask, in_mask, rec_mask):
+    cell = layer.cell
+    kind = cell_kind(cell)
+    if in_mask is not None:
+        x = x * in_mask
+    params = _params(cell)
     hx = tuple(s.unsqueeze(0).contiguous() for s in state)
     has_bias = cell.bias is not None
     fn = {"lstm": torch.lstm, "gru": torch.gru}.get(kind)
@@ -142,7 +149,6 @@ def run(layer, x, state, mask, in_mask, rec_mask):
     return final[0], final
 
 
-
 def bidirectional_lstm(bi, x: Tensor) -> Tensor:
     """Both directions of a ``Bidirectional(LSTM)`` in one ``torch.lstm(...,
     bidirectional=True)`` call, as ``torch.nn.LSTM(bidirectional=True)`` makes it (oneDNN on
@@ -151,11 +157,7 @@ def bidirectional_lstm(bi, x: Tensor) -> Tensor:
     step with ``return_sequences``, else ``[f_T, b_1]`` (each direction's last processed
     step)."""
     f, b = bi.forward_layer, bi.backward_layer
-    params: list[Tensor] = []
-    for cell in (f.cell, b.cell):
-        params += [cell.kernel.T, cell.recurrent_kernel.T]
-        if cell.bias is not None:
-            params += [cell.bias, torch.zeros_like(cell.bias)]
+    params = _params(f.cell) + _params(b.cell)
     zeros = x.new_zeros((2, x.shape[0], f.cell.units))
     y, h_n, _ = torch.lstm(x, (zeros, zeros), params, f.cell.bias is not None, 1, 0.0,
                            bi.training, True, True)
