@@ -210,8 +210,6 @@ def train(args: argparse.Namespace) -> int:
     return 0
 
 
-
-
 def _warn_near_duplicate_labels(names: list[str], f: str) -> None:
     """Labels that differ only in case (``Spam`` / ``spam``) train as different classes: say
     so on stderr, since it is rarely meant."""
@@ -224,6 +222,7 @@ def _warn_near_duplicate_labels(names: list[str], f: str) -> None:
               + "; ".join(" / ".join(repr(x) for x in v) for v in same)
               + " (make them the same in the file if they mean one class)", file=sys.stderr)
 
+
 def _notes(d: LabelledTexts, f: str | None) -> None:
     """What reading ``f`` assumed, on stderr: a skipped header line, an encoding not UTF-8."""
     if d.skipped_header:
@@ -235,6 +234,7 @@ def _notes(d: LabelledTexts, f: str | None) -> None:
         print(f"rnnkit: note: {f}: a double quote opened a field that ran over tabs and line "
               "breaks, so this TSV does not quote its fields: read with quotes as plain "
               "characters, one example per line", file=sys.stderr)
+
 
 def _evaluate(clf: TextClassifier, data: LabelledTexts, batch_size: int = 256
               ) -> tuple[dict[str, Any], str]:

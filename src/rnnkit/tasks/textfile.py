@@ -97,8 +97,12 @@ def _read_text(path: Path) -> tuple[str, str]:
 def read_sms_spam(path: str | Path) -> LabelledTexts:
     """``label<TAB>text`` per line (UCI SMS Spam Collection); blank lines are skipped."""
     path = Path(path)
+    return _sms_records(path, *_read_text(path))
+
+
+def _sms_records(path: Path, raw: str, encoding: str) -> LabelledTexts:
+    """:func:`read_sms_spam` on the file's decoded text."""
     texts, labels = [], []
-    raw, encoding = _read_text(path)
     for n, line in enumerate(raw.splitlines(), 1):
         if not line.strip():
             continue
@@ -214,8 +218,15 @@ def read_labelled(path: str | Path, text_col: str | None = None, label_col: str 
     path = Path(path)
     if format not in FORMATS:
         raise UserError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
+    decoded: list[tuple[str, str]] = []  # the file read and decoded once, when first needed
+
+    def content() -> tuple[str, str]:
+        if not decoded:
+            decoded.append(_read_text(path))
+        return decoded[0]
+
     if format == "auto" and text_col is None and label_col is None:
-        if looks_like_nsmc(_read_text(path)[0].split("\n", 1)[0]):
+        if looks_like_nsmc(content()[0].split("\n", 1)[0]):
             format = "nsmc"
     if format == "nsmc":
         if text_col is not None or label_col is not None:
@@ -228,17 +239,17 @@ def read_labelled(path: str | Path, text_col: str | None = None, label_col: str 
         elif path.suffix.lower() in (".tsv", ".tab"):
             format = "tsv"
         else:
-            first = _read_text(path)[0].split("\n", 1)[0]
+            first = content()[0].split("\n", 1)[0]
             format = "tsv" if "\t" in first else "csv"
     if format == "sms":
         if text_col is not None or label_col is not None:
             raise UserError("the SMS format (label<TAB>text) has no named columns; drop "
                             "--text-col/--label-col or choose --format csv/tsv")
-        return read_sms_spam(path)
+        return _sms_records(path, *content())
     if text_col is None or label_col is None:
         raise UserError(f"a {format.upper()} file needs both a text column and a label column "
                         "(--text-col, --label-col)")
-    raw, encoding = _read_text(path)
+    raw, encoding = content()
     delim = "\t" if format == "tsv" else ","
     quotes_literal = False
     try:
