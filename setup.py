@@ -41,14 +41,19 @@ class BuildKernels(build_ext):
 
 def _kernels(name: str, flags: list[str]) -> Extension:
     return Extension(f"rnnkit.kernels.{name}", sources=["src/rnnkit/kernels/csrc/rnnkit_kernels.c"],
-                     depends=["src/rnnkit/kernels/csrc/kernels.h"], libraries=["m"],
+                     depends=["src/rnnkit/kernels/csrc/kernels.h",
+                              "src/rnnkit/kernels/csrc/gemm_avx512.h"], libraries=["m"],
                      extra_compile_args=flags, optional=True)
 
 
 # the baseline build runs on any CPU of the architecture; on x86-64 a second build with AVX2
-# and FMA (8 float32 lanes, fused multiply-add) is loaded where the CPU has them
+# and FMA (8 float32 lanes, fused multiply-add) and a third with AVX-512 (16 lanes, and its
+# own float32 GEMM, csrc/gemm_avx512.h) are loaded where the CPU has them
 EXTENSIONS = [_kernels("rnnkit_kernels", [])]
 if platform.machine().lower() in ("x86_64", "amd64"):
     EXTENSIONS.append(_kernels("rnnkit_kernels_avx2", ["-mavx2", "-mfma", "-DRK_VARIANT=1"]))
+    EXTENSIONS.append(_kernels("rnnkit_kernels_avx512", [
+        "-mavx512f", "-mavx512vl", "-mavx512bw", "-mavx512dq", "-mavx2", "-mfma",
+        "-mprefer-vector-width=512", "-DRK_VARIANT=2"]))
 
 setup(ext_modules=EXTENSIONS, cmdclass={"build_ext": BuildKernels})

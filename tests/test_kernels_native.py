@@ -46,11 +46,13 @@ def test_library_is_built_by_the_install_and_loaded():
         assert set(native.ADDRESSES) >= {"sgemm", "dgemm"}
 
 
-@SETTINGS
-@given(m=st.integers(1, 40), n=st.integers(1, 40), k=st.integers(1, 40), ta=st.booleans(),
-       tb=st.booleans(), dtype=st.sampled_from([np.float32, np.float64]),
-       beta=st.sampled_from([0.0, 1.0, 0.5]), pad=st.integers(0, 3), seed=st.integers(0, 99))
-def test_gemm_matches_torch_mm(m, n, k, ta, tb, dtype, beta, pad, seed):
+def _gemms() -> list[str]:
+    """The float32 GEMMs this machine's build has: the BLAS, and the AVX-512 build's own."""
+    return ["blas", "own"] if native.LIB is not None and native.LIB.rk_variant() == 2 \
+        else ["blas"]
+
+
+def _check_gemm(m, n, k, ta, tb, dtype, beta, pad, seed):
     rng = np.random.default_rng(seed)
 
     def mat(rows, cols):  # a row view of a wider array when pad > 0 (leading dim > cols)
@@ -58,13 +60,68 @@ def test_gemm_matches_torch_mm(m, n, k, ta, tb, dtype, beta, pad, seed):
 
     a = mat(k, m) if ta else mat(m, k)
     b = mat(n, k) if tb else mat(k, n)
-    c = mat(m, n)
+    c0 = mat(m, n)
     want = (0.75 * (torch.from_numpy(a.T if ta else a).double()
                     @ torch.from_numpy(b.T if tb else b).double())
-            + beta * torch.from_numpy(c).double())
-    native.gemm(a, b, c, ta, tb, 0.75, beta)
+            + beta * torch.from_numpy(c0).double())
     tol = 1e-4 if dtype == np.float32 else 1e-12
-    torch.testing.assert_close(torch.from_numpy(c).double(), want, rtol=tol, atol=tol)
+    was = native.GEMM
+    try:
+        for which in _gemms():
+            native.use_own_gemm(which == "own")
+            c = c0.copy()
+            native.gemm(a, b, c, ta, tb, 0.75, beta)
+            torch.testing.assert_close(torch.from_numpy(c).double(), want, rtol=tol,
+                                       atol=tol * max(1.0, k ** 0.5), msg=which)
+    finally:
+        native.use_own_gemm(was == "own")
+
+
+@SETTINGS
+@given(m=st.integers(1, 40), n=st.integers(1, 40), k=st.integers(1, 40), ta=st.booleans(),
+       tb=st.booleans(), dtype=st.sampled_from([np.float32, np.float64]),
+       beta=st.sampled_from([0.0, 1.0, 0.5]), pad=st.integers(0, 3), seed=st.integers(0, 99))
+def test_gemm_matches_torch_mm(m, n, k, ta, tb, dtype, beta, pad, seed):
+    _check_gemm(m, n, k, ta, tb, dtype, beta, pad, seed)
+
+
+@settings(max_examples=25, deadline=None, derandomize=True)
+@given(m=st.integers(1, 140), n=st.integers(1, 200), k=st.integers(1, 600),
+       ta=st.booleans(), tb=st.booleans(), beta=st.sampled_from([0.0, 1.0]),
+       pad=st.integers(0, 2), seed=st.integers(0, 99))
+def test_gemm_larger_shapes_match_torch_mm(m, n, k, ta, tb, beta, pad, seed):
+    """Shapes past the own GEMM's tile edges (6 rows, 64 columns), its k blocks (256) and
+    its dot-product path for ``a b^T`` (k >= 64), float32, with both BLAS and own GEMM."""
+    _check_gemm(m, n, k, ta, tb, np.float32, beta, pad, seed)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("ta,tb", [(False, False), (True, False), (False, True), (True, True)])
+def test_gemm_large_product_on_threads_matches_torch_mm(threads, ta, tb):
+    """Products above the own GEMM's threading size (2^20 multiply-adds) split their rows
+    over threads; every row must still be written once."""
+    n = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads)
+        _check_gemm(100, 130, 200, ta, tb, np.float32, 1.0, 1, 7)
+    finally:
+        torch.set_num_threads(n)
+
+
+def test_own_gemm_is_chosen_where_mkl_would_not_run_avx512():
+    """The AVX-512 build takes its own GEMM unless the BLAS is MKL on an Intel CPU;
+    ``RNNKIT_GEMM`` overrides; the other builds have no own GEMM."""
+    assert native.choose_gemm(2, "mkl", False, None) == "own"
+    assert native.choose_gemm(2, "mkl", True, None) == "blas"
+    assert native.choose_gemm(2, "scipy", True, None) == "own"
+    assert native.choose_gemm(2, "mkl", False, "blas") == "blas"
+    assert native.choose_gemm(2, "mkl", True, "own") == "own"
+    assert native.choose_gemm(1, "mkl", False, "own") == "blas"
+    assert native.choose_gemm(0, "loop", False, None) == "blas"
+    if native.LIB is not None:
+        assert native.GEMM == native.choose_gemm(native.LIB.rk_variant(), native.BLAS,
+                                                 bool(native.LIB.rk_cpu_is_intel()),
+                                                 os.environ.get("RNNKIT_GEMM"))
 
 
 def test_blas_threads_local_returns_and_restores():
@@ -186,3 +243,45 @@ def test_scratch_allocation_failure_raises_instead_of_leaving_outputs_unwritten(
     with pytest.raises(MemoryError, match="rk_lanes_fwd: out of memory"):
         native.fn("rk_lanes_fwd", torch.float32)(1, 0, 0, 1, 1, 1, 8, 1 << 40, 1, *[None] * 13)
     assert native.LIB.rk_take_alloc_failure() == 0  # the flag was cleared by the call
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("cell_cls", [LSTM, GRU])
+def test_input_projection_on_the_kernels_gemm_matches_torch(cell_cls, bias):
+    """``kernels.affine.project`` (the fused backends' ``x W_x + b``, on the own GEMM where
+    it is in use): values and the gradients of x, W_x and b against torch's ``x @ W + b``,
+    with each GEMM this build has; into a scratch tensor too (inference)."""
+    from rnnkit.kernels import affine
+
+    torch.manual_seed(0)
+    layer = cell_cls(37, use_bias=bias)
+    x0 = torch.randn(5, 11, 23)
+    layer(x0)
+    cell = layer.cell
+    b = cell.input_bias()
+    was = native.GEMM
+    try:
+        for which in _gemms():
+            native.use_own_gemm(which == "own")
+            assert affine.own_gemm_applies(x0, cell.kernel) == (which == "own")
+            x = x0.clone().requires_grad_(True)
+            got = affine.project(cell, x)
+            g = torch.randn_like(got)
+            got.backward(g)
+            grads = [x.grad, cell.kernel.grad] + ([cell.bias.grad] if bias else [])
+            x.grad = None
+            cell.zero_grad()
+            xr = x0.clone().requires_grad_(True)
+            want = xr @ cell.kernel + (b if bias else 0)
+            want.backward(g)
+            wants = [xr.grad, cell.kernel.grad] + ([cell.bias.grad] if bias else [])
+            cell.zero_grad()
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5, msg=which)
+            for a, w in zip(grads, wants):
+                torch.testing.assert_close(a, w, rtol=1e-5, atol=1e-4, msg=which)
+            buf = torch.full((5 * 11 * cell.kernel.shape[1] + 3,), float("nan"))
+            with torch.no_grad():
+                torch.testing.assert_close(affine.project(cell, x0, out=buf), want.detach(),
+                                           rtol=1e-5, atol=1e-5, msg=which)
+    finally:
+        native.use_own_gemm(was == "own")

@@ -117,7 +117,11 @@ class RNNCellBase(nn.Module):
         """``x W_x + b`` for every step: ``(..., input_size) -> (..., gates * units)``;
         written into ``out`` (a contiguous scratch tensor at least that large, outside
         autograd) when given."""
-        return _affine(x, self.kernel, self.bias, out)
+        return _affine(x, self.kernel, self.input_bias(), out)
+
+    def input_bias(self) -> Tensor | None:
+        """The ``b`` of :meth:`project_inputs` (None without a bias)."""
+        return self.bias
 
     def step(self, xp: Tensor, state: State, rec_mask: Tensor | None = None) -> State:
         """One step: projected input ``xp`` (batch, gates*units) and state -> new state.
@@ -240,8 +244,9 @@ class GRUCell(RNNCellBase):
     def _bias_shape(self) -> tuple[int, ...]:
         return (2, 3 * self.units)
 
-    def project_inputs(self, x: Tensor, out: Tensor | None = None) -> Tensor:
-        return _affine(x, self.kernel, None if self.bias is None else self.bias[0], out)
+    def input_bias(self) -> Tensor | None:
+        """The input bias ``b_x`` (row 0 of ``bias``); row 1 is the recurrent ``b_h``."""
+        return None if self.bias is None else self.bias[0]
 
     def _gates(self, xp: Tensor, state: State, rec_mask: Tensor | None
                ) -> tuple[Tensor, Tensor, Tensor]:

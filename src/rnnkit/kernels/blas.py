@@ -38,6 +38,14 @@ def _threads(nb: int, ng: int) -> int:
     return native.threads() if nb * ng >= MIN_PARALLEL_ROWS else 1
 
 
+def _mm_t(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a^T b`` (both with contiguous rows) on the kernels' GEMM where it is their own,
+    else torch's."""
+    if native.GEMM == "own" and a.dtype == torch.float32:
+        return native.mm(a, b, torch.empty((a.shape[1], b.shape[1]), dtype=a.dtype), ta=True)
+    return a.T @ b
+
+
 def _use_rm(rm) -> bool:
     return bool((rm != 1).any())
 
@@ -96,13 +104,13 @@ def backward(kind, saved, w, h0, c0, mask, rm, relu, dy, seq, dh_t, dc_t):
         torch.mul(hs[:-1].transpose(0, 1), rm.unsqueeze(1), out=hprev)
     else:
         hprev.copy_(hs[:-1].transpose(0, 1))
-    hp2 = hprev.reshape(-1, nh).T
+    hp2 = hprev.reshape(-1, nh)
     dx2 = dxp.reshape(-1, ng)
     if k == 2:
         dn2 = dhn.reshape(-1, nh)
-        dw = torch.cat([hp2 @ dx2[:, : 2 * nh], hp2 @ dn2], dim=1)
+        dw = torch.cat([_mm_t(hp2, dx2[:, : 2 * nh]), _mm_t(hp2, dn2)], dim=1)
         dbh = torch.cat([dx2[:, : 2 * nh].sum(0), dn2.sum(0)])
     else:
-        dw = hp2 @ dx2
+        dw = _mm_t(hp2, dx2)
         dbh = torch.zeros(ng, **kw)  # no recurrent bias: not a parameter
     return dxp, dw, dbh, dh, (dc if k == 1 else None)

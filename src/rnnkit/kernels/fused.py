@@ -4,7 +4,7 @@ A backend call computes, like :meth:`rnnkit.recurrent.RNN.run_reference`::
 
     x  <- x * in_mask                 (input dropout, torch op)
     x  <- flip(x) if go_backwards     (torch op; the mask is flipped too)
-    xp  = x W_x + b                   (one GEMM, torch op: autograd gives dW_x, db, dx)
+    xp  = x W_x + b                   (one GEMM, affine.project: autograd gives dW_x, db, dx)
     y, s_T = Recurrence(xp, W_h, b_h, s_0, mask, rm)      (one fused call forward and back)
 
 ``Recurrence`` is a :class:`torch.autograd.Function`; its backward is BPTT in compiled code
@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from ..cells import GRUCell, LSTMCell, SimpleRNNCell
+from . import affine
 
 #: the one table of cell kinds: the built-in cell classes, their names (backend tables such as
 #: ``dispatch.CPU_ORDER`` are keyed by them) and the codes the C kernels take (``kind`` 0, 1, 2)
@@ -79,7 +80,7 @@ def run(impl: ModuleType, layer, x: Tensor, state, mask: Tensor | None, in_mask:
         x = x.flip(1)
         mask = None if mask is None else mask.flip(1)
     if torch.is_grad_enabled() or x.device.type != "cpu":
-        return run_projected(impl, layer, cell.project_inputs(x), state, mask, rec_mask)
+        return run_projected(impl, layer, affine.project(cell, x), state, mask, rec_mask)
     # inference: the projections go into a scratch tensor kept on the layer between calls.
     # A fresh tensor of tens of MB is mapped and faulted in page by page on every call
     # (about as long as the GEMM that fills it). Taken off the layer while in use, so
@@ -89,7 +90,7 @@ def run(impl: ModuleType, layer, x: Tensor, state, mask: Tensor | None, in_mask:
     if buf is None or buf.dtype != x.dtype or buf.numel() < need:
         buf = torch.empty(need, dtype=x.dtype)
     try:
-        return run_projected(impl, layer, cell.project_inputs(x, out=buf), state, mask,
+        return run_projected(impl, layer, affine.project(cell, x, out=buf), state, mask,
                              rec_mask)
     finally:
         layer.__dict__["_xp_scratch"] = buf

@@ -17,8 +17,14 @@ torch has loaded) over as many threads as the caller passes (:func:`threads`, to
 Their BLAS is torch's MKL (``sgemm_``/``dgemm_`` exported by ``libtorch_cpu``), else SciPy's,
 else a plain loop (:data:`BLAS`).
 
-Two builds: the baseline, and on x86-64 one with AVX2 + FMA, loaded where the CPU has them
-(``RNNKIT_BASELINE_KERNELS=1`` forces the baseline; :data:`PATH` says which was loaded).
+Three builds: the baseline, on x86-64 one with AVX2 + FMA, and one with AVX-512, the widest
+the CPU has is loaded (``RNNKIT_BASELINE_KERNELS=1`` forces the baseline,
+``RNNKIT_NO_AVX512=1`` stops at AVX2; :data:`PATH` says which was loaded). The AVX-512 build
+carries its own float32 GEMM (``csrc/gemm_avx512.h``), used instead of MKL's where MKL would
+not run AVX-512 code itself: MKL picks its kernels by CPU vendor and runs its AVX2 code on
+other vendors' processors (on this project's AMD EPYC machine 90-100 GFLOP/s per core
+against 185-240 for the own GEMM; docs/benchmarks.md). :data:`GEMM` says which is in use;
+``RNNKIT_GEMM=blas`` or ``own`` chooses.
 
 When the library is missing (no C compiler at install) or ``RNNKIT_NO_KERNELS`` is set,
 :data:`LIB` is None, :func:`why_unavailable` says why, and the layers run the reference
@@ -36,11 +42,14 @@ from pathlib import Path
 
 import torch
 
-ABI_VERSION = 2
+ABI_VERSION = 3
 #: the baseline build, and the AVX2 + FMA build loaded instead where the CPU has them
 BASE_PATH = Path(__file__).with_name("librnnkit_kernels.so")
 AVX2_PATH = Path(__file__).with_name("librnnkit_kernels_avx2.so")
+AVX512_PATH = Path(__file__).with_name("librnnkit_kernels_avx512.so")
 PATH = BASE_PATH
+#: the float32 GEMM of the kernels: "own" (the AVX-512 build's) or "blas" (:data:`BLAS`)
+GEMM: str = "blas"
 
 #: where the kernels' BLAS comes from: "mkl" (torch's), "scipy", or "loop" (no BLAS found)
 BLAS: str = "loop"
@@ -106,6 +115,8 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.rk_abi_version.restype = _I
     lib.rk_take_alloc_failure.restype = _I
     lib.rk_variant.restype = _I
+    lib.rk_use_own_gemm.argtypes = [_I]
+    lib.rk_use_own_gemm.restype = _I
     lib.rk_gemm_min.restype = _I
     lib.rk_has_openmp.restype = _I
     lib.rk_set_blas.argtypes = [_P, _P, _P]
@@ -129,8 +140,31 @@ def _declare(lib: ctypes.CDLL) -> None:
             fn.restype = None
 
 
+def _variant_path(base: ctypes.CDLL) -> Path:
+    """The widest build this CPU runs (the baseline library ``base`` asks the CPU)."""
+    if os.environ.get("RNNKIT_BASELINE_KERNELS"):
+        return BASE_PATH
+    if (AVX512_PATH.exists() and base.rk_cpu_has_avx512()
+            and not os.environ.get("RNNKIT_NO_AVX512")):
+        return AVX512_PATH
+    if AVX2_PATH.exists() and base.rk_cpu_has_avx2():
+        return AVX2_PATH
+    return BASE_PATH
+
+
+def choose_gemm(variant: int, blas: str, intel: bool, setting: str | None) -> str:
+    """``"own"`` or ``"blas"``: the AVX-512 build (``variant`` 2) takes its own GEMM unless
+    the BLAS is MKL on an Intel CPU (which runs MKL's AVX-512 code); ``setting``
+    (``RNNKIT_GEMM``) overrides where the build has the own GEMM."""
+    if variant != 2:
+        return "blas"
+    if setting in ("own", "blas"):
+        return setting
+    return "blas" if blas == "mkl" and intel else "own"
+
+
 def _load() -> tuple[ctypes.CDLL | None, str | None]:
-    global BLAS, ADDRESSES, PATH
+    global BLAS, ADDRESSES, PATH, GEMM
     if os.environ.get("RNNKIT_NO_KERNELS"):
         return None, "RNNKIT_NO_KERNELS is set"
     if not BASE_PATH.exists():
@@ -140,9 +174,8 @@ def _load() -> tuple[ctypes.CDLL | None, str | None]:
     try:
         PATH = BASE_PATH
         lib = ctypes.CDLL(str(PATH))
-        if (AVX2_PATH.exists() and lib.rk_cpu_has_avx2()
-                and not os.environ.get("RNNKIT_BASELINE_KERNELS")):
-            PATH = AVX2_PATH
+        PATH = _variant_path(lib)
+        if PATH != BASE_PATH:
             lib = ctypes.CDLL(str(PATH))
         if lib.rk_abi_version() != ABI_VERSION:
             return None, (f"{PATH.name} is from another rnnkit version (ABI "
@@ -153,7 +186,20 @@ def _load() -> tuple[ctypes.CDLL | None, str | None]:
     BLAS, ADDRESSES = find_blas()
     lib.rk_set_blas(ADDRESSES.get("sgemm"), ADDRESSES.get("dgemm"),
                     ADDRESSES.get("threads_local"))
+    GEMM = choose_gemm(lib.rk_variant(), BLAS, bool(lib.rk_cpu_is_intel()),
+                       os.environ.get("RNNKIT_GEMM"))
+    lib.rk_use_own_gemm(int(GEMM == "own"))
     return lib, None
+
+
+def use_own_gemm(on: bool) -> bool:
+    """Switch the kernels' float32 GEMM between the own (AVX-512 build only) and the BLAS;
+    returns whether the own one is now in use (tests run both)."""
+    global GEMM
+    if LIB is None:
+        return False
+    GEMM = "own" if LIB.rk_use_own_gemm(int(on)) else "blas"
+    return GEMM == "own"
 
 
 LIB, _WHY = _load()
@@ -237,8 +283,28 @@ def gemm(a, b, c, ta: bool = False, tb: bool = False, alpha: float = 1.0,
                                 ld(b), beta, ptr(c), ld(c))
 
 
+def mm(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor, ta: bool = False, tb: bool = False,
+       beta: float = 0.0) -> torch.Tensor:
+    """Row-major ``out = op(a) op(b) + beta out`` on 2-D torch tensors with contiguous rows
+    (one dtype, CPU), through the kernels' GEMM (:data:`GEMM`); returns ``out``."""
+    m, n = out.shape
+    k = a.shape[0] if ta else a.shape[1]
+    if (a.shape[1] if ta else a.shape[0]) != m or (b.shape[0] if tb else b.shape[1]) != n \
+            or (b.shape[1] if tb else b.shape[0]) != k:
+        raise ValueError("mm: shapes do not match")
+
+    def ld(x):
+        if x.dim() != 2 or (x.shape[1] > 1 and x.stride(1) != 1) or x.dtype != out.dtype:
+            raise ValueError("mm: 2-D tensors of one dtype with contiguous rows")
+        return max(x.stride(0), x.shape[1], 1) if x.shape[0] > 1 else max(x.shape[1], 1)
+    fn("rk_gemm_call", out.dtype)(int(ta), int(tb), m, n, k, 1.0, ptr(a), ld(a), ptr(b), ld(b),
+                                  beta, ptr(out), ld(out))
+    return out
+
+
 if __name__ == "__main__":  # python -m rnnkit.kernels.native: what is loaded
     print(f"library: {PATH} ({'loaded' if LIB else 'unavailable: ' + str(_WHY)})")
     if LIB is not None:
-        print(f"BLAS: {BLAS}; OpenMP: {bool(LIB.rk_has_openmp())}; threads: {threads()}")
+        print(f"BLAS: {BLAS}; float32 GEMM: {GEMM}; OpenMP: {bool(LIB.rk_has_openmp())}; "
+              f"threads: {threads()}")
     sys.exit(0 if LIB is not None else 1)

@@ -19,6 +19,12 @@
 static void S(rk_gemm)(int ta, int tb, int64_t m, int64_t n, int64_t k, R alpha, const R *a,
                        int64_t lda, const R *b, int64_t ldb, R beta, R *c, int64_t ldc) {
     if (m <= 0 || n <= 0) return;
+#if RK_OWN_GEMM
+    if (g_own_gemm) {
+        rk_own_sgemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+        return;
+    }
+#endif
     if (RK_GEMM_FN && k > 0) {
         char ca = tb ? 'T' : 'N', cb = ta ? 'T' : 'N';
         RK_GEMM_FN(&ca, &cb, &n, &m, &k, &alpha, b, &ldb, a, &lda, &beta, c, &ldc);

@@ -16,21 +16,50 @@
 #include <omp.h>
 #endif
 
-#define RK_ABI_VERSION 2
-/* recurrent weights with at least this many entries (units x gates*units) take the per-step
- * products of the lanes kernels through BLAS (one thread per chunk); smaller ones through
- * the compiled loop, faster there (rnnkit.kernels.lanes.GEMM_MIN reads it) */
-#define RK_GEMM_MIN 256
-
-/* setup.py compiles this file twice on x86-64: the baseline (librnnkit_kernels.so) and with
- * AVX2 + FMA (librnnkit_kernels_avx2.so, RK_VARIANT 1); rnnkit.kernels.native loads the
- * second where rk_cpu_has_avx2() of the first says the CPU has them. */
+#define RK_ABI_VERSION 3
+/* setup.py compiles this file three times on x86-64: the baseline (librnnkit_kernels.so),
+ * with AVX2 + FMA (librnnkit_kernels_avx2.so, RK_VARIANT 1) and with AVX-512
+ * (librnnkit_kernels_avx512.so, RK_VARIANT 2, which adds the own float32 GEMM of
+ * gemm_avx512.h); rnnkit.kernels.native loads the widest that rk_cpu_has_avx512() /
+ * rk_cpu_has_avx2() of the baseline says the CPU runs. */
 #ifndef RK_VARIANT
 #define RK_VARIANT 0
 #endif
+/* recurrent weights with at least this many entries (units x gates*units) take the per-step
+ * products of the lanes kernels through the GEMM (one thread per chunk); smaller ones
+ * through the compiled loop, faster there (rnnkit.kernels.lanes.GEMM_MIN reads it). The
+ * AVX-512 build's loop is faster up to LSTM(8) (256 weights: W2 epoch 0.132 s against
+ * 0.150 s through the own GEMM), its GEMM from LSTM(16) (1,024: 0.325 s against 0.408 s). */
+#if RK_VARIANT == 2
+#define RK_GEMM_MIN 512
+#else
+#define RK_GEMM_MIN 256
+#endif
+
 #define RK_CLONES
 
 int rk_variant(void) { return RK_VARIANT; }
+
+int rk_cpu_has_avx512(void) {
+#if defined(__x86_64__) && defined(__GNUC__)
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+           __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq");
+#else
+    return 0;
+#endif
+}
+
+/* 1 when the CPU is an Intel one (MKL then runs its own code for the CPU's widest
+ * vectors; elsewhere it runs AVX2 code at most) */
+int rk_cpu_is_intel(void) {
+#if defined(__x86_64__) && defined(__GNUC__)
+    __builtin_cpu_init();
+    return __builtin_cpu_is("intel");
+#else
+    return 0;
+#endif
+}
 
 int rk_cpu_has_avx2(void) {
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -86,8 +115,33 @@ int rk_has_openmp(void) {
 #endif
 }
 
+#if RK_VARIANT == 2
+#include "gemm_avx512.h"
+/* 1: rk_gemm's float32 products run rk_own_sgemm instead of the registered sgemm */
+static int g_own_gemm = 0;
+#endif
+
+/* 1 selects this build's own float32 GEMM (the AVX-512 build only; returns whether it is
+ * in use). */
+int rk_use_own_gemm(int on) {
+#if RK_VARIANT == 2
+    g_own_gemm = on != 0;
+    return g_own_gemm;
+#else
+    (void)on;
+    return 0;
+#endif
+}
+
 /* The calling thread's BLAS threads become n; returns the previous count. */
-static int rk_blas_threads_local(int n) { return g_threads_local ? g_threads_local(n) : 0; }
+static int rk_blas_threads_local(int n) {
+#if RK_VARIANT == 2
+    int old_own = og_threads_local;
+    og_threads_local = n;
+    if (g_own_gemm) return old_own;
+#endif
+    return g_threads_local ? g_threads_local(n) : 0;
+}
 
 int rk_blas_threads_local_call(int n) { return rk_blas_threads_local(n); }
 
@@ -114,15 +168,19 @@ static inline __attribute__((always_inline)) double rk_tanh_f64(double x) { RK_T
 #define R float
 #define S(name) name##_f32
 #define RK_GEMM_FN g_sgemm
+#define RK_OWN_GEMM (RK_VARIANT == 2)
 #include "kernels.h"
 #undef R
 #undef S
 #undef RK_GEMM_FN
+#undef RK_OWN_GEMM
 
 #define R double
 #define S(name) name##_f64
 #define RK_GEMM_FN g_dgemm
+#define RK_OWN_GEMM 0
 #include "kernels.h"
 #undef R
 #undef S
 #undef RK_GEMM_FN
+#undef RK_OWN_GEMM
