@@ -277,7 +277,7 @@ def test_input_projection_on_the_kernels_gemm_matches_torch(cell_cls, bias):
             wants = [xr.grad, cell.kernel.grad] + ([cell.bias.grad] if bias else [])
             cell.zero_grad()
             torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5, msg=which)
-            for a, w in zip(grads, wants):
+            for a, w in zip(grads, wants, strict=True):
                 torch.testing.assert_close(a, w, rtol=1e-5, atol=1e-4, msg=which)
             buf = torch.full((5 * 11 * cell.kernel.shape[1] + 3,), float("nan"))
             with torch.no_grad():

@@ -19,9 +19,11 @@ Per step ``t`` (processing order) and sequence ``b``, with the cells of :mod:`rn
                h_t = z h_{t-1} + (1 - z) n             with p = hr W_h + b_h
     masked step (m_t = 0): the state is carried, h_t = h_{t-1}, and y_t = 0
 
-Layouts (``G`` = gates * units): ``xp (G, T, B)``; saved for BPTT ``hs (H, T, B)`` (states),
-``hrp (H, T, B)`` (``hr`` of each step), ``cs`` (LSTM cells), ``gs (G, T, B)``
-(post-activation gates) and ``hh (H, T, B)`` (GRU ``p_n``). The backward returns ``dxp`` and
+Layouts (``G`` = gates * units): ``xp (G, T, B)``; saved for BPTT ``hs (H, T, B)`` (states)
+and ``hrp (H, T, B)`` (``hr`` of each step), rows along time as the ``dW_h`` product reads
+them; ``gs (T, G, B)`` (post-activation gates), ``cs (T, H, B)`` (LSTM cells) and
+``hh (T, H, B)`` (GRU ``p_n``), one block per step, which the step works in place. The
+backward returns ``dxp`` and
 ``dhp``, the gradient of the recurrent pre-activation ``hr W_h (+ b_h)`` (equal to ``dxp``
 except in GRU's candidate block, ``dhp_n = dxp_n * r``); then
 ``dW_h = hrp^T dhp`` over all steps and sequences is one GEMM, done by the caller.
@@ -98,9 +100,9 @@ def forward(kind, xp, w, bh, h0, c0, mask, rm, relu, seq, keep=True):
     ntk = nt if keep else 1
     hs = torch.empty((nc, nh, nt, nl), **kw)
     hrp = torch.empty((nc, nh, ntk, nl), **kw)
-    cs = torch.empty((nc, nh, ntk, nl) if k == 1 else (1, 1, 1, 1), **kw)
-    gs = torch.empty((nc, ng, ntk, nl) if k else (1, 1, ntk, 1), **kw)
-    hh = torch.empty((nc, nh, ntk, nl) if k == 2 else (1, 1, 1, 1), **kw)
+    cs = torch.empty((nc, ntk, nh, nl) if k == 1 else (1, 1, 1, 1), **kw)
+    gs = torch.empty((nc, ntk, ng, nl) if k else (1, ntk, 1, 1), **kw)
+    hh = torch.empty((nc, ntk, nh, nl) if k == 2 else (1, 1, 1, 1), **kw)
     last = torch.empty((nc, nh, nl), **kw)
     w, bh = w.detach().contiguous(), bh.detach().contiguous()
     native.fn("rk_lanes_fwd", xp.dtype)(
@@ -113,7 +115,7 @@ def forward(kind, xp, w, bh, h0, c0, mask, rm, relu, seq, keep=True):
         y = from_lanes(last, nb)
     h_t = from_lanes(hs[:, :, -1], nb).contiguous()
     # the final cell (carried through masked steps); without keep, the one scratch row
-    c_t = from_lanes(cs[:, :, -1], nb).contiguous() if k == 1 else torch.empty((0, 0), **kw)
+    c_t = from_lanes(cs[:, -1], nb).contiguous() if k == 1 else torch.empty((0, 0), **kw)
     return y, h_t, c_t, (hs, hrp, cs, gs, hh, maskl, rml, h0l, c0l)
 
 

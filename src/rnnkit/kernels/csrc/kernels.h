@@ -4,8 +4,10 @@
  * Layouts follow the Python glue that allocates every array (kernels/lanes.py,
  * kernels/blas.py, rnnkit/planner.py): all arrays are C-contiguous.
  *   lanes ("chunk-major", L = lanes of a chunk, G = gates * H):
- *     xp, gs, dxp, dhp (C,G,T,L); hs, hrp, cs, hh, dys (C,H,T,L) (time extent Tk = T, or 1 for
- *     scratch when nothing is kept); h0, c0, rm, last, dh0, dc0, dlast (C,H,L); mask (C,T,L) u8.
+ *     xp, dxp, dhp (C,G,T,L); hs, hrp, dys (C,H,T,L): rows along time, as the dW products
+ *     read them; gs (C,Tk,G,L), cs, hh (C,Tk,H,L): one block per step, which the step works in
+ *     place (time extent Tk = T, or 1 for scratch when nothing is kept); h0, c0, rm, last,
+ *     dh0, dc0, dlast (C,H,L); mask (C,T,L) u8.
  *   blas (batch-major): xp, dxp (B,T,G); hs, cs (T+1,B,H); gates (Tg,B,G); hhs (Tg,B,H);
  *     y, dy (B,T,H); h, c, rm, last, dh, dc (B,H); mask (B,T) u8.
  */
@@ -247,18 +249,17 @@ __attribute__((noinline)) static void S(fwd_chunk)(
             for (int64_t j = 0; j < hn; j++) hr[j] = h[j] * r[j];
             S(put)(hrp, c, tg, hr, nh, ntk, nl);
         }
+        /* LSTM/GRU: the step's gates are computed in place in their block of gs */
+        R *xt = kind ? gs + (c * ntk + tg) * gn : x;
         if (table_t)
-            S(gather_step)(x, table_t, idl + (c * nt + t) * nl, nv, ng, nl);
+            S(gather_step)(xt, table_t, idl + (c * nt + t) * nl, nv, ng, nl);
         else
-            S(get)(x, xp, c, t, ng, nt, nl);
-        S(step)(kind, x, p, h, cc, rm ? hr : h, w, bh, m, relu, blas, ng, nh, nl);
-        if (kind == 2) {
-            S(put)(hh, c, tg, p + 2 * hn, nh, ntk, nl);
-            S(put)(gs, c, tg, x, ng, ntk, nl);
-        } else if (kind == 1) {
-            S(put)(gs, c, tg, x, ng, ntk, nl);
-            S(put)(cs, c, tg, cc, nh, ntk, nl);
-        }
+            S(get)(xt, xp, c, t, ng, nt, nl);
+        S(step)(kind, xt, p, h, cc, rm ? hr : h, w, bh, m, relu, blas, ng, nh, nl);
+        if (kind == 2)
+            memcpy(hh + (c * ntk + tg) * hn, p + 2 * hn, (size_t)hn * sizeof(R));
+        else if (kind == 1)
+            memcpy(cs + (c * ntk + tg) * hn, cc, (size_t)hn * sizeof(R));
         for (int64_t k = 0; k < nh; k++)
             for (int64_t i = 0; i < nl; i++)
                 lst[k * nl + i] = m[i] != 0 ? h[k * nl + i] : lst[k * nl + i];
@@ -349,7 +350,7 @@ __attribute__((noinline)) static void S(bwd_chunk)(
     const R *w, const uint8_t *mask, const R *rm, const R *dys, const R *dlast, const R *dhT,
     const R *dcT, R *dxp, R *dhp, R *dh0, R *dc0) {
     int64_t hn = nh * nl, gn = ng * nl;
-    R *buf = (R *)calloc((size_t)(9 * hn + 3 * gn + nl), sizeof(R));
+    R *buf = (R *)calloc((size_t)(8 * hn + 2 * gn + nl), sizeof(R));
     int64_t *tl = (int64_t *)malloc((size_t)nl * sizeof(int64_t));
     if (!buf || !tl) {
         rk_alloc_failed();
@@ -358,8 +359,9 @@ __attribute__((noinline)) static void S(bwd_chunk)(
         return;
     }
     R *dh = buf, *dc = dh + hn, *gh = dc + hn, *acc = gh + hn, *hv = acc + hn, *hp = hv + hn;
-    R *aux = hp + hn, *r = aux + hn, *dl = r + hn;
-    R *dx = dl + hn, *dz = dx + gn, *g = dz + gn, *m = g + gn;
+    R *r = hp + hn, *dl = r + hn;
+    R *dx = dl + hn, *dz = dx + gn, *m = dz + gn;
+    const R *g = NULL; /* the step's gates: its block of gs */
     int old = blas ? rk_blas_threads_local(1) : 0;
     for (int64_t i = 0; i < nl; i++) {
         tl[i] = -1;
@@ -389,23 +391,18 @@ __attribute__((noinline)) static void S(bwd_chunk)(
             S(get)(hv, hs, c, t, nh, nt, nl);
             S(simple_back)(gh, hv, m, relu, dz, nh, nl);
             S(put)(dxp, c, t, dz, ng, nt, nl);
-        } else if (kind == 1) {
-            S(get)(g, gs, c, t, ng, nt, nl);
-            S(get)(hv, cs, c, t, nh, nt, nl);
-            if (t > 0)
-                S(get)(hp, cs, c, t - 1, nh, nt, nl);
-            else
-                memcpy(hp, c0 + c * hn, (size_t)hn * sizeof(R));
-            S(lstm_back)(gh, g, hv, hp, m, dc, dz, nh, nl);
+        } else if (kind == 1) { /* the step's blocks of gs and cs are read in place */
+            g = gs + (c * nt + t) * gn;
+            const R *cp = t > 0 ? cs + (c * nt + t - 1) * hn : c0 + c * hn;
+            S(lstm_back)(gh, g, cs + (c * nt + t) * hn, cp, m, dc, dz, nh, nl);
             S(put)(dxp, c, t, dz, ng, nt, nl);
         } else {
-            S(get)(g, gs, c, t, ng, nt, nl);
-            S(get)(aux, hh, c, t, nh, nt, nl);
+            g = gs + (c * nt + t) * gn;
             if (t > 0)
                 S(get)(hp, hs, c, t - 1, nh, nt, nl);
             else
                 memcpy(hp, h0 + c * hn, (size_t)hn * sizeof(R));
-            S(gru_back)(gh, g, aux, hp, m, dx, dz, nh, nl);
+            S(gru_back)(gh, g, hh + (c * nt + t) * hn, hp, m, dx, dz, nh, nl);
             S(put)(dxp, c, t, dx, ng, nt, nl);
             S(put)(dhp, c, t, dz, ng, nt, nl);
         }
