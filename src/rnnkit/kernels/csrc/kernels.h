@@ -717,11 +717,7 @@ __attribute__((noinline)) static void S(infer_chunk)(int64_t c, int kind, int re
             idv[i] = v;
             m[i] = (b >= nb || (mask_zero && v == 0)) ? (R)0 : (R)1;
         }
-        for (int64_t g = 0; g < ng; g++) {
-            const R *row = table_t + g * nv;
-            R *dst = x + g * nl;
-            for (int64_t i = 0; i < nl; i++) dst[i] = row[idv[i]];
-        }
+        S(gather_step)(x, table_t, idv, nv, ng, nl);
         S(step)(kind, x, pr, h, cc, h, wh, bh, m, relu, blas, ng, nh, nl);
         for (int64_t k = 0; k < nh; k++)
             for (int64_t i = 0; i < nl; i++)
