@@ -53,7 +53,7 @@ class TrainArgs(ctypes.Structure):
         [(n, _PTR) for n in ("ids_all", "y_all", "order")] + \
         [("nbatch", _I64), ("n_rml", _I64)] + \
         [(n, _PTR) for n in ("rml_all", "ids", "y", "e", "wx", "bx", "wh", "bh", "wd", "bd",
-                             "table_t", "idl", "maskl", "xp", "hs", "hrp", "cs", "gs", "hh",
+                             "table", "idl", "maskl", "xp", "hs", "hrp", "cs", "gs", "hh",
                              "last", "h0", "dxp", "dhp", "dh0", "dc0", "dlast", "out", "dz",
                              "dtable_t", "de", "dwx", "dbx", "dwh", "dbh", "dwd", "dbd")] + \
         [("nparams", _I64)] + \
@@ -132,7 +132,7 @@ class _Work:
         self.nc, self.nl = nc, nl
         self.idl = np.zeros((nc, nt, nl), np.int64)
         self.maskl = np.zeros((nc, nt, nl), np.uint8)
-        self.xp = z((1, 1, 1, 1))  # unused: the step gathers xp_t from table_t (kernels.h)
+        self.xp = z((1, 1, 1, 1))  # unused: the step gathers xp_t from table (kernels.h)
         self.hs = z((nc, nh, nt, nl))
         self.hrp = z((nc, nh, nt, nl))
         self.cs = z((nc, nt, nh, nl) if p.kind == 1 else (1, 1, 1, 1))
@@ -143,7 +143,7 @@ class _Work:
         self.ones = np.ones((nc, nh, nl), npdt)
         vocab = p.source.weight.shape[0] if hasattr(p.source, "weight") else \
             p.source.num_classes
-        self.table_t = z((ng, vocab))
+        self.table = z((vocab, ng))
         self.ids = np.zeros((nb, nt), np.int64)  # the batch's ids (span kernels)
         self.y = np.zeros(nb, np.float64)
         self.outn = z((nb, nk))
@@ -212,13 +212,13 @@ def infer_hidden(p: Parts, ids: Tensor) -> Tensor:
     hidden = torch.empty((n, cell.units), dtype=cell.kernel.dtype)
     bxn, wh, bh = bx.detach().numpy(), cell.recurrent_kernel.detach().numpy(), \
         _bh(p).detach().numpy()
-    table_t = np.empty((wx.shape[1], vocab), wx.dtype)
+    table = np.empty((vocab, wx.shape[1]), wx.dtype)
     nd = e.shape[1] if emb else vocab
     infer_kernel(
         cell.kernel.dtype, native.threads(), p.kind, int(cell_relu(p)), int(_mask_zero(p)),
         int(emb), n, idn.shape[1], idn.ctypes.data, e.ctypes.data, wx.ctypes.data, bxn.ctypes.data,
         wh.ctypes.data, bh.ctypes.data, wx.shape[1], cell.units, vocab, nd, nl,
-        table_t.ctypes.data, hidden.data_ptr())
+        table.ctypes.data, hidden.data_ptr())
     _ran_fused(p.rnn)
     return hidden
 
@@ -329,7 +329,7 @@ class TrainStep:
         a.kind, a.relu, a.mask_zero, a.binary = p.kind, cell_relu(p), _mask_zero(p), p.binary
         a.emb, a.adam, a.nb, a.nt, a.nc, a.nl = self.embedding, self.adam, nb, nt, w.nc, w.nl
         a.nh, a.ng, a.nk = cell.units, wx.shape[1], p.dense.units
-        a.nv = w.table_t.shape[1]
+        a.nv = w.table.shape[0]
         a.nd = e.shape[1] if self.embedding else a.nv
         for name, arr in zip(("e", "wx", "bx", "wh", "bh", "wd", "bd"),
                              (e, wx, bx, wh, bh, wd, bd), strict=True):
@@ -337,7 +337,7 @@ class TrainStep:
         for name, arr in zip(("de", "dwx", "dbx", "dwh", "dbh", "dwd", "dbd"), grads,
                              strict=True):
             setattr(a, name, arr.ctypes.data)
-        for name in ("ids", "y", "table_t", "idl", "maskl", "xp", "hs", "hrp", "cs", "gs", "hh",
+        for name in ("ids", "y", "table", "idl", "maskl", "xp", "hs", "hrp", "cs", "gs", "hh",
                      "last", "h0", "dxp", "dhp", "dh0", "dc0", "dlast", "dz", "dtable_t"):
             setattr(a, name, getattr(w, name).ctypes.data)
         a.out = w.outn.ctypes.data

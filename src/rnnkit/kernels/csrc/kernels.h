@@ -210,23 +210,49 @@ AI void S(get_mask)(R *m, const uint8_t *mask, int64_t c, int64_t t, int64_t nt,
 }
 
 /* ------------------------------------------------------------------ lanes: forward */
-/* x (G,L) = the table columns of the lanes' ids: xp_t read straight from T^T (G x V). */
-AI void S(gather_step)(R *restrict x, const R *restrict table_t, const int64_t *restrict id,
+/* x (G,L) = the table rows of the lanes' ids, transposed: xp_t read straight from the
+ * table T (V x G). The AVX-512 (AVX2) float build loads 16 (8) lanes' rows, 16 (8) gates
+ * each, and transposes them in registers; otherwise one element at a time. */
+AI void S(gather_step)(R *restrict x, const R *restrict table, const int64_t *restrict id,
                        int64_t nv, int64_t ng, int64_t nl) {
-    for (int64_t g = 0; g < ng; g++) {
-        const R *row = table_t + g * nv;
-        R *dst = x + g * nl;
-        for (int64_t i = 0; i < nl; i++) dst[i] = row[id[i]];
+    (void)nv;
+    int64_t i0 = 0;
+#if RK_TR16
+    for (; i0 + 16 <= nl; i0 += 16)
+        for (int64_t g0 = 0; g0 < ng; g0 += 16) {
+            int gn = (int)(ng - g0 < 16 ? ng - g0 : 16);
+            __mmask16 mk = (__mmask16)(gn == 16 ? 0xFFFF : (1u << gn) - 1);
+            __m512 r[16];
+            for (int k = 0; k < 16; k++)
+                r[k] = _mm512_maskz_loadu_ps(mk, table + id[i0 + k] * ng + g0);
+            rk_tr16(r);
+            for (int j = 0; j < gn; j++) _mm512_storeu_ps(x + (g0 + j) * nl + i0, r[j]);
+        }
+#elif RK_TR8
+    for (; i0 + 8 <= nl; i0 += 8)
+        for (int64_t g0 = 0; g0 < ng; g0 += 8) {
+            int gn = (int)(ng - g0 < 8 ? ng - g0 : 8);
+            __m256i mk = _mm256_cmpgt_epi32(_mm256_set1_epi32(gn),
+                                            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+            __m256 r[8];
+            for (int k = 0; k < 8; k++) r[k] = _mm256_maskload_ps(table + id[i0 + k] * ng + g0, mk);
+            rk_tr8(r);
+            for (int j = 0; j < gn; j++) _mm256_storeu_ps(x + (g0 + j) * nl + i0, r[j]);
+        }
+#endif
+    for (int64_t i = i0; i < nl; i++) {
+        const R *row = table + id[i] * ng;
+        for (int64_t g = 0; g < ng; g++) x[g * nl + i] = row[g];
     }
 }
 
-/* One chunk's forward. xp_t is taken from xp (C, G, T, L), or, when table_t is given (the
- * planner's training step), gathered from T^T by the ids idl (C, T, L) as the step needs it,
+/* One chunk's forward. xp_t is taken from xp (C, G, T, L), or, when table is given (the
+ * planner's training step), gathered from T (V x G) by the ids idl (C, T, L) as the step needs it,
  * so no (G, T, L) input array is written and read back. rm NULL (the planner without
  * recurrent dropout): hr = h and hrp is not written (dW_h then reads hs shifted by a step). */
 __attribute__((noinline)) static void S(fwd_chunk)(
     int64_t c, int kind, int relu, int blas, int64_t ng, int64_t nt, int64_t nl, int64_t nh,
-    int64_t ntk, const R *xp, const R *table_t, const int64_t *idl, int64_t nv, const R *h0,
+    int64_t ntk, const R *xp, const R *table, const int64_t *idl, int64_t nv, const R *h0,
     const R *c0, const R *w, const R *bh,
     const uint8_t *mask, const R *rm, R *hs, R *hrp, R *cs, R *gs, R *hh, R *last) {
     int64_t hn = nh * nl, gn = ng * nl;
@@ -251,8 +277,8 @@ __attribute__((noinline)) static void S(fwd_chunk)(
         }
         /* LSTM/GRU: the step's gates are computed in place in their block of gs */
         R *xt = kind ? gs + (c * ntk + tg) * gn : x;
-        if (table_t)
-            S(gather_step)(xt, table_t, idl + (c * nt + t) * nl, nv, ng, nl);
+        if (table)
+            S(gather_step)(xt, table, idl + (c * nt + t) * nl, nv, ng, nl);
         else
             S(get)(xt, xp, c, t, ng, nt, nl);
         S(step)(kind, xt, p, h, cc, rm ? hr : h, w, bh, m, relu, blas, ng, nh, nl);
@@ -271,14 +297,14 @@ __attribute__((noinline)) static void S(fwd_chunk)(
 }
 
 static void S(lanes_fwd)(int nthreads, int kind, int relu, int64_t nc, int64_t ng, int64_t nt,
-                         int64_t nl, int64_t nh, int64_t ntk, const R *xp, const R *table_t,
+                         int64_t nl, int64_t nh, int64_t ntk, const R *xp, const R *table,
                          const int64_t *idl, int64_t nv, const R *h0, const R *c0, const R *w,
                          const R *bh, const uint8_t *mask, const R *rm, R *hs, R *hrp, R *cs,
                          R *gs, R *hh, R *last) {
     int blas = nh * ng >= RK_GEMM_MIN;
 #pragma omp parallel for num_threads(nthreads) schedule(static) if (nthreads > 1)
     for (int64_t c = 0; c < nc; c++)
-        S(fwd_chunk)(c, kind, relu, blas, ng, nt, nl, nh, ntk, xp, table_t, idl, nv, h0, c0, w,
+        S(fwd_chunk)(c, kind, relu, blas, ng, nt, nl, nh, ntk, xp, table, idl, nv, h0, c0, w,
                      bh, mask, rm, hs, hrp, cs, gs, hh, last);
 }
 
@@ -484,16 +510,16 @@ void S(rk_optimizer)(int adam, int64_t np, R **params, R **grads, R **s1, R **s2
 }
 
 /* ------------------------------------------------------------------ classifier (planner) */
-/* T^T = (E W_x + b_x)^T (G x V), or (W_x + b_x)^T for OneHot (emb == 0). */
-static void S(table)(int emb, const R *e, const R *wx, const R *bx, R *table_t, int64_t ng,
+/* T = E W_x + b_x (V x G), or W_x + b_x for OneHot (emb == 0). */
+static void S(table)(int emb, const R *e, const R *wx, const R *bx, R *table, int64_t ng,
                      int64_t nv, int64_t nd) {
     if (emb) {
-        S(rk_gemm)(1, 1, ng, nv, nd, 1, wx, ng, e, nd, 0, table_t, nv);
-        for (int64_t g = 0; g < ng; g++)
-            for (int64_t v = 0; v < nv; v++) table_t[g * nv + v] += bx[g];
+        S(rk_gemm)(0, 0, nv, ng, nd, 1, e, nd, wx, ng, 0, table, ng);
+        for (int64_t v = 0; v < nv; v++)
+            for (int64_t g = 0; g < ng; g++) table[v * ng + g] += bx[g];
     } else {
-        for (int64_t g = 0; g < ng; g++)
-            for (int64_t v = 0; v < nv; v++) table_t[g * nv + v] = wx[v * ng + g] + bx[g];
+        for (int64_t v = 0; v < nv; v++)
+            for (int64_t g = 0; g < ng; g++) table[v * ng + g] = wx[v * ng + g] + bx[g];
     }
 }
 
@@ -596,7 +622,7 @@ typedef struct S(rk_train_args) {
     int64_t *ids;
     double *y;
     void *e, *wx, *bx, *wh, *bh, *wd, *bd;
-    void *table_t;
+    void *table;
     int64_t *idl;
     uint8_t *maskl;
     void *xp, *hs, *hrp, *cs, *gs, *hh, *last, *h0, *dxp, *dhp, *dh0, *dc0, *dlast, *out;
@@ -618,15 +644,15 @@ static double S(train_step)(S(rk_train_args) *a, const R *rml, int64_t t) {
     int nth = (int)(a->nthreads < nc ? a->nthreads : nc);
     const R *e = a->e, *wx = a->wx, *bx = a->bx, *wh = a->wh, *bh = a->bh, *wd = a->wd,
             *bd = a->bd;
-    R *table_t = a->table_t, *hs = a->hs, *hrp = a->hrp, *cs = a->cs, *gs = a->gs,
+    R *table = a->table, *hs = a->hs, *hrp = a->hrp, *cs = a->cs, *gs = a->gs,
       *hh = a->hh, *last = a->last, *h0 = a->h0, *dxp = a->dxp, *dhp = a->dhp, *dh0 = a->dh0,
       *dc0 = a->dc0, *dlast = a->dlast, *out = a->out, *dtable_t = a->dtable_t, *de = a->de,
       *dwx = a->dwx, *dbx = a->dbx, *dwh = a->dwh, *dbh = a->dbh, *dwd = a->dwd, *dbd = a->dbd;
-    S(table)((int)a->emb, e, wx, bx, table_t, ng, nv, a->nd);
+    S(table)((int)a->emb, e, wx, bx, table, ng, nv, a->nd);
 #pragma omp parallel for num_threads(nth) schedule(static) if (nth > 1)
     for (int64_t c = 0; c < nc; c++)
         S(lane_ids)(c, a->ids, a->nb, nt, (int)a->mask_zero, a->idl, a->maskl, nl);
-    S(lanes_fwd)(nth, kind, relu, nc, ng, nt, nl, nh, nt, NULL, table_t, a->idl, nv, h0, h0, wh,
+    S(lanes_fwd)(nth, kind, relu, nc, ng, nt, nl, nh, nt, NULL, table, a->idl, nv, h0, h0, wh,
                  bh, a->maskl, rml, hs, hrp, cs, gs, hh, last);
     double loss = S(head)(last, wd, bd, a->y, (int)a->binary, a->nb, nh, nl, a->nk, out, a->dz);
     S(head_back)(last, wd, a->dz, a->nb, nc, nh, nl, a->nk, dwd, dbd, dlast);
@@ -695,7 +721,7 @@ void S(rk_train_span)(S(rk_train_args) *a) {
 
 __attribute__((noinline)) static void S(infer_chunk)(int64_t c, int kind, int relu,
                                                      int mask_zero, const int64_t *ids,
-                                                     int64_t nb, int64_t nt, const R *table_t,
+                                                     int64_t nb, int64_t nt, const R *table,
                                                      int64_t nv, const R *wh, const R *bh,
                                                      int64_t ng, int64_t nh, int64_t nl,
                                                      R *hidden, int blas) {
@@ -717,7 +743,7 @@ __attribute__((noinline)) static void S(infer_chunk)(int64_t c, int kind, int re
             idv[i] = v;
             m[i] = (b >= nb || (mask_zero && v == 0)) ? (R)0 : (R)1;
         }
-        S(gather_step)(x, table_t, idv, nv, ng, nl);
+        S(gather_step)(x, table, idv, nv, ng, nl);
         S(step)(kind, x, pr, h, cc, h, wh, bh, m, relu, blas, ng, nh, nl);
         for (int64_t k = 0; k < nh; k++)
             for (int64_t i = 0; i < nl; i++)
@@ -736,13 +762,13 @@ __attribute__((noinline)) static void S(infer_chunk)(int64_t c, int kind, int re
 void S(rk_infer)(int nthreads, int kind, int relu, int mask_zero, int emb, int64_t nb,
                  int64_t nt, const int64_t *ids, const R *e, const R *wx, const R *bx,
                  const R *wh, const R *bh, int64_t ng, int64_t nh, int64_t nv, int64_t nd,
-                 int64_t nl, R *table_t, R *hidden) {
-    S(table)(emb, e, wx, bx, table_t, ng, nv, nd);
+                 int64_t nl, R *table, R *hidden) {
+    S(table)(emb, e, wx, bx, table, ng, nv, nd);
     int64_t nc = (nb + nl - 1) / nl;
     int blas = nh * ng >= RK_GEMM_MIN;
 #pragma omp parallel for num_threads(nthreads) schedule(static) if (nthreads > 1)
     for (int64_t c = 0; c < nc; c++)
-        S(infer_chunk)(c, kind, relu, mask_zero, ids, nb, nt, table_t, nv, wh, bh, ng, nh, nl,
+        S(infer_chunk)(c, kind, relu, mask_zero, ids, nb, nt, table, nv, wh, bh, ng, nh, nl,
                        hidden, blas);
 }
 

@@ -115,8 +115,59 @@ int rk_has_openmp(void) {
 #endif
 }
 
+#if RK_VARIANT == 1
+#include <immintrin.h>
+
+/* In-register transpose of an 8 x 8 float block: r[k] lane j becomes r[j] lane k. */
+static inline __attribute__((always_inline)) void rk_tr8(__m256 r[8]) {
+    __m256 t[8], u[8];
+    for (int k = 0; k < 4; k++) {
+        t[2 * k] = _mm256_unpacklo_ps(r[2 * k], r[2 * k + 1]);
+        t[2 * k + 1] = _mm256_unpackhi_ps(r[2 * k], r[2 * k + 1]);
+    }
+    for (int k = 0; k < 2; k++) {
+        u[4 * k] = _mm256_shuffle_ps(t[4 * k], t[4 * k + 2], 0x44);
+        u[4 * k + 1] = _mm256_shuffle_ps(t[4 * k], t[4 * k + 2], 0xEE);
+        u[4 * k + 2] = _mm256_shuffle_ps(t[4 * k + 1], t[4 * k + 3], 0x44);
+        u[4 * k + 3] = _mm256_shuffle_ps(t[4 * k + 1], t[4 * k + 3], 0xEE);
+    }
+    for (int j = 0; j < 4; j++) {
+        r[j] = _mm256_permute2f128_ps(u[j], u[4 + j], 0x20);
+        r[4 + j] = _mm256_permute2f128_ps(u[j], u[4 + j], 0x31);
+    }
+}
+#endif
+
 #if RK_VARIANT == 2
 #include "gemm_avx512.h"
+
+/* In-register transpose of a 16 x 16 float block: r[k] lane j becomes r[j] lane k
+ * (unpack pairs, then pairs of pairs, then 128-bit lanes twice; tests hold the gathers
+ * built on it to the reference). */
+static inline __attribute__((always_inline)) void rk_tr16(__m512 r[16]) {
+    __m512 t[16];
+    for (int k = 0; k < 8; k++) {
+        t[2 * k] = _mm512_unpacklo_ps(r[2 * k], r[2 * k + 1]);
+        t[2 * k + 1] = _mm512_unpackhi_ps(r[2 * k], r[2 * k + 1]);
+    }
+    for (int k = 0; k < 4; k++) {
+        __m512d a = _mm512_castps_pd(t[4 * k]), b = _mm512_castps_pd(t[4 * k + 1]);
+        __m512d c = _mm512_castps_pd(t[4 * k + 2]), d = _mm512_castps_pd(t[4 * k + 3]);
+        r[4 * k] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+        r[4 * k + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+        r[4 * k + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
+        r[4 * k + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
+    }
+    for (int k = 0; k < 2; k++)
+        for (int j = 0; j < 4; j++) {
+            t[8 * k + j] = _mm512_shuffle_f32x4(r[8 * k + j], r[8 * k + 4 + j], 0x88);
+            t[8 * k + 4 + j] = _mm512_shuffle_f32x4(r[8 * k + j], r[8 * k + 4 + j], 0xdd);
+        }
+    for (int j = 0; j < 8; j++) {
+        r[j] = _mm512_shuffle_f32x4(t[j], t[8 + j], 0x88);
+        r[8 + j] = _mm512_shuffle_f32x4(t[j], t[8 + j], 0xdd);
+    }
+}
 /* 1: rk_gemm's float32 products run rk_own_sgemm instead of the registered sgemm */
 static int g_own_gemm = 0;
 #endif
@@ -169,18 +220,26 @@ static inline __attribute__((always_inline)) double rk_tanh_f64(double x) { RK_T
 #define S(name) name##_f32
 #define RK_GEMM_FN g_sgemm
 #define RK_OWN_GEMM (RK_VARIANT == 2)
+#define RK_TR16 (RK_VARIANT == 2)
+#define RK_TR8 (RK_VARIANT == 1)
 #include "kernels.h"
 #undef R
 #undef S
 #undef RK_GEMM_FN
 #undef RK_OWN_GEMM
+#undef RK_TR16
+#undef RK_TR8
 
 #define R double
 #define S(name) name##_f64
 #define RK_GEMM_FN g_dgemm
 #define RK_OWN_GEMM 0
+#define RK_TR16 0
+#define RK_TR8 0
 #include "kernels.h"
 #undef R
 #undef S
 #undef RK_GEMM_FN
 #undef RK_OWN_GEMM
+#undef RK_TR16
+#undef RK_TR8
