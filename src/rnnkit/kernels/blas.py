@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import torch
 
-from . import native
+from . import affine, native
 from .fused import KIND_CODE
 
 _p = native.ptr
@@ -41,7 +41,7 @@ def _threads(nb: int, ng: int) -> int:
 def _mm_t(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """``a^T b`` (both with contiguous rows) on the kernels' GEMM where it is their own,
     else torch's."""
-    if native.GEMM == "own" and a.dtype == torch.float32:
+    if affine.own_gemm_applies(a, b):
         return native.mm(a, b, torch.empty((a.shape[1], b.shape[1]), dtype=a.dtype), ta=True)
     return a.T @ b
 

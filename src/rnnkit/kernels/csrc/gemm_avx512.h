@@ -10,8 +10,19 @@
  * b row by row along n: op(b) = b^T is first copied into a contiguous (k, n) buffer. Column
  * edges use masked loads and stores; row edges a narrower tile (every (rows, vectors)
  * shape is its own inlined instance, so the accumulators stay in registers). Rows of c
- * split over OpenMP threads when the product is large enough (og_threads). */
+ * split over OpenMP threads when the product is large enough (og_nthreads). */
 #include <immintrin.h>
+
+/* FN(R, C, ...) with the column count C (1..4) a constant: one inlined instance of a tile
+ * function per (rows, columns) shape, so its loops unroll and its accumulators stay in
+ * registers */
+#define OG_COLS(FN, R, C, ...)                                                            \
+    switch (C) {                                                                          \
+    case 4: FN(R, 4, __VA_ARGS__); break;                                                 \
+    case 3: FN(R, 3, __VA_ARGS__); break;                                                 \
+    case 2: FN(R, 2, __VA_ARGS__); break;                                                 \
+    default: FN(R, 1, __VA_ARGS__); break;                                                \
+    }
 
 #define OG_MR 6
 #define OG_NV 4
@@ -24,9 +35,10 @@
  * per calling thread, as MKL_Set_Num_Threads_Local */
 static __thread int og_threads_local = 0;
 
-static inline __attribute__((always_inline)) void og_tile(const int mr, const int nv, __mmask16 last, int64_t kc, const float *a,
-                int64_t rsa, int64_t csa, const float *b, int64_t ldb, float *c, int64_t ldc,
-                float alpha, float beta, int first) {
+static inline __attribute__((always_inline)) void og_tile(
+    const int mr, const int nv, __mmask16 last, int64_t kc, const float *a, int64_t rsa,
+    int64_t csa, const float *b, int64_t ldb, float *c, int64_t ldc, float alpha, float beta,
+    int first) {
     __m512 acc[OG_MR][OG_NV];
 #pragma GCC unroll 6
     for (int i = 0; i < OG_MR; i++)
@@ -67,16 +79,10 @@ static inline __attribute__((always_inline)) void og_tile(const int mr, const in
     }
 }
 
-/* one (rows, vectors) instance per call site, so og_tile's loops unroll with constants */
 #define OG_ARGS last, kc, a, rsa, csa, b, ldb, c, ldc, alpha, beta, first
 #define OG_CASE(MR)                                                                       \
     case MR:                                                                              \
-        switch (nv) {                                                                     \
-        case 4: og_tile(MR, 4, OG_ARGS); break;                                           \
-        case 3: og_tile(MR, 3, OG_ARGS); break;                                           \
-        case 2: og_tile(MR, 2, OG_ARGS); break;                                           \
-        default: og_tile(MR, 1, OG_ARGS); break;                                          \
-        }                                                                                 \
+        OG_COLS(og_tile, MR, nv, OG_ARGS)                                                 \
         break;
 
 static void og_tile_any(int mr, int nv, __mmask16 last, int64_t kc, const float *a,
@@ -159,12 +165,7 @@ static inline __attribute__((always_inline)) void og_dot_tile(
 #define OG_DOT_ARGS k, a + i * lda, lda, b + j * ldb, ldb, c + i * ldc + j, ldc, alpha, beta
 #define OG_DOT_CASE(MR)                                                                   \
     case MR:                                                                              \
-        switch (nr) {                                                                     \
-        case 4: og_dot_tile(MR, 4, OG_DOT_ARGS); break;                                   \
-        case 3: og_dot_tile(MR, 3, OG_DOT_ARGS); break;                                   \
-        case 2: og_dot_tile(MR, 2, OG_DOT_ARGS); break;                                   \
-        default: og_dot_tile(MR, 1, OG_DOT_ARGS); break;                                  \
-        }                                                                                 \
+        OG_COLS(og_dot_tile, MR, nr, OG_DOT_ARGS)                                         \
         break;
 
 /* rows [i0, i1) of c = alpha a b^T + beta c */

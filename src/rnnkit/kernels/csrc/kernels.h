@@ -214,8 +214,7 @@ AI void S(get_mask)(R *m, const uint8_t *mask, int64_t c, int64_t t, int64_t nt,
  * table T (V x G). The AVX-512 (AVX2) float build loads 16 (8) lanes' rows, 16 (8) gates
  * each, and transposes them in registers; otherwise one element at a time. */
 AI void S(gather_step)(R *restrict x, const R *restrict table, const int64_t *restrict id,
-                       int64_t nv, int64_t ng, int64_t nl) {
-    (void)nv;
+                       int64_t ng, int64_t nl) {
     int64_t i0 = 0;
 #if RK_TR16
     for (; i0 + 16 <= nl; i0 += 16)
@@ -252,7 +251,7 @@ AI void S(gather_step)(R *restrict x, const R *restrict table, const int64_t *re
  * recurrent dropout): hr = h and hrp is not written (dW_h then reads hs shifted by a step). */
 __attribute__((noinline)) static void S(fwd_chunk)(
     int64_t c, int kind, int relu, int blas, int64_t ng, int64_t nt, int64_t nl, int64_t nh,
-    int64_t ntk, const R *xp, const R *table, const int64_t *idl, int64_t nv, const R *h0,
+    int64_t ntk, const R *xp, const R *table, const int64_t *idl, const R *h0,
     const R *c0, const R *w, const R *bh,
     const uint8_t *mask, const R *rm, R *hs, R *hrp, R *cs, R *gs, R *hh, R *last) {
     int64_t hn = nh * nl, gn = ng * nl;
@@ -278,7 +277,7 @@ __attribute__((noinline)) static void S(fwd_chunk)(
         /* LSTM/GRU: the step's gates are computed in place in their block of gs */
         R *xt = kind ? gs + (c * ntk + tg) * gn : x;
         if (table)
-            S(gather_step)(xt, table, idl + (c * nt + t) * nl, nv, ng, nl);
+            S(gather_step)(xt, table, idl + (c * nt + t) * nl, ng, nl);
         else
             S(get)(xt, xp, c, t, ng, nt, nl);
         S(step)(kind, xt, p, h, cc, rm ? hr : h, w, bh, m, relu, blas, ng, nh, nl);
@@ -298,13 +297,13 @@ __attribute__((noinline)) static void S(fwd_chunk)(
 
 static void S(lanes_fwd)(int nthreads, int kind, int relu, int64_t nc, int64_t ng, int64_t nt,
                          int64_t nl, int64_t nh, int64_t ntk, const R *xp, const R *table,
-                         const int64_t *idl, int64_t nv, const R *h0, const R *c0, const R *w,
+                         const int64_t *idl, const R *h0, const R *c0, const R *w,
                          const R *bh, const uint8_t *mask, const R *rm, R *hs, R *hrp, R *cs,
                          R *gs, R *hh, R *last) {
     int blas = nh * ng >= RK_GEMM_MIN;
 #pragma omp parallel for num_threads(nthreads) schedule(static) if (nthreads > 1)
     for (int64_t c = 0; c < nc; c++)
-        S(fwd_chunk)(c, kind, relu, blas, ng, nt, nl, nh, ntk, xp, table, idl, nv, h0, c0, w,
+        S(fwd_chunk)(c, kind, relu, blas, ng, nt, nl, nh, ntk, xp, table, idl, h0, c0, w,
                      bh, mask, rm, hs, hrp, cs, gs, hh, last);
 }
 
@@ -314,7 +313,7 @@ void S(rk_lanes_fwd)(int nthreads, int kind, int relu, int64_t nc, int64_t ng, i
                      int64_t nl, int64_t nh, int64_t ntk, const R *xp, const R *h0,
                      const R *c0, const R *w, const R *bh, const uint8_t *mask, const R *rm,
                      R *hs, R *hrp, R *cs, R *gs, R *hh, R *last) {
-    S(lanes_fwd)(nthreads, kind, relu, nc, ng, nt, nl, nh, ntk, xp, NULL, NULL, 0, h0, c0, w,
+    S(lanes_fwd)(nthreads, kind, relu, nc, ng, nt, nl, nh, ntk, xp, NULL, NULL, h0, c0, w,
                  bh, mask, rm, hs, hrp, cs, gs, hh, last);
 }
 
@@ -652,7 +651,7 @@ static double S(train_step)(S(rk_train_args) *a, const R *rml, int64_t t) {
 #pragma omp parallel for num_threads(nth) schedule(static) if (nth > 1)
     for (int64_t c = 0; c < nc; c++)
         S(lane_ids)(c, a->ids, a->nb, nt, (int)a->mask_zero, a->idl, a->maskl, nl);
-    S(lanes_fwd)(nth, kind, relu, nc, ng, nt, nl, nh, nt, NULL, table, a->idl, nv, h0, h0, wh,
+    S(lanes_fwd)(nth, kind, relu, nc, ng, nt, nl, nh, nt, NULL, table, a->idl, h0, h0, wh,
                  bh, a->maskl, rml, hs, hrp, cs, gs, hh, last);
     double loss = S(head)(last, wd, bd, a->y, (int)a->binary, a->nb, nh, nl, a->nk, out, a->dz);
     S(head_back)(last, wd, a->dz, a->nb, nc, nh, nl, a->nk, dwd, dbd, dlast);
@@ -722,7 +721,7 @@ void S(rk_train_span)(S(rk_train_args) *a) {
 __attribute__((noinline)) static void S(infer_chunk)(int64_t c, int kind, int relu,
                                                      int mask_zero, const int64_t *ids,
                                                      int64_t nb, int64_t nt, const R *table,
-                                                     int64_t nv, const R *wh, const R *bh,
+                                                     const R *wh, const R *bh,
                                                      int64_t ng, int64_t nh, int64_t nl,
                                                      R *hidden, int blas) {
     int64_t hn = nh * nl, gn = ng * nl;
@@ -743,7 +742,7 @@ __attribute__((noinline)) static void S(infer_chunk)(int64_t c, int kind, int re
             idv[i] = v;
             m[i] = (b >= nb || (mask_zero && v == 0)) ? (R)0 : (R)1;
         }
-        S(gather_step)(x, table, idv, nv, ng, nl);
+        S(gather_step)(x, table, idv, ng, nl);
         S(step)(kind, x, pr, h, cc, h, wh, bh, m, relu, blas, ng, nh, nl);
         for (int64_t k = 0; k < nh; k++)
             for (int64_t i = 0; i < nl; i++)
@@ -768,7 +767,7 @@ void S(rk_infer)(int nthreads, int kind, int relu, int mask_zero, int emb, int64
     int blas = nh * ng >= RK_GEMM_MIN;
 #pragma omp parallel for num_threads(nthreads) schedule(static) if (nthreads > 1)
     for (int64_t c = 0; c < nc; c++)
-        S(infer_chunk)(c, kind, relu, mask_zero, ids, nb, nt, table, nv, wh, bh, ng, nh, nl,
+        S(infer_chunk)(c, kind, relu, mask_zero, ids, nb, nt, table, wh, bh, ng, nh, nl,
                        hidden, blas);
 }
 
