@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import rnnkit
-from rnnkit import GRU, LSTM, Bidirectional, SimpleRNN, lengths_to_mask
+from rnnkit import GRU, LSTM, Bidirectional, SimpleRNN, lengths_to_mask, train
 from rnnkit.kernels import LANES_MAX_UNITS, select
 
 CELLS = {"simple": SimpleRNN, "lstm": LSTM, "gru": GRU}
@@ -298,6 +298,96 @@ def test_embedding_not_folded_with_input_dropout():
     m.eval()
     m(torch.randint(0, 9, (8, 5)))
     assert m[1].embedding_folded
+
+
+def _fold_model(cell, backend="auto", seq=False, back=False, vocab=13, mask=True):
+    torch.manual_seed(5)
+    m = rnnkit.Sequential(
+        rnnkit.Embedding(vocab, 4, mask_zero=mask),
+        CELLS[cell](5, return_sequences=seq, go_backwards=back, backend=backend),
+        rnnkit.Dense(1), input_shape=(7,))
+    with torch.no_grad():
+        for p in m.parameters():
+            p.normal_(0, 0.5)
+    return m
+
+
+@pytest.mark.parametrize("cell", sorted(CELLS))
+@pytest.mark.parametrize("back", [False, True])
+@pytest.mark.parametrize("seq", [False, True])
+def test_inference_table_matches_reference(cell, back, seq):
+    """Without autograd the folded table T = E W_x + b is kept on the layer and read by the
+    blas kernel row by row (rnnkit.fold); outputs equal the reference loop's, and a change
+    of any weight in place (an optimizer step of the compiled optimizer, load_state_dict)
+    rebuilds it."""
+    ref, fused = _fold_model(cell, "reference", seq, back), _fold_model(cell, "auto", seq, back)
+    fused.load_state_dict(ref.state_dict())
+    gen = torch.Generator().manual_seed(1)
+    ids = torch.randint(1, 13, (8, 7), generator=gen)
+    ids[1, 4:] = 0
+    ids[2, :3] = 0
+    with torch.no_grad():
+        torch.testing.assert_close(fused(ids), ref(ids), rtol=0, atol=1e-5)
+    assert fused[1].embedding_folded and fused[1].last_backend == "blas"
+    table = fused[1].__dict__["_fold_table"][1]
+    assert table.shape == (13, fused[1].cell.gates * 5)
+    y = torch.randn(8, 7, 1) if seq else torch.randn(8, 1)
+    train.fit(fused, ids, y, loss="mse", metrics=None, optimizer="adam", epochs=1, batch_size=4,
+              verbose=0)
+    ref.load_state_dict(fused.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(fused(ids), ref(ids), rtol=0, atol=1e-5)
+        assert fused[1].__dict__["_fold_table"][1] is not table
+        table = fused[1].__dict__["_fold_table"][1]
+        fresh = _fold_model(cell, "reference", seq, back)
+        fused.load_state_dict(fresh.state_dict())
+        torch.testing.assert_close(fused(ids), fresh(ids), rtol=0, atol=1e-5)
+        assert fused[1].__dict__["_fold_table"][1] is not table
+
+
+def test_inference_table_after_fused_training_steps():
+    """The fused training step (rnnkit.planner) writes the weights from compiled code; it
+    bumps their version counters, so the inference table made before it is rebuilt."""
+    torch.manual_seed(0)
+    m = rnnkit.Sequential(rnnkit.Embedding(40, 6), LSTM(32), rnnkit.Dense(1, "sigmoid"),
+                          input_shape=(11,))
+    ids = torch.randint(1, 40, (64, 11), generator=torch.Generator().manual_seed(0))
+    y = (ids[:, 0] > 20).float()
+    for _ in range(2):
+        hist = train.fit(m, ids, y, epochs=1, batch_size=16, verbose=0)
+        assert "fused_step_why_not" not in hist.params
+        out = train.predict(m, ids, batch_size=64)
+        assert m[1].embedding_folded and m[1].last_backend == "blas"
+        ref = copy.deepcopy(m)
+        ref[1].backend = "reference"
+        with torch.no_grad():
+            torch.testing.assert_close(out, ref(ids), rtol=1e-5, atol=1e-6)
+
+
+def test_inference_table_waits_for_a_second_call_when_small(monkeypatch):
+    """A call with fewer tokens than the vocabulary has rows builds the table only when the
+    same weights come again; a table above TABLE_CACHE_MAX_BYTES is never kept."""
+    from rnnkit import fold
+
+    m = _fold_model("gru", vocab=50)
+    ref = copy.deepcopy(m)
+    ref[1].backend = "reference"
+    ids = torch.randint(1, 50, (2, 7), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        for folded in (False, True, True):
+            torch.testing.assert_close(m(ids), ref(ids), rtol=0, atol=1e-5)
+            assert m[1].embedding_folded == folded
+        monkeypatch.setattr(fold, "TABLE_CACHE_MAX_BYTES", 50 * 15 * 4 - 1)
+        m[1].__dict__.pop("_fold_table")
+        for _ in range(3):
+            torch.testing.assert_close(m(ids), ref(ids), rtol=0, atol=1e-5)
+            assert not m[1].embedding_folded
+        torch.testing.assert_close(m(torch.zeros(2, 7, dtype=torch.long)),
+                                   ref(torch.zeros(2, 7, dtype=torch.long)), rtol=0, atol=1e-5)
+        with pytest.raises(ValueError, match="outside"):
+            monkeypatch.setattr(fold, "TABLE_CACHE_MAX_BYTES", 1 << 20)
+            m(ids)
+            m(ids + 50)
 
 
 def test_double_backward_raises():

@@ -248,9 +248,11 @@ def test_bad_class_ids_are_rejected(one_thread):
 
 def test_unmasked_lstm_of_32_units_infers_on_onednn(monkeypatch):
     """An unmasked float32 LSTM of ONEDNN_INFER_MIN_LSTM_UNITS units leaves the fused
-    inference to oneDNN, layer by layer (faster there, kernels.dispatch); 31 units, or the
-    same layer behind a masking Embedding, still run in one compiled call. Every output
-    equals the reference loop's."""
+    inference to the layers, one by one (kernels.dispatch): there the Embedding folds into a
+    cached table read by the blas kernel (rnnkit.fold), or, without that table, the LSTM
+    runs on oneDNN; 31 units, or the same layer behind a masking Embedding, still run in one
+    compiled call. Every output equals the reference loop's."""
+    from rnnkit import fold
     from rnnkit.kernels.dispatch import ONEDNN_INFER_MIN_LSTM_UNITS as MIN_UNITS
 
     calls = []
@@ -268,7 +270,14 @@ def test_unmasked_lstm_of_32_units_infers_on_onednn(monkeypatch):
         out = train.predict(model, ids, batch_size=256)
         assert (calls == [300]) == fused, (units, mask, calls)
         if not fused:
-            assert model[1].last_backend == "torch"
+            assert model[1].last_backend == "blas" and model[1].embedding_folded
         with torch.no_grad():
             expected = _reference(model).eval()(ids)
         torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
+        if not fused:
+            with monkeypatch.context() as m:
+                m.setattr(fold, "TABLE_CACHE_MAX_BYTES", 0)
+                model[1].__dict__.pop("_fold_table")
+                out = train.predict(model, ids, batch_size=256)
+            assert model[1].last_backend == "torch" and not model[1].embedding_folded
+            torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)

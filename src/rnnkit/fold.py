@@ -11,6 +11,17 @@ building ``T`` and gathering from it cost as much as projecting the batch), and 
 dropout is active (its per-sequence mask on the embedding cannot be folded into ``T``).
 Otherwise the layers run one after the other, unchanged.
 Dropout masks are sampled exactly as :meth:`rnnkit.recurrent.RNN.forward` samples them.
+
+Inference (no autograd) keeps ``T`` on the recurrent layer between calls, keyed by the
+identity and version counter of ``E``, ``W_x`` and ``b`` (every in-place change of a
+weight, an optimizer step or ``load_state_dict``, bumps its version and so rebuilds
+``T``), and the ``blas`` kernel reads each step's row ``T[id_t]`` where it lies: a
+prediction over many batches pays the input projection once for the vocabulary instead of
+once per token, so the recurrent product is the only GEMM left per step. It is built on the
+first call whose batch holds at least as many tokens as the vocabulary has rows, else on
+the second call with the same weights, and only while it is at most
+:data:`TABLE_CACHE_MAX_BYTES`. An LSTM the dispatch would give to oneDNN (which takes
+inputs, not projections) runs on ``blas`` then: half of its GEMM work is gone.
 """
 
 from __future__ import annotations
@@ -19,6 +30,11 @@ import importlib
 
 import torch
 from torch import Tensor
+
+from .kernels import fused
+
+#: the largest vocabulary x gates table kept on a layer between inference calls
+TABLE_CACHE_MAX_BYTES = 128 << 20
 
 
 class Gather(torch.autograd.Function):
@@ -54,15 +70,19 @@ def embedding_rnn(emb, rnn, ids: Tensor, mask: Tensor | None):
     cell = rnn.cell
     if (rnn.return_state or not cell.built or cell.input_size != emb.output_dim
             or ids.dim() != 2 or ids.is_floating_point() or ids.device.type != "cpu"
-            or (rnn.training and rnn.dropout > 0) or ids.shape[1] == 0
-            or 4 * emb.input_dim > ids.numel()):  # table not well below the batch: no saving
+            or (rnn.training and rnn.dropout > 0) or ids.shape[1] == 0):
         return None
     emb_mask = emb.compute_mask(ids, mask)
     batch, time = ids.shape
     probe = w.new_empty((1, 1, 1)).expand(batch, time, emb.output_dim)
     name = dispatch.select(rnn, probe, emb_mask, None, None)
-    if name not in ("lanes", "blas"):
-        return None
+    if not torch.is_grad_enabled():
+        table = _inference_table(emb, rnn, name, probe, emb_mask, ids.numel())
+        if table is not None:
+            _check_ids(ids, emb.input_dim, "Embedding")
+            return _run_on_table(rnn, table, ids, emb_mask), rnn.compute_mask(ids, emb_mask)
+    if name not in ("lanes", "blas") or 4 * emb.input_dim > ids.numel():
+        return None  # (a table not well below the batch's tokens saves nothing)
     _check_ids(ids, emb.input_dim, "Embedding")
     rec_mask = None
     if rnn.training and rnn.recurrent_dropout > 0:
@@ -74,9 +94,56 @@ def embedding_rnn(emb, rnn, ids: Tensor, mask: Tensor | None):
         ids = ids.flip(1)
         m = None if m is None else m.flip(1)
     xp = Gather.apply(cell.project_inputs(w), ids.contiguous())
-    from .kernels import fused
-
     impl = importlib.import_module(f"{dispatch.__package__}.{dispatch.MODULES[name]}")
     rnn.last_backend, rnn.embedding_folded = name, True
     out, _ = fused.run_projected(impl, rnn, xp, state, m, rec_mask)
     return out, rnn.compute_mask(ids, emb_mask)
+
+
+def _weights_key(emb, cell) -> tuple:
+    """What the table depends on: each weight's storage, version counter, shape and dtype."""
+    ws = (emb.weight, cell.kernel, cell.input_bias())
+    return tuple(None if t is None else (t.data_ptr(), t._version, tuple(t.shape), t.dtype)
+                 for t in ws)
+
+
+def _inference_table(emb, rnn, name: str, probe: Tensor, emb_mask, tokens: int) -> Tensor | None:
+    """The cached ``T = E W_x + b`` for an inference call on the ``blas`` kernel, or None
+    (no cache: the caller takes the per-call paths). See the module docstring."""
+    from .kernels import affine, dispatch
+
+    if name == "torch" and rnn.backend == "auto":
+        name = "blas" if dispatch.unsupported("blas", rnn, probe, emb_mask, None) is None else name
+    if name != "blas":
+        return None
+    cell = rnn.cell
+    key = _weights_key(emb, cell)
+    kept = rnn.__dict__.get("_fold_table")
+    if kept is not None and kept[0] == key:
+        if kept[1] is not None:
+            return kept[1]
+    elif emb.input_dim > tokens:  # first sight of these weights and a small call
+        rnn.__dict__["_fold_table"] = (key, None)
+        return None
+    w = emb.weight
+    if emb.input_dim * cell.gates * cell.units * w.element_size() > TABLE_CACHE_MAX_BYTES:
+        return None
+    table = affine.project(cell, w.detach()).contiguous()
+    rnn.__dict__["_fold_table"] = (key, table)
+    return table
+
+
+def _run_on_table(rnn, table: Tensor, ids: Tensor, emb_mask: Tensor | None) -> Tensor:
+    """``rnn``'s output over ``ids`` with each step's projection read from ``table``
+    (``blas`` forward, nothing kept for a backward pass)."""
+    from .kernels import blas
+
+    m = None if emb_mask is None else emb_mask.to(torch.bool)
+    ids = ids.long()
+    if rnn.go_backwards:
+        ids = ids.flip(1)
+        m = None if m is None else m.flip(1)
+    rnn.last_backend, rnn.embedding_folded = "blas", True
+    out, _ = fused.run_projected(blas, rnn, table, rnn.cell.initial_state(ids.shape[0], table),
+                                 m, None, ids=ids.contiguous())
+    return out

@@ -38,7 +38,7 @@ from torch import Tensor
 from .kernels import lanes, native
 from .kernels.dispatch import LANES_MAX_UNITS, ONEDNN_INFER_MIN_LSTM_UNITS
 from .kernels.fused import KIND_CODE, cell_kind
-from .kernels.optim import pointer_table
+from .kernels.optim import bump_versions, pointer_table
 
 _I64, _PTR = ctypes.c_int64, ctypes.c_void_p
 
@@ -424,6 +424,7 @@ class TrainStep:
         a.hyper, a.t0 = hyper.ctypes.data, self._steps(n)
         a.losses, a.outs = losses.ctypes.data, outs.data_ptr()
         native.fn("rk_train_span", p.rnn.cell.kernel.dtype)(ctypes.byref(a))
+        bump_versions(self.params)  # updated in place by the kernel
         _ran_fused(p.rnn)
         return losses, outs
 

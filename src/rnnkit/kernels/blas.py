@@ -50,10 +50,13 @@ def _use_rm(rm) -> bool:
     return bool((rm != 1).any())
 
 
-def forward(kind, xp, w, bh, h0, c0, mask, rm, relu, seq, keep=True):
+def forward(kind, xp, w, bh, h0, c0, mask, rm, relu, seq, keep=True, ids=None):
     """Run ``rk_blas_fwd`` on torch tensors; returns ``(y, h_T, c_T, saved)``. With
-    ``keep=False`` (no backward will run) neither states nor gates are kept per step."""
-    nb, nt, nh = xp.shape[0], xp.shape[1], h0.shape[1]
+    ``keep=False`` (no backward will run) neither states nor gates are kept per step. With
+    ``ids`` (B,T) int64, ``xp`` is a table (V,G) and step ``t`` of sequence ``b`` reads its
+    row ``ids[b, t]`` (an Embedding folded into the projection, :mod:`rnnkit.fold`)."""
+    nb, nt = (ids.shape if ids is not None else xp.shape[:2])
+    nh = h0.shape[1]
     kw = {"dtype": xp.dtype}
     k = KIND_CODE[kind]
     one = (1, 1, 1)
@@ -68,9 +71,12 @@ def forward(kind, xp, w, bh, h0, c0, mask, rm, relu, seq, keep=True):
     c = c0.clone() if k == 1 else torch.empty((1, 1), **kw)
     w, bh, xp = w.detach().contiguous(), bh.detach().contiguous(), xp.detach().contiguous()
     mask, rm = mask.contiguous(), rm.detach().contiguous()
+    if ids is not None:
+        ids = ids.to(torch.int64).contiguous()
     native.fn("rk_blas_fwd", xp.dtype)(
         _threads(nb, w.shape[1]), k, int(relu), int(_use_rm(rm)), int(seq), int(keep), nb, nt, nh,
-        w.shape[1], _p(xp), _p(h), _p(c), _p(w), _p(bh), _p(mask), _p(rm), _p(hs), _p(cs),
+        w.shape[1], _p(xp), None if ids is None else _p(ids), _p(h), _p(c), _p(w), _p(bh),
+        _p(mask), _p(rm), _p(hs), _p(cs),
         _p(gates), _p(hhs), _p(y), _p(last))
     c_t = c if k == 1 else torch.empty((0, 0), **kw)
     return (y if seq else last), h, c_t, (hs, cs, gates, hhs)

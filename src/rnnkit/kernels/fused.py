@@ -97,12 +97,14 @@ def run(impl: ModuleType, layer, x: Tensor, state, mask: Tensor | None, in_mask:
 
 
 def run_projected(impl: ModuleType, layer, xp: Tensor, state, mask: Tensor | None,
-                  rec_mask: Tensor | None):
-    """The recurrence on projected inputs ``xp`` (already in processing order)."""
+                  rec_mask: Tensor | None, ids: Tensor | None = None):
+    """The recurrence on projected inputs ``xp`` (already in processing order); with ``ids``
+    (B,T), ``xp`` is a table (V,G) whose row ``ids[b, t]`` is step ``t``'s projection
+    (``blas`` inference only: nothing differentiable)."""
     cell = layer.cell
     kind = cell_kind(cell)
     xp = xp.contiguous()
-    b, t = xp.shape[0], xp.shape[1]
+    b, t = (ids.shape if ids is not None else xp.shape[:2])
     units = cell.units
     m8 = (torch.ones((b, t), dtype=torch.uint8) if mask is None
           else mask.to(torch.uint8).contiguous())
@@ -117,7 +119,13 @@ def run_projected(impl: ModuleType, layer, xp: Tensor, state, mask: Tensor | Non
     relu = kind == "simple" and cell.activation == "relu"
     w = cell.recurrent_kernel.contiguous()
     keep = torch.is_grad_enabled() and any(t.requires_grad for t in (xp, w, bh, h0, c0))
-    if keep:
+    if ids is not None:
+        if keep:
+            raise RuntimeError("run_projected: a table with ids is for inference only")
+        y, h_t, c_t, _ = impl.forward(kind, xp.detach(), w.detach(), bh.detach(), h0.detach(),
+                                      c0.detach(), m8, rm, relu, layer.return_sequences, False,
+                                      ids=ids)
+    elif keep:
         y, h_t, c_t = Recurrence.apply(xp, w, bh, h0, c0, m8, rm, kind, relu,
                                        layer.return_sequences, impl, keep)
     else:  # nothing to differentiate: the kernel alone (the autograd Function costs ~10 us)

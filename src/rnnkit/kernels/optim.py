@@ -31,7 +31,9 @@ def update_in_place(adam: bool, p: Tensor, g: Tensor, s1: Tensor, s2: Tensor, lr
     """One parameter's RMSprop/Adam update in one pass over memory (instead of torch's five
     element-wise ops), for :mod:`rnnkit.optimizers`. Returns False, touching nothing, when
     the kernels are unavailable or the tensors are not dense contiguous CPU float32/float64
-    tensors of one dtype (the caller then runs its torch ops)."""
+    tensors of one dtype (the caller then runs its torch ops). Bumps the version counters of
+    the tensors it wrote, as a torch in-place op would (caches keyed by them, such as
+    :mod:`rnnkit.fold`'s inference table, then see the new values)."""
     ts = (p, g, s1, s2)
     if not native.available() or p.dtype not in (torch.float32, torch.float64) or any(
             x.device.type != "cpu" or x.dtype != p.dtype or x.layout != torch.strided
@@ -41,4 +43,14 @@ def update_in_place(adam: bool, p: Tensor, g: Tensor, s1: Tensor, s2: Tensor, lr
     sizes = (ctypes.c_int64 * 1)(p.numel())
     native.fn("rk_optimizer", p.dtype)(int(adam), 1, *tables, sizes, lr, a, b, eps, float(t),
                                        0.0, 0.0)
+    bump_versions((p, s1, s2))
     return True
+
+
+def bump_versions(tensors) -> None:
+    """Advance the version counter of each tensor written in place by compiled code (torch
+    does it for its own in-place ops; autograd's saved-tensor checks and version-keyed
+    caches rely on it)."""
+    for t in tensors:
+        if not t.is_inference():  # inference tensors have no version counter
+            torch.autograd.graph.increment_version(t)

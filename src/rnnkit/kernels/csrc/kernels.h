@@ -829,14 +829,14 @@ AI void S(gru_row_bwd)(const R *restrict gh, const R *restrict g, const R *restr
 
 __attribute__((noinline)) static void S(blas_fwd_row)(
     int64_t b, int64_t t, int64_t tg, int kind, int relu, int use_rm, int seq, int keep,
-    int64_t nb, int64_t nt, int64_t nh, int64_t ng, const R *xp, R *h, R *c, const R *bh,
-    const uint8_t *mask, const R *rm, R *hr, R *p, R *hs, R *cs, R *gates, R *hhs, R *y,
-    R *last) {
+    int64_t nb, int64_t nt, int64_t nh, int64_t ng, const R *xp, const int64_t *ids, R *h,
+    R *c, const R *bh, const uint8_t *mask, const R *rm, R *hr, R *p, R *hs, R *cs, R *gates,
+    R *hhs, R *y, R *last) {
     int real = mask[b * nt + t] != 0;
     R *hb = h + b * nh;
     if (real) {
         R *pb = p + b * ng;
-        const R *xb = xp + (b * nt + t) * ng;
+        const R *xb = xp + (ids ? ids[b * nt + t] : b * nt + t) * ng;
         if (kind == 2) {
             for (int64_t j = 0; j < ng; j++) pb[j] += bh[j];
             S(gru_row)(xb, pb, hb, gates + (tg * nb + b) * ng, hhs + (tg * nb + b) * nh, nh);
@@ -862,9 +862,12 @@ __attribute__((noinline)) static void S(blas_fwd_row)(
 }
 
 /* Forward of the blas backend: one GEMM per step over the batch, gate math parallel over
- * the batch. h (and LSTM c) hold the initial state on entry and the final one on exit. */
+ * the batch. h (and LSTM c) hold the initial state on entry and the final one on exit.
+ * Projected inputs: xp (B,T,G) when ids is NULL, else row ids[b, t] of the table xp (V,G)
+ * (an Embedding folded into the input projection, read where it lies). */
 void S(rk_blas_fwd)(int nthreads, int kind, int relu, int use_rm, int seq, int keep, int64_t nb,
-                    int64_t nt, int64_t nh, int64_t ng, const R *xp, R *h, R *c, const R *w,
+                    int64_t nt, int64_t nh, int64_t ng, const R *xp, const int64_t *ids, R *h,
+                    R *c, const R *w,
                     const R *bh, const uint8_t *mask, const R *rm, R *hs, R *cs, R *gates,
                     R *hhs, R *y, R *last) {
     R *hr = (R *)malloc((size_t)(nb * nh) * sizeof(R));
@@ -887,8 +890,8 @@ void S(rk_blas_fwd)(int nthreads, int kind, int relu, int use_rm, int seq, int k
         S(rk_gemm)(0, 0, nb, ng, nh, 1, hr, nh, w, ng, 0, p, ng);
 #pragma omp parallel for num_threads(nthreads) schedule(static) if (nthreads > 1)
         for (int64_t b = 0; b < nb; b++)
-            S(blas_fwd_row)(b, t, tg, kind, relu, use_rm, seq, keep, nb, nt, nh, ng, xp, h, c, bh,
-                            mask, rm, hr, p, hs, cs, gates, hhs, y, last);
+            S(blas_fwd_row)(b, t, tg, kind, relu, use_rm, seq, keep, nb, nt, nh, ng, xp, ids, h, c,
+                            bh, mask, rm, hr, p, hs, cs, gates, hhs, y, last);
     }
     if (nthreads == 1) rk_blas_threads_local(old);
     free(hr);
