@@ -20,7 +20,8 @@ prediction over many batches pays the input projection once for the vocabulary i
 once per token, so the recurrent product is the only GEMM left per step. It is built on the
 first call whose batch holds at least as many tokens as the vocabulary has rows, else on
 the second call with the same weights, and only while it is at most
-:data:`TABLE_CACHE_MAX_BYTES`. An LSTM the dispatch would give to oneDNN (which takes
+:data:`TABLE_CACHE_MAX_BYTES`; a call with autograd (training) frees it, and a stale table
+is freed before its successor is built, so at most one is held. An LSTM the dispatch would give to oneDNN (which takes
 inputs, not projections) runs on ``blas`` then: half of its GEMM work is gone.
 """
 
@@ -66,6 +67,8 @@ def embedding_rnn(emb, rnn, ids: Tensor, mask: Tensor | None):
 
     if not (isinstance(emb, Embedding) and isinstance(rnn, RNN)):
         return None
+    if torch.is_grad_enabled():  # training changes the weights: free a kept inference table
+        rnn.__dict__.pop("_fold_table", None)
     w = emb.weight
     cell = rnn.cell
     if (rnn.return_state or not cell.built or cell.input_size != emb.output_dim
@@ -118,9 +121,10 @@ def _inference_table(emb, rnn, name: str, probe: Tensor, emb_mask, tokens: int) 
         return None
     cell = rnn.cell
     key = _weights_key(emb, cell)
-    kept = rnn.__dict__.get("_fold_table")
+    kept = rnn.__dict__.pop("_fold_table", None)  # a stale table goes before a new one is made
     if kept is not None and kept[0] == key:
         if kept[1] is not None:
+            rnn.__dict__["_fold_table"] = kept
             return kept[1]
     elif emb.input_dim > tokens:  # first sight of these weights and a small call
         rnn.__dict__["_fold_table"] = (key, None)
