@@ -20,9 +20,10 @@ prediction over many batches pays the input projection once for the vocabulary i
 once per token, so the recurrent product is the only GEMM left per step. It is built on the
 first call whose batch holds at least as many tokens as the vocabulary has rows, else on
 the second call with the same weights, and only while it is at most
-:data:`TABLE_CACHE_MAX_BYTES`; a call with autograd (training) frees it, and a stale table
-is freed before its successor is built, so at most one is held. An LSTM the dispatch would give to oneDNN (which takes
-inputs, not projections) runs on ``blas`` then: half of its GEMM work is gone.
+:data:`TABLE_CACHE_MAX_BYTES` (0 turns the cache off); a call with autograd (training)
+frees it, and a stale table is freed before its successor is built, so at most one is held.
+An LSTM the dispatch would give to oneDNN (which takes inputs, not projections) runs on
+``blas`` then: half of its GEMM work is gone.
 """
 
 from __future__ import annotations
