@@ -55,7 +55,7 @@ class TrainArgs(ctypes.Structure):
         [(n, _PTR) for n in ("rml_all", "ids", "y", "e", "wx", "bx", "wh", "bh", "wd", "bd",
                              "table", "idl", "maskl", "xp", "hs", "hrp", "cs", "gs", "hh",
                              "last", "h0", "dxp", "dhp", "dh0", "dc0", "dlast", "out", "dz",
-                             "dtable_t", "de", "dwx", "dbx", "dwh", "dbh", "dwd", "dbd")] + \
+                             "dtable", "de", "dwx", "dbx", "dwh", "dbh", "dwd", "dbd")] + \
         [("nparams", _I64)] + \
         [(n, _PTR) for n in ("params", "grads", "s1", "s2", "sizes", "hyper")] + \
         [("t0", _I64), ("losses", _PTR), ("outs", _PTR)]
@@ -148,7 +148,7 @@ class _Work:
         self.y = np.zeros(nb, np.float64)
         self.outn = z((nb, nk))
         self.dz = np.zeros((nb, nk), np.float64)
-        self.dtable_t = z((ng, vocab))
+        self.dtable = z((vocab, ng))
         self.dxp = z((nc, ng, nt, nl))
         self.dhp = z((nc, ng, nt, nl)) if p.kind == 2 else z((1, 1, 1, 1))
         self.dh0, self.dc0 = z((nc, nh, nl)), z((nc, nh, nl))
@@ -338,7 +338,7 @@ class TrainStep:
                              strict=True):
             setattr(a, name, arr.ctypes.data)
         for name in ("ids", "y", "table", "idl", "maskl", "xp", "hs", "hrp", "cs", "gs", "hh",
-                     "last", "h0", "dxp", "dhp", "dh0", "dc0", "dlast", "dz", "dtable_t"):
+                     "last", "h0", "dxp", "dhp", "dh0", "dc0", "dlast", "dz", "dtable"):
             setattr(a, name, getattr(w, name).ctypes.data)
         a.out = w.outn.ctypes.data
         a.nparams = len(self.params)

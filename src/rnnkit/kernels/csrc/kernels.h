@@ -69,6 +69,20 @@ static double S(sum_sq)(const R *x, int64_t n) {
     return s + ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
 }
 
+/* out[j] = sum_i x[i, j] over the rows of x (n x m), accumulated in double, row after row
+ * (the loop over j vectorises). */
+static void S(col_sums)(const R *x, int64_t n, int64_t m, R *out) {
+    double *acc = (double *)calloc((size_t)m, sizeof(double));
+    if (!acc) {
+        rk_alloc_failed();
+        return;
+    }
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t j = 0; j < m; j++) acc[j] += (double)x[i * m + j];
+    for (int64_t j = 0; j < m; j++) out[j] = (R)acc[j];
+    free(acc);
+}
+
 /* ------------------------------------------------------------------ lanes: one step */
 /* acc (G,L) += w^T x with w (H,G), x (H,L); k in blocks of 4. */
 AI void S(mm_lanes)(R *restrict acc, const R *restrict w, const R *restrict x, int64_t ng,
@@ -535,17 +549,62 @@ __attribute__((noinline)) static void S(lane_ids)(int64_t c, const int64_t *ids,
         }
 }
 
-/* dT^T[g, id] += dxp[c, g, t, i] for one gate row g (padding lanes carry a zero gradient). */
-__attribute__((noinline)) static void S(scatter_row)(int64_t g, const int64_t *idl, const R *dxp,
-                                                     R *dtable_t, int64_t nc, int64_t ng,
-                                                     int64_t nt, int64_t nl, int64_t nv) {
-    R *row = dtable_t + g * nv;
-    memset(row, 0, (size_t)nv * sizeof(R));
+/* Gates per block of the table-gradient scatter: a block is one thread's (race-free), and
+ * the AVX-512 (AVX2) float build moves 16 (8) lanes x 16 (8) gates at a time. */
+#if RK_TR16
+#define RK_SB 16
+#elif RK_TR8
+#define RK_SB 8
+#else
+#define RK_SB 16
+#endif
+
+/* dT[id, g] += dxp[c, g, t, i] over every chunk c, step t and lane i, for the gates
+ * g0 .. g0+gn-1 (padding lanes carry a zero gradient; dT (V x G) is zeroed by the caller).
+ * The vector builds load gn gate rows of 16 (8) lanes, transpose them in registers (row k
+ * then holds lane k's gates) and add each to its id's row of dT, lane after lane, so a
+ * repeated id adds twice, in order. */
+__attribute__((noinline)) static void S(scatter_block)(int64_t g0, int64_t gn,
+                                                       const int64_t *idl, const R *dxp,
+                                                       R *dtable, int64_t nc, int64_t ng,
+                                                       int64_t nt, int64_t nl) {
+    int64_t gs = nt * nl; /* from one gate's row of dxp to the next */
     for (int64_t c = 0; c < nc; c++)
         for (int64_t t = 0; t < nt; t++) {
             const int64_t *id = idl + (c * nt + t) * nl;
-            const R *src = dxp + ((c * ng + g) * nt + t) * nl;
-            for (int64_t i = 0; i < nl; i++) row[id[i]] += src[i];
+            const R *src = dxp + ((c * ng + g0) * nt + t) * nl;
+            int64_t i0 = 0;
+#if RK_TR16
+            __mmask16 mk = (__mmask16)(gn == 16 ? 0xFFFF : (1u << gn) - 1);
+            for (; i0 + 16 <= nl; i0 += 16) {
+                __m512 r[16];
+                for (int j = 0; j < 16; j++)
+                    r[j] = j < gn ? _mm512_loadu_ps(src + j * gs + i0) : _mm512_setzero_ps();
+                rk_tr16(r);
+                for (int k = 0; k < 16; k++) {
+                    R *row = dtable + id[i0 + k] * ng + g0;
+                    _mm512_mask_storeu_ps(row, mk,
+                                          _mm512_add_ps(_mm512_maskz_loadu_ps(mk, row), r[k]));
+                }
+            }
+#elif RK_TR8
+            __m256i mk = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)gn),
+                                            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+            for (; i0 + 8 <= nl; i0 += 8) {
+                __m256 r[8];
+                for (int j = 0; j < 8; j++)
+                    r[j] = j < gn ? _mm256_loadu_ps(src + j * gs + i0) : _mm256_setzero_ps();
+                rk_tr8(r);
+                for (int k = 0; k < 8; k++) {
+                    R *row = dtable + id[i0 + k] * ng + g0;
+                    _mm256_maskstore_ps(row, mk, _mm256_add_ps(_mm256_maskload_ps(row, mk), r[k]));
+                }
+            }
+#endif
+            for (int64_t i = i0; i < nl; i++) {
+                R *row = dtable + id[i] * ng + g0;
+                for (int64_t j = 0; j < gn; j++) row[j] += src[j * gs + i];
+            }
         }
 }
 
@@ -626,7 +685,7 @@ typedef struct S(rk_train_args) {
     uint8_t *maskl;
     void *xp, *hs, *hrp, *cs, *gs, *hh, *last, *h0, *dxp, *dhp, *dh0, *dc0, *dlast, *out;
     double *dz;
-    void *dtable_t, *de, *dwx, *dbx, *dwh, *dbh, *dwd, *dbd;
+    void *dtable, *de, *dwx, *dbx, *dwh, *dbh, *dwd, *dbd;
     int64_t nparams;
     void **params, **grads, **s1, **s2;
     const int64_t *sizes;
@@ -645,7 +704,7 @@ static double S(train_step)(S(rk_train_args) *a, const R *rml, int64_t t) {
             *bd = a->bd;
     R *table = a->table, *hs = a->hs, *hrp = a->hrp, *cs = a->cs, *gs = a->gs,
       *hh = a->hh, *last = a->last, *h0 = a->h0, *dxp = a->dxp, *dhp = a->dhp, *dh0 = a->dh0,
-      *dc0 = a->dc0, *dlast = a->dlast, *out = a->out, *dtable_t = a->dtable_t, *de = a->de,
+      *dc0 = a->dc0, *dlast = a->dlast, *out = a->out, *dtable = a->dtable, *de = a->de,
       *dwx = a->dwx, *dbx = a->dbx, *dwh = a->dwh, *dbh = a->dbh, *dwd = a->dwd, *dbd = a->dbd;
     S(table)((int)a->emb, e, wx, bx, table, ng, nv, a->nd);
 #pragma omp parallel for num_threads(nth) schedule(static) if (nth > 1)
@@ -677,16 +736,20 @@ static double S(train_step)(S(rk_train_args) *a, const R *rml, int64_t t) {
             for (int64_t c = 0; c < nc; c++) s += S(sum)(dhp + (c * ng + g) * nt * nl, nt * nl);
         dbh[g] = (R)s;
     }
-#pragma omp parallel for num_threads(nth) schedule(static) if (nth > 1)
-    for (int64_t g = 0; g < ng; g++) S(scatter_row)(g, a->idl, dxp, dtable_t, nc, ng, nt, nl, nv);
+    memset(dtable, 0, (size_t)(nv * ng) * sizeof(R));
+    int64_t nblk = (ng + RK_SB - 1) / RK_SB;
+    int nthb = (int)(nth < nblk ? nth : nblk);
+#pragma omp parallel for num_threads(nthb) schedule(static) if (nthb > 1)
+    for (int64_t k = 0; k < nblk; k++)
+        S(scatter_block)(k * RK_SB, ng - k * RK_SB < RK_SB ? ng - k * RK_SB : RK_SB, a->idl,
+                         dxp, dtable, nc, ng, nt, nl);
     /* from dT: db_x = sum_v dT, dW_x = E^T dT, dE = dT W_x^T (OneHot: dW_x = dT) */
-    for (int64_t g = 0; g < ng; g++) dbx[g] = (R)S(sum)(dtable_t + g * nv, nv);
+    S(col_sums)(dtable, nv, ng, dbx);
     if (a->emb) {
-        S(rk_gemm)(1, 1, a->nd, ng, nv, 1, e, a->nd, dtable_t, nv, 0, dwx, ng);
-        S(rk_gemm)(1, 1, nv, a->nd, ng, 1, dtable_t, nv, wx, ng, 0, de, a->nd);
+        S(rk_gemm)(1, 0, a->nd, ng, nv, 1, e, a->nd, dtable, ng, 0, dwx, ng);
+        S(rk_gemm)(0, 1, nv, a->nd, ng, 1, dtable, ng, wx, ng, 0, de, a->nd);
     } else {
-        for (int64_t v = 0; v < nv; v++)
-            for (int64_t g = 0; g < ng; g++) dwx[v * ng + g] = dtable_t[g * nv + v];
+        memcpy(dwx, dtable, (size_t)(nv * ng) * sizeof(R));
     }
     const double *hy = a->hyper;
     S(rk_optimizer)((int)a->adam, a->nparams, (R **)a->params, (R **)a->grads, (R **)a->s1,
@@ -991,5 +1054,6 @@ done:
 }
 
 #undef AI
+#undef RK_SB
 #undef RK_TANH
 #undef RK_SIG
