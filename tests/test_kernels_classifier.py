@@ -17,6 +17,7 @@ import torch
 import rnnkit
 from rnnkit import callbacks, train
 from rnnkit import planner as classifier
+from rnnkit.kernels import LANES_MAX_UNITS
 from rnnkit.layers import OneHot
 
 CELLS = {"simple": rnnkit.SimpleRNN, "lstm": rnnkit.LSTM, "gru": rnnkit.GRU}
@@ -246,22 +247,20 @@ def test_bad_class_ids_are_rejected(one_thread):
         _fit(model, ids, torch.full((ids.shape[0],), 5), loss="sparse_categorical_crossentropy")
 
 
-def test_unmasked_lstm_of_32_units_infers_on_onednn(monkeypatch):
-    """An unmasked float32 LSTM of ONEDNN_INFER_MIN_LSTM_UNITS units leaves the fused
-    inference to the layers, one by one (kernels.dispatch): there the Embedding folds into a
-    cached table read by the blas kernel (rnnkit.fold), or, without that table, the LSTM
-    runs on oneDNN; 31 units, or the same layer behind a masking Embedding, still run in one
-    compiled call. Every output equals the reference loop's."""
+def test_lstm_inference_in_one_call_up_to_lanes_max_units(monkeypatch):
+    """An LSTM classifier of up to LANES_MAX_UNITS units, masked or not, infers in one
+    compiled call; one unit more leaves it to the layers, one by one: there the Embedding
+    folds into a cached table read by the blas kernel (rnnkit.fold), or, without that
+    table, the LSTM runs on oneDNN. Every output equals the reference loop's."""
     from rnnkit import fold
-    from rnnkit.kernels.dispatch import ONEDNN_INFER_MIN_LSTM_UNITS as MIN_UNITS
 
     calls = []
     kernel = classifier.infer_kernel
     monkeypatch.setattr(classifier, "infer_kernel",
                         lambda dtype, *a: (calls.append(a[5]), kernel(dtype, *a))[1])
     ids = torch.randint(1, 40, (300, 11), generator=torch.Generator().manual_seed(0))
-    for units, mask, fused in ((MIN_UNITS, False, False), (MIN_UNITS - 1, False, True),
-                               (MIN_UNITS, True, True)):
+    for units, mask, fused in ((32, False, True), (LANES_MAX_UNITS, False, True),
+                               (LANES_MAX_UNITS, True, True), (LANES_MAX_UNITS + 1, False, False)):
         torch.manual_seed(1)
         model = rnnkit.Sequential(rnnkit.Embedding(40, 6, mask_zero=mask),
                                   rnnkit.LSTM(units), rnnkit.Dense(1, "sigmoid"),

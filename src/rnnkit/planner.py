@@ -36,7 +36,7 @@ import torch
 from torch import Tensor
 
 from .kernels import lanes, native
-from .kernels.dispatch import LANES_MAX_UNITS, ONEDNN_INFER_MIN_LSTM_UNITS
+from .kernels.dispatch import LANES_MAX_UNITS
 from .kernels.fused import KIND_CODE, cell_kind
 from .kernels.optim import bump_versions, pointer_table
 
@@ -230,18 +230,13 @@ def infer_kernel(dtype: torch.dtype, *args) -> None:
 
 def forward_no_grad(model, x: Tensor, mask: Tensor | None) -> Tensor | None:
     """``model(x)`` through :func:`infer_hidden` when gradients are off and the model has
-    the fused classifier's shape (no recurrent dropout active), else None; also None for an
-    unmasked float32 LSTM of :data:`~rnnkit.kernels.dispatch.ONEDNN_INFER_MIN_LSTM_UNITS` units or
-    more, which oneDNN runs faster layer by layer."""
+    the fused classifier's shape (no recurrent dropout active), else None."""
     if torch.is_grad_enabled() or mask is not None or x.dim() != 2 \
             or x.is_floating_point() or x.device.type != "cpu" or x.shape[1] == 0:
         return None
     p = parts(model)
     if isinstance(p, str) or (p.rnn.training and p.rnn.recurrent_dropout > 0):
         return None
-    if p.kind == 1 and p.rnn.backend == "auto" and p.rnn.cell.units >= ONEDNN_INFER_MIN_LSTM_UNITS \
-            and p.rnn.cell.kernel.dtype == torch.float32 and not _mask_zero(p):
-        return None  # oneDNN's LSTM is faster here, layer by layer (kernels.dispatch)
     return p.dense(infer_hidden(p, x))
 
 

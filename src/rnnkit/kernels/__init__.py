@@ -11,19 +11,23 @@ Backends:
 * ``lanes``     -- :mod:`.lanes`: whole time loop forward and backward in one compiled
   call each, the batch in the vector lanes, chunks of it on threads when the work is large
   enough. CPU, float32/float64, built-in cells, small units.
-* ``blas``      -- :mod:`.blas`: per-step recurrent GEMM through MKL, gate math fused in
-  compiled code. CPU, float32/float64, built-in cells, large units.
-
-Both run C compiled by the install step (``csrc/``, loaded by :mod:`.native`); without it
-(no C compiler at install) ``auto`` runs the reference loop and warns once.
-
-Beside the backends, :mod:`rnnkit.planner` runs a whole training step (and inference) of
-the ``Embedding | OneHot -> RNN -> Dense`` classifier in one compiled call; ``rnnkit.fit``
-consults it, and ``Sequential`` through :mod:`rnnkit.fastpaths`. The kernels import nothing
-of rnnkit above :mod:`rnnkit.cells`.
+* ``blas``      -- :mod:`.blas`: per-step recurrent GEMM (the kernels' GEMM: MKL's, or their
+  own AVX-512 one), gate math fused in compiled code. CPU, float32/float64, built-in cells,
+  large units; its forward also reads each step's projection from a folded Embedding table
+  by id (:mod:`rnnkit.fold`).
 * ``torch``     -- :mod:`.torch_nn`: ``torch.lstm``/``torch.gru``/``torch.rnn_*`` (cuDNN on
   CUDA, oneDNN's LSTM on the CPU); no recurrent dropout, masks only as post-padding (on
   CUDA not with ``go_backwards``).
+
+``lanes`` and ``blas`` run C compiled by the install step (``csrc/``, loaded by
+:mod:`.native`); without it (no C compiler at install) ``auto`` runs the reference loop and
+warns once.
+
+Beside the backends, :mod:`rnnkit.planner` runs a whole training step (and inference) of
+the ``Embedding | OneHot -> RNN -> Dense`` classifier in one compiled call; ``rnnkit.fit``
+consults it, and ``Sequential`` through :mod:`rnnkit.fastpaths` (as it does
+:mod:`rnnkit.fold` for ``Embedding -> RNN`` pairs). The kernels import nothing of rnnkit
+above :mod:`rnnkit.cells`.
 
 ``backend="auto"`` picks, on the CPU, ``blas`` for SimpleRNN and GRU and the ``torch`` path
 (oneDNN) for float32 LSTM (post-padded masks without ``return_state`` included), else

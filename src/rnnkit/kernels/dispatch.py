@@ -25,13 +25,6 @@ LANES_MAX_UNITS = 64
 #: and the call has at least :data:`ONEDNN_MIN_STEPS` sequence-steps (one step of one
 #: sequence, as in generation, pays oneDNN's per-call setup: 8x slower than blas at 256 units).
 ONEDNN_MIN_STEPS = 256
-#: inference of the fused classifier (:func:`rnnkit.planner.forward_no_grad`) leaves an
-#: unmasked float32 LSTM of at least this many units to oneDNN, layer by layer: W2's
-#: Emb -> LSTM -> Dense over 25,000 sequences, ms (planner / oneDNN), one thread: 8 units
-#: 80 / 179, 16: 181 / 212, 32: 439 / 302, 48: 806 / 503, 64: 1310 / 765; two threads:
-#: 32: 227 / 197, 48: 405 / 396, 64: 669 / 703 (docs/benchmarks.md). Training keeps the
-#: fused step, which is faster at every size here.
-ONEDNN_INFER_MIN_LSTM_UNITS = 32
 CPU_ORDER = {"simple": ("blas",), "gru": ("blas",), "lstm": ("torch", "blas")}
 #: older names of backends, still accepted (``"numba"``: the lanes kernels were Numba code)
 ALIASES = {"numba": "lanes"}
