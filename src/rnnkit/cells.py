@@ -208,7 +208,7 @@ class LSTMCell(RNNCellBase):
         z = xp + hr @ self.recurrent_kernel
         i, f, g, o = z.chunk(4, dim=-1)
         i, f, g, o = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
-        c = f * c + i * g
+        c = torch.addcmul(f * c, i, g)  # f * c + i * g
         return i, f, g, o, c, torch.tanh(c)
 
     def step(self, xp: Tensor, state: State, rec_mask: Tensor | None = None) -> State:

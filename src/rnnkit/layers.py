@@ -58,8 +58,13 @@ class Embedding(nn.Module):
         nn.init.uniform_(self.weight, -0.05, 0.05)
 
     def forward(self, ids: Tensor, mask: Tensor | None = None) -> Tensor:
-        _check_ids(ids, self.input_dim, "Embedding")
-        return nn.functional.embedding(ids.long(), self.weight)
+        if ids.is_floating_point() or ids.device.type != "cpu":
+            _check_ids(ids, self.input_dim, "Embedding")  # (CUDA asserts on the device)
+        try:  # on the CPU torch checks every id itself; the scan for the message only on error
+            return nn.functional.embedding(ids.long(), self.weight)
+        except IndexError:
+            _check_ids(ids, self.input_dim, "Embedding")
+            raise
 
     def compute_mask(self, ids: Tensor, mask: Tensor | None) -> Tensor | None:
         return ids != 0 if self.mask_zero else mask

@@ -57,7 +57,7 @@ def reference_scan(cell: RNNCellBase, xp: Tensor, state: State, mask: Tensor | N
     Returns ``(outputs, final_state)``; outputs are ``(batch, time, units)`` or the last.
     """
     outputs = []
-    out = state[0].new_zeros(state[0].shape)
+    out = state[0].new_zeros(state[0].shape) if mask is not None else state[0]
     for t in range(xp.shape[1]):
         new = cell.step(xp[:, t], state, rec_mask)
         if mask is not None:
@@ -71,7 +71,8 @@ def reference_scan(cell: RNNCellBase, xp: Tensor, state: State, mask: Tensor | N
             outputs.append(y)
         state = new
     if return_sequences:
-        return torch.stack(outputs, dim=1), state
+        return (outputs[0].unsqueeze(1) if len(outputs) == 1
+                else torch.stack(outputs, dim=1)), state
     return (out if mask is not None else state[0]), state
 
 

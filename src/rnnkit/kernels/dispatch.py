@@ -145,6 +145,8 @@ def run_bidirectional(bi, x: Tensor) -> Tensor | None:
 def run(layer, x, state, mask, in_mask, rec_mask):
     """Select a backend, record it on ``layer.last_backend`` and run it."""
     name = select(layer, x, mask, in_mask, rec_mask)
-    layer.last_backend = name
-    layer.embedding_folded = False  # set True by rnnkit.fold when it ran Embedding -> RNN
+    d = layer.__dict__  # nn.Module.__setattr__ costs microseconds: write only on a change
+    if d.get("last_backend") != name or d.get("embedding_folded") is not False:
+        layer.last_backend = name
+        layer.embedding_folded = False  # set True by rnnkit.fold when it ran Embedding -> RNN
     return BACKENDS[name](layer, x, state, mask, in_mask, rec_mask)
