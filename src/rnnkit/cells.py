@@ -205,9 +205,9 @@ class LSTMCell(RNNCellBase):
         """``sigmoid(i), sigmoid(f), tanh(g), sigmoid(o), c_t, tanh(c_t)`` of one step."""
         h, c = state
         hr = h if rec_mask is None else h * rec_mask
-        z = xp + hr @ self.recurrent_kernel
-        i, f, g, o = z.chunk(4, dim=-1)
-        i, f, g, o = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
+        z = torch.addmm(xp, hr, self.recurrent_kernel)  # xp + hr W_h
+        i, f, _, o = torch.sigmoid(z).chunk(4, dim=-1)  # (the g block's sigmoid is unused)
+        g = torch.tanh(z[..., 2 * self.units : 3 * self.units])
         c = torch.addcmul(f * c, i, g)  # f * c + i * g
         return i, f, g, o, c, torch.tanh(c)
 
