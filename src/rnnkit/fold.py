@@ -15,7 +15,9 @@ Dropout masks are sampled exactly as :meth:`rnnkit.recurrent.RNN.forward` sample
 Inference (no autograd) keeps ``T`` on the recurrent layer between calls, keyed by the
 identity and version counter of ``E``, ``W_x`` and ``b`` (every in-place change of a
 weight, an optimizer step or ``load_state_dict``, bumps its version and so rebuilds
-``T``), and the ``blas`` kernel reads each step's row ``T[id_t]`` where it lies: a
+``T``; a write through ``.data`` or a NumPy view bypasses the counter, as it bypasses
+autograd: set :data:`TABLE_CACHE_MAX_BYTES` to 0 for code that updates weights that way), and
+the ``blas`` kernel reads each step's row ``T[id_t]`` where it lies: a
 prediction over many batches pays the input projection once for the vocabulary instead of
 once per token, so the recurrent product is the only GEMM left per step. It is built on the
 first call whose batch holds at least as many tokens as the vocabulary has rows, else on
