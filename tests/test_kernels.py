@@ -391,6 +391,46 @@ def test_inference_table_waits_for_a_second_call_when_small(monkeypatch):
             m(ids + 50)
 
 
+
+def test_inference_table_not_kept_for_weights_made_in_inference_mode():
+    """Weights created under torch.inference_mode have no version counter: no table is kept
+    for them (the per-call paths run), and outputs still equal the reference loop's."""
+    with torch.inference_mode():
+        m = rnnkit.Sequential(rnnkit.Embedding(50, 4), GRU(70), rnnkit.Dense(1),
+                              input_shape=(7,))
+        ids = torch.randint(1, 50, (300, 7), generator=torch.Generator().manual_seed(0))
+        out = m(ids)
+        ref = copy.deepcopy(m)
+        ref[1].backend = "reference"
+        torch.testing.assert_close(out, ref(ids), rtol=0, atol=1e-5)
+    with torch.no_grad():
+        torch.testing.assert_close(m(ids), out, rtol=0, atol=1e-5)
+    assert "_fold_table" not in m[1].__dict__
+
+
+@pytest.mark.parametrize("cell", sorted(CELLS))
+def test_inference_table_keeps_recurrent_dropout_in_training_mode(cell):
+    """A layer in training mode called without autograd (Monte Carlo dropout) still drops:
+    the table path samples the recurrent-dropout mask as RNN.forward does."""
+    torch.manual_seed(5)
+    m = rnnkit.Sequential(rnnkit.Embedding(13, 4),
+                          CELLS[cell](5, recurrent_dropout=0.4), rnnkit.Dense(1),
+                          input_shape=(7,))
+    ref = copy.deepcopy(m)
+    ref[1].backend = "reference"
+    ids = torch.randint(1, 13, (8, 7), generator=torch.Generator().manual_seed(1))
+    m.train()
+    ref.train()
+    with torch.no_grad():
+        for _ in range(2):
+            torch.manual_seed(3)
+            y = m(ids)
+            torch.manual_seed(3)
+            torch.testing.assert_close(y, ref(ids), rtol=0, atol=1e-5)
+        assert m[1].embedding_folded and m[1].__dict__["_fold_table"][1] is not None
+        m.eval()
+        torch.testing.assert_close(m(ids), ref.eval()(ids), rtol=0, atol=1e-5)
+
 def test_double_backward_raises():
     layer = GRU(3, backend="lanes")
     x = torch.randn(2, 4, 2, requires_grad=True)

@@ -82,16 +82,20 @@ def embedding_rnn(emb, rnn, ids: Tensor, mask: Tensor | None):
     batch, time = ids.shape
     probe = w.new_empty((1, 1, 1)).expand(batch, time, emb.output_dim)
     name = dispatch.select(rnn, probe, emb_mask, None, None)
+    dropping = rnn.training and rnn.recurrent_dropout > 0
     if not torch.is_grad_enabled():
         table = _inference_table(emb, rnn, name, probe, emb_mask, ids.numel())
         if table is not None:
             _check_ids(ids, emb.input_dim, "Embedding")
-            return _run_on_table(rnn, table, ids, emb_mask), rnn.compute_mask(ids, emb_mask)
+            rec_mask = dropout_mask((batch, cell.units), rnn.recurrent_dropout, w) \
+                if dropping else None
+            return (_run_on_table(rnn, table, ids, emb_mask, rec_mask),
+                    rnn.compute_mask(ids, emb_mask))
     if name not in ("lanes", "blas") or 4 * emb.input_dim > ids.numel():
         return None  # (a table not well below the batch's tokens saves nothing)
     _check_ids(ids, emb.input_dim, "Embedding")
     rec_mask = None
-    if rnn.training and rnn.recurrent_dropout > 0:
+    if dropping:
         rec_mask = dropout_mask((batch, cell.units), rnn.recurrent_dropout, w)
     state = cell.initial_state(batch, w)
     m = None if emb_mask is None else emb_mask.to(torch.bool)
@@ -106,9 +110,12 @@ def embedding_rnn(emb, rnn, ids: Tensor, mask: Tensor | None):
     return out, rnn.compute_mask(ids, emb_mask)
 
 
-def _weights_key(emb, cell) -> tuple:
-    """What the table depends on: each weight's storage, version counter, shape and dtype."""
+def _weights_key(emb, cell) -> tuple | None:
+    """What the table depends on: each weight's storage, version counter, shape and dtype;
+    None for weights made under ``torch.inference_mode`` (no version counter to key by)."""
     ws = (emb.weight, cell.kernel, cell.input_bias())
+    if any(t is not None and t.is_inference() for t in ws):
+        return None
     return tuple(None if t is None else (t.data_ptr(), t._version, tuple(t.shape), t.dtype)
                  for t in ws)
 
@@ -124,6 +131,8 @@ def _inference_table(emb, rnn, name: str, probe: Tensor, emb_mask, tokens: int) 
         return None
     cell = rnn.cell
     key = _weights_key(emb, cell)
+    if key is None:
+        return None
     kept = rnn.__dict__.pop("_fold_table", None)  # a stale table goes before a new one is made
     if kept is not None and kept[0] == key:
         if kept[1] is not None:
@@ -140,9 +149,11 @@ def _inference_table(emb, rnn, name: str, probe: Tensor, emb_mask, tokens: int) 
     return table
 
 
-def _run_on_table(rnn, table: Tensor, ids: Tensor, emb_mask: Tensor | None) -> Tensor:
+def _run_on_table(rnn, table: Tensor, ids: Tensor, emb_mask: Tensor | None,
+                  rec_mask: Tensor | None) -> Tensor:
     """``rnn``'s output over ``ids`` with each step's projection read from ``table``
-    (``blas`` forward, nothing kept for a backward pass)."""
+    (``blas`` forward, nothing kept for a backward pass; ``rec_mask`` the recurrent-dropout
+    mask of a layer in training mode)."""
     from .kernels import blas
 
     m = None if emb_mask is None else emb_mask.to(torch.bool)
@@ -152,5 +163,5 @@ def _run_on_table(rnn, table: Tensor, ids: Tensor, emb_mask: Tensor | None) -> T
         m = None if m is None else m.flip(1)
     rnn.last_backend, rnn.embedding_folded = "blas", True
     out, _ = fused.run_projected(blas, rnn, table, rnn.cell.initial_state(ids.shape[0], table),
-                                 m, None, ids=ids.contiguous())
+                                 m, rec_mask, ids=ids.contiguous())
     return out
