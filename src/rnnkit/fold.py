@@ -82,20 +82,15 @@ def embedding_rnn(emb, rnn, ids: Tensor, mask: Tensor | None):
     batch, time = ids.shape
     probe = w.new_empty((1, 1, 1)).expand(batch, time, emb.output_dim)
     name = dispatch.select(rnn, probe, emb_mask, None, None)
-    dropping = rnn.training and rnn.recurrent_dropout > 0
-    if not torch.is_grad_enabled():
-        table = _inference_table(emb, rnn, name, probe, emb_mask, ids.numel())
-        if table is not None:
-            _check_ids(ids, emb.input_dim, "Embedding")
-            rec_mask = dropout_mask((batch, cell.units), rnn.recurrent_dropout, w) \
-                if dropping else None
-            return (_run_on_table(rnn, table, ids, emb_mask, rec_mask),
-                    rnn.compute_mask(ids, emb_mask))
-    if name not in ("lanes", "blas") or 4 * emb.input_dim > ids.numel():
+    table = None if torch.is_grad_enabled() else \
+        _inference_table(emb, rnn, name, probe, emb_mask, ids.numel())
+    if table is not None:
+        name = "blas"  # the kept table is read by the blas forward
+    elif name not in ("lanes", "blas") or 4 * emb.input_dim > ids.numel():
         return None  # (a table not well below the batch's tokens saves nothing)
     _check_ids(ids, emb.input_dim, "Embedding")
     rec_mask = None
-    if dropping:
+    if rnn.training and rnn.recurrent_dropout > 0:
         rec_mask = dropout_mask((batch, cell.units), rnn.recurrent_dropout, w)
     state = cell.initial_state(batch, w)
     m = None if emb_mask is None else emb_mask.to(torch.bool)
@@ -103,10 +98,13 @@ def embedding_rnn(emb, rnn, ids: Tensor, mask: Tensor | None):
     if rnn.go_backwards:
         ids = ids.flip(1)
         m = None if m is None else m.flip(1)
-    xp = Gather.apply(cell.project_inputs(w), ids.contiguous())
     impl = importlib.import_module(f"{dispatch.__package__}.{dispatch.MODULES[name]}")
     rnn.last_backend, rnn.embedding_folded = name, True
-    out, _ = fused.run_projected(impl, rnn, xp, state, m, rec_mask)
+    if table is not None:  # inference: each step reads its row of the kept table
+        out, _ = fused.run_projected(impl, rnn, table, state, m, rec_mask, ids=ids.contiguous())
+    else:
+        xp = Gather.apply(cell.project_inputs(w), ids.contiguous())
+        out, _ = fused.run_projected(impl, rnn, xp, state, m, rec_mask)
     return out, rnn.compute_mask(ids, emb_mask)
 
 
@@ -147,21 +145,3 @@ def _inference_table(emb, rnn, name: str, probe: Tensor, emb_mask, tokens: int) 
     table = affine.project(cell, w.detach()).contiguous()
     rnn.__dict__["_fold_table"] = (key, table)
     return table
-
-
-def _run_on_table(rnn, table: Tensor, ids: Tensor, emb_mask: Tensor | None,
-                  rec_mask: Tensor | None) -> Tensor:
-    """``rnn``'s output over ``ids`` with each step's projection read from ``table``
-    (``blas`` forward, nothing kept for a backward pass; ``rec_mask`` the recurrent-dropout
-    mask of a layer in training mode)."""
-    from .kernels import blas
-
-    m = None if emb_mask is None else emb_mask.to(torch.bool)
-    ids = ids.long()
-    if rnn.go_backwards:
-        ids = ids.flip(1)
-        m = None if m is None else m.flip(1)
-    rnn.last_backend, rnn.embedding_folded = "blas", True
-    out, _ = fused.run_projected(blas, rnn, table, rnn.cell.initial_state(ids.shape[0], table),
-                                 m, rec_mask, ids=ids.contiguous())
-    return out

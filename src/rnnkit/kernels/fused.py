@@ -119,16 +119,14 @@ def run_projected(impl: ModuleType, layer, xp: Tensor, state, mask: Tensor | Non
     relu = kind == "simple" and cell.activation == "relu"
     w = cell.recurrent_kernel.contiguous()
     keep = torch.is_grad_enabled() and any(t.requires_grad for t in (xp, w, bh, h0, c0))
-    if ids is not None:
-        if keep:
+    if keep:
+        if ids is not None:
             raise RuntimeError("run_projected: a table with ids is for inference only")
-        y, h_t, c_t, _ = impl.forward(kind, xp.detach(), w.detach(), bh.detach(), h0.detach(),
-                                      c0.detach(), m8, rm, relu, layer.return_sequences, False,
-                                      ids=ids)
-    elif keep:
         y, h_t, c_t = Recurrence.apply(xp, w, bh, h0, c0, m8, rm, kind, relu,
                                        layer.return_sequences, impl, keep)
     else:  # nothing to differentiate: the kernel alone (the autograd Function costs ~10 us)
+        by_id = {} if ids is None else {"ids": ids}  # (only the blas forward reads a table)
         y, h_t, c_t, _ = impl.forward(kind, xp.detach(), w.detach(), bh.detach(), h0.detach(),
-                                      c0.detach(), m8, rm, relu, layer.return_sequences, False)
+                                      c0.detach(), m8, rm, relu, layer.return_sequences, False,
+                                      **by_id)
     return y, ((h_t, c_t) if kind == "lstm" else (h_t,))
