@@ -440,14 +440,63 @@ def test_double_backward_raises():
 
 @pytest.mark.parametrize("cell", sorted(CELLS))
 @pytest.mark.parametrize("backend", ["lanes", "blas"])
-def test_inference_without_saved_gates_matches_reference(cell, backend):
-    ref, fused = _pair(CELLS[cell], backend, units=5, return_sequences=True, return_state=True)
-    _build_same(ref, fused, 3, torch.float64)
-    x = torch.randn(4, 6, 3, dtype=torch.float64)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("back", [False, True])
+def test_inference_without_saved_gates_matches_reference(cell, backend, dtype, back):
+    """Inference keeps no states or gates, and on ``blas`` the projection GEMM leaves the
+    input bias to the kernel (float32: the kernels' own GEMM where it is theirs)."""
+    ref, fused = _pair(CELLS[cell], backend, units=5, return_sequences=True, return_state=True,
+                       go_backwards=back)
+    _build_same(ref, fused, 3, dtype)
+    x = torch.randn(4, 6, 3, dtype=dtype)
     mask = lengths_to_mask([6, 2, 0, 5], 6, padding="pre")
     with torch.no_grad():
         for a, b in zip(ref(x, mask=mask), fused(x, mask=mask), strict=True):
             torch.testing.assert_close(b, a, rtol=0, atol=1e-5)
+    assert fused.last_backend == backend
+
+
+@pytest.mark.parametrize("cell", sorted(CELLS))
+@pytest.mark.parametrize("seq", [True, False])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_bidirectional_inference_is_one_projection_and_two_walks_in_place(cell, seq, dtype,
+                                                                           monkeypatch):
+    """Inference of a Bidirectional layer (any built-in cell, masked or not, lengths too)
+    runs kernels.blas.bidirectional: one projection GEMM for both directions, the backward
+    one walked in reverse where it lies, each writing its half of the merged output; equal
+    to the reference loop. Calls that need a gradient, or dropout while training, run the
+    two layers apart."""
+    from rnnkit.kernels import blas
+
+    calls = []
+    real = blas.bidirectional
+    monkeypatch.setattr(blas, "bidirectional", lambda *a: (calls.append(1), real(*a))[1])
+    ref = Bidirectional(CELLS[cell](6, return_sequences=seq, backend="reference"))
+    ref.build(3, dtype=dtype)
+    with torch.no_grad():
+        for p in ref.parameters():  # non-trivial biases too
+            p.normal_(0, 0.5)
+    bi = copy.deepcopy(ref)
+    bi.forward_layer.backend = bi.backward_layer.backend = "auto"
+    x = torch.randn(40, 9, 3, dtype=dtype)  # 360 sequence-steps: LSTM's auto would be oneDNN
+    lengths = [9, 1, 5, 0] * 10
+    for kw in ({}, {"mask": lengths_to_mask(lengths, 9)}, {"lengths": lengths},
+               {"lengths": lengths, "padding": "pre"},
+               {"mask": torch.rand(40, 9, generator=torch.Generator().manual_seed(2)) > 0.4}):
+        calls.clear()
+        with torch.no_grad():
+            got, want = bi(x, **kw), ref(x, **kw)
+        assert calls == [1], kw
+        assert bi.forward_layer.last_backend == bi.backward_layer.last_backend == "blas"
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+    calls.clear()
+    bi(x.requires_grad_(True))  # a gradient is wanted: the layers run apart (or oneDNN)
+    drop = copy.deepcopy(bi)
+    drop.forward_layer.recurrent_dropout = 0.5
+    with torch.no_grad():
+        drop.train()(x)
+        drop.eval()(x)
+    assert calls == [1]  # only the eval call
 
 
 def test_post_lengths_answer_follows_the_mask_in_place():

@@ -84,7 +84,7 @@ BACKEND_RUNNER: dict[str, Callable[..., tuple[Tensor, State]]] = {}
 
 def register_backend_runner(run: Callable[..., tuple[Tensor, State]],
                             bidirectional: Callable[..., Tensor | None] | None = None) -> None:
-    """Plug in the kernel dispatch (see :data:`BACKEND_RUNNER`); ``bidirectional(layer, x)``
+    """Plug in the kernel dispatch (see :data:`BACKEND_RUNNER`); ``bidirectional(layer, x, mask)``
     optionally runs both directions of a :class:`Bidirectional` in one call, or returns
     None for a call it does not take."""
     BACKEND_RUNNER["run"] = run
@@ -367,11 +367,14 @@ class Bidirectional(nn.Module):
                                  f"got {len(initial_state)}")
             fs, bs = initial_state[:n], initial_state[n:]
         both = BACKEND_RUNNER.get("bidirectional")
-        if (both is not None and initial_state is None and mask is None and lengths is None
-                and not self.return_state and self.merge_mode == "concat"):
-            y = both(self, x)  # both directions in one fused call, when it takes this one
-            if y is not None:
-                return y
+        if (both is not None and initial_state is None and not self.return_state
+                and self.merge_mode == "concat" and (lengths is None or mask is None)):
+            if lengths is not None and x.dim() == 3:
+                mask, lengths = lengths_to_mask(lengths, x.shape[1], padding, device=x.device), None
+            if lengths is None:
+                y = both(self, x, mask)  # both directions in one fused call, when it takes it
+                if y is not None:
+                    return y
         kw = {"mask": mask, "lengths": lengths, "padding": padding}
         f = self.forward_layer(x, initial_state=fs, **kw)
         b = self.backward_layer(x, initial_state=bs, **kw)

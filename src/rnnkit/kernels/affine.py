@@ -62,11 +62,20 @@ class Affine(torch.autograd.Function):
         return dx, dw, db
 
 
-def project(cell, x: Tensor, out: Tensor | None = None) -> Tensor:
+def project(cell, x: Tensor, out: Tensor | None = None, bias: bool = True) -> Tensor:
     """``cell.project_inputs(x, out)`` (``x W_x + b`` over the last axis), on the own GEMM
-    where :func:`own_gemm_applies`."""
+    where :func:`own_gemm_applies`; ``bias=False`` (inference into ``out`` only) leaves
+    ``+ b`` out, for a kernel that adds it itself."""
     w, b = cell.kernel, cell.input_bias()
+    if not bias:
+        if out is None:
+            raise ValueError("project: bias=False needs an out tensor (inference)")
+        b = None
     if not own_gemm_applies(x, w):
+        if b is None and out is not None:
+            x2 = _rows(x)
+            o2 = out.view(-1)[: x2.shape[0] * w.shape[1]].view(x2.shape[0], w.shape[1])
+            return torch.mm(x2, w.detach(), out=o2).view(*x.shape[:-1], w.shape[1])
         return cell.project_inputs(x, out)
     shape = (*x.shape[:-1], w.shape[1])
     if out is not None:  # inference into a scratch tensor (no autograd)

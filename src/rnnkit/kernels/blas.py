@@ -25,13 +25,16 @@ from __future__ import annotations
 import torch
 
 from . import affine, native
-from .fused import KIND_CODE
+from .fused import KIND_CODE, cell_kind
 
 _p = native.ptr
 #: gate rows (batch x gates*units) per step below which the gate math and the step GEMMs run
 #: on one thread: an OpenMP region (or MKL's threads) per step costs more than it saves for
 #: small batches (generation: batch 1)
 MIN_PARALLEL_ROWS = 4096
+#: :func:`forward` takes projections without the input bias (``bx``): :func:`.fused.run`
+#: then leaves ``+ b`` out of its projection GEMM (one pass over ``xp`` less)
+ADDS_INPUT_BIAS = True
 
 
 def _threads(nb: int, ng: int) -> int:
@@ -50,36 +53,75 @@ def _use_rm(rm) -> bool:
     return bool((rm != 1).any())
 
 
-def forward(kind, xp, w, bh, h0, c0, mask, rm, relu, seq, keep=True, ids=None):
+def _row_stride(x: torch.Tensor, rows: int) -> int | None:
+    """Stride between the rows of ``x`` seen as ``rows`` rows of its last axis (contiguous
+    within a row, evenly spaced), else None."""
+    if x.stride(-1) != 1 and x.shape[-1] > 1:
+        return None
+    s = x.stride(-2) if x.dim() >= 2 else x.shape[-1]
+    if x.dim() == 3 and x.stride(0) != x.shape[1] * s:
+        return None
+    return s if s >= x.shape[-1] and x.numel() // max(x.shape[-1], 1) == rows else None
+
+
+def forward(kind, xp, w, bh, h0, c0, mask, rm, relu, seq, keep=True, ids=None, *, bx=None,
+            rev=False, out=None):
     """Run ``rk_blas_fwd`` on torch tensors; returns ``(y, h_T, c_T, saved)``. With
     ``keep=False`` (no backward will run) neither states nor gates are kept per step. With
     ``ids`` (B,T) int64, ``xp`` is a table (V,G) and step ``t`` of sequence ``b`` reads its
-    row ``ids[b, t]`` (an Embedding folded into the projection, :mod:`rnnkit.fold`)."""
+    row ``ids[b, t]`` (an Embedding folded into the projection, :mod:`rnnkit.fold`).
+
+    Inference only (``keep=False``): ``bx`` is the input bias when ``xp`` was projected
+    without it (added in the kernel: no pass over ``xp`` to add it); ``rev`` runs the
+    sequence backwards (``go_backwards``) where it lies, step ``t`` reading ``xp[:, T-1-t]``
+    and writing ``y[:, T-1-t]``, so neither the inputs nor the outputs are flipped; ``out``
+    is the output to write, ``(B,T,H)`` (``seq``) or ``(B,H)``, whose rows may be spaced
+    wider than ``H`` (a half of a bidirectional layer's ``(B,T,2H)``), as ``xp``'s rows may
+    be (a half of both directions' projections)."""
     nb, nt = (ids.shape if ids is not None else xp.shape[:2])
     nh = h0.shape[1]
+    ng = w.shape[1]
     kw = {"dtype": xp.dtype}
     k = KIND_CODE[kind]
+    if keep and (rev or bx is not None or out is not None):
+        raise ValueError("blas.forward: rev, bx and out are for inference (keep=False)")
     one = (1, 1, 1)
     hs = torch.empty((nt + 1, nb, nh) if keep else one, **kw)
     cs = torch.empty((nt + 1, nb, nh) if keep and k == 1 else one, **kw)
     ntg = nt if keep else 1
-    gates = torch.empty((ntg, nb, w.shape[1]) if k else one, **kw)
+    gates = torch.empty((ntg, nb, ng) if k else one, **kw)
     hhs = torch.empty((ntg, nb, nh) if k == 2 else one, **kw)
-    y = torch.empty((nb, nt, nh) if seq else one, **kw)
-    last = torch.zeros((nb, nh) if not seq else (1, 1), **kw)
+    if out is None:
+        out = torch.empty((nb, nt, nh), **kw) if seq else torch.zeros((nb, nh), **kw)
+    ys = _row_stride(out, nb * nt if seq else nb)
+    if ys is None or out.dtype != xp.dtype or out.shape[-1] != nh:
+        raise ValueError("blas.forward: out must have rows of H contiguous values")
+    y, last = (out, None) if seq else (None, out)
     h = h0.clone()
     c = c0.clone() if k == 1 else torch.empty((1, 1), **kw)
-    w, bh, xp = w.detach().contiguous(), bh.detach().contiguous(), xp.detach().contiguous()
+    w, xp = w.detach().contiguous(), xp.detach()
     mask, rm = mask.contiguous(), rm.detach().contiguous()
+    xs = _row_stride(xp, xp.shape[0] if ids is not None else nb * nt)
+    if xs is None:
+        xp = xp.contiguous()
+        xs = ng
+    bxn = None
+    if k == 2:  # the recurrent bias, plus the input bias of the z and r gates when split off
+        bh = bh.detach() if bx is None else torch.cat([bh[: 2 * nh] + bx[: 2 * nh], bh[2 * nh:]])
+        bxn = None if bx is None else bx[2 * nh:].detach().contiguous()
+    else:  # no recurrent bias: the input bias (when split off) goes with the product
+        bh = None if bx is None else bx.detach()
+    bh = None if bh is None else bh.contiguous()
     if ids is not None:
         ids = ids.to(torch.int64).contiguous()
     native.fn("rk_blas_fwd", xp.dtype)(
-        _threads(nb, w.shape[1]), k, int(relu), int(_use_rm(rm)), int(seq), int(keep), nb, nt, nh,
-        w.shape[1], _p(xp), None if ids is None else _p(ids), _p(h), _p(c), _p(w), _p(bh),
-        _p(mask), _p(rm), _p(hs), _p(cs),
-        _p(gates), _p(hhs), _p(y), _p(last))
+        _threads(nb, ng), k, int(relu), int(_use_rm(rm)), int(seq), int(keep), int(rev), nb, nt,
+        nh, ng, xs, ys, _p(xp), None if ids is None else _p(ids), _p(h), _p(c), _p(w),
+        None if bh is None else _p(bh), None if bxn is None else _p(bxn), _p(mask), _p(rm),
+        _p(hs), _p(cs), _p(gates), _p(hhs), None if y is None else _p(y),
+        None if last is None else _p(last))
     c_t = c if k == 1 else torch.empty((0, 0), **kw)
-    return (y if seq else last), h, c_t, (hs, cs, gates, hhs)
+    return out, h, c_t, (hs, cs, gates, hhs)
 
 
 def backward(kind, saved, w, h0, c0, mask, rm, relu, dy, seq, dh_t, dc_t):
@@ -120,3 +162,49 @@ def backward(kind, saved, w, h0, c0, mask, rm, relu, dy, seq, dh_t, dc_t):
         dw = _mm_t(hp2, dx2)
         dbh = torch.zeros(ng, **kw)  # no recurrent bias: not a parameter
     return dxp, dw, dbh, dh, (dc if k == 1 else None)
+
+
+def bidirectional(bi, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Inference of a concat-merged ``Bidirectional`` layer (no state in or out, no dropout;
+    :func:`rnnkit.kernels.dispatch.run_bidirectional` checks): one GEMM projects ``x`` for
+    both directions, ``xp = x [W_x^f | W_x^b]`` (B,T,2G), and one kernel call per direction
+    reads its half where it lies, the backward one walking ``t = T-1 .. 0`` (``rev``), and
+    writes its half of the merged output ``[f_t, b_t]`` (B,T,2H) (or ``[f_T, b_1]``, (B,2H))
+    in place: no flip of the inputs or the outputs, no concatenation, the input biases added
+    in the kernel. Same values as the two layers run one after the other."""
+    f, b = bi.forward_layer, bi.backward_layer
+    kind = cell_kind(f.cell)
+    nb, nt, d = x.shape
+    nh = f.cell.units
+    ng = f.cell.gates * nh
+    seq = f.return_sequences
+    w = torch.cat([f.cell.kernel.detach(), b.cell.kernel.detach()], dim=1)
+    x2 = x.detach().reshape(-1, d).contiguous()
+    buf = bi.__dict__.pop("_xp_scratch", None)  # as fused.run: kept between calls, not shared
+    if buf is None or buf.dtype != x.dtype or buf.numel() < x2.shape[0] * 2 * ng:
+        buf = torch.empty(x2.shape[0] * 2 * ng, dtype=x.dtype)
+    try:
+        xp = buf[: x2.shape[0] * 2 * ng].view(x2.shape[0], 2 * ng)
+        if affine.own_gemm_applies(x2, w):
+            native.mm(x2, w, xp)
+        else:
+            torch.mm(x2, w, out=xp)
+        xp = xp.view(nb, nt, 2 * ng)
+        out = torch.empty((nb, nt, 2 * nh), dtype=x.dtype) if seq else \
+            torch.zeros((nb, 2 * nh), dtype=x.dtype)
+        m8 = (torch.ones((nb, nt), dtype=torch.uint8) if mask is None
+              else mask.to(torch.uint8).contiguous())
+        rm = torch.ones((nb, nh), dtype=x.dtype)
+        for i, layer in enumerate((f, b)):
+            cell = layer.cell
+            h0, *c0 = cell.initial_state(nb, x)
+            bh = cell.bias[1] if kind == "gru" and cell.bias is not None else \
+                torch.zeros(ng, dtype=x.dtype)
+            relu = kind == "simple" and cell.activation == "relu"
+            forward(kind, xp[..., i * ng:(i + 1) * ng], cell.recurrent_kernel, bh, h0,
+                    c0[0] if c0 else torch.empty((0, 0), dtype=x.dtype), m8, rm, relu, seq,
+                    keep=False, bx=cell.input_bias(), rev=bool(i),
+                    out=out[..., i * nh:(i + 1) * nh])
+        return out
+    finally:
+        bi.__dict__["_xp_scratch"] = buf

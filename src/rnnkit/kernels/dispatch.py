@@ -116,26 +116,55 @@ def select(layer, x: Tensor, mask: Tensor | None, in_mask: Tensor | None,
     return "reference"
 
 
-def run_bidirectional(bi, x: Tensor) -> Tensor | None:
-    """Both directions of an unmasked ``Bidirectional(LSTM)`` (concat merge, no
-    ``return_state``, no initial state: the layer checks those) in one oneDNN call
-    (:func:`.torch_nn.bidirectional_lstm`) instead of two calls, a flip and a concatenation;
-    None when the call is not of that kind (dropout while training, a direction that
-    :func:`select` would not give oneDNN's LSTM, a CUDA call, layers that are not a mirrored
-    pair): the layer then runs its two directions."""
+def _grad_needed(bi, x: Tensor) -> bool:
+    return torch.is_grad_enabled() and (x.requires_grad
+                                        or any(p.requires_grad for p in bi.parameters()))
+
+
+def run_bidirectional(bi, x: Tensor, mask: Tensor | None = None) -> Tensor | None:
+    """Both directions of a concat-merged ``Bidirectional`` layer (no ``return_state``, no
+    initial state: the layer checks those) in one call instead of two, a flip and a
+    concatenation, when the pair is mirrored (same cell kind and size, the second
+    ``go_backwards``) and runs on the CPU without dropout:
+
+    * inference (nothing needs a gradient) on the ``blas`` kernel, masked or not, for any
+      cell whose layers :func:`select` would give ``blas`` or, with ``backend="auto"``,
+      oneDNN's LSTM (:func:`.blas.bidirectional`: one projection GEMM for both directions,
+      the backward direction walked in place);
+    * else, unmasked LSTM layers given to oneDNN, in one ``torch.lstm(bidirectional=True)``
+      call (:func:`.torch_nn.bidirectional_lstm`).
+
+    None for any other call (a CUDA call, dropout while training, layers that are not a
+    mirrored pair, a mask of the wrong shape): the layer then runs its two directions."""
     f, b = bi.forward_layer, bi.backward_layer
     if (not f.cell.built or not b.cell.built  # the layers build themselves on a first call
             or f.go_backwards or not b.go_backwards or f.return_state or b.return_state
             or f.return_sequences != b.return_sequences or f.cell.units != b.cell.units
+            or cell_kind(f.cell) is None or cell_kind(f.cell) != cell_kind(b.cell)
             or (f.cell.bias is None) != (b.cell.bias is None)
             or x.dim() != 3 or x.device.type != "cpu"
             or x.shape[-1] != f.cell.input_size or x.shape[-1] != b.cell.input_size):
         return None
+    if mask is not None:
+        if tuple(mask.shape) != tuple(x.shape[:2]):
+            return None  # the layers raise the error
+        mask = mask.to(torch.bool)
+    names = []
     for layer in (f, b):
         if layer.training and (layer.dropout > 0 or layer.recurrent_dropout > 0):
             return None
-        if cell_kind(layer.cell) != "lstm" or select(layer, x, None, None, None) != "torch":
-            return None
+        names.append(select(layer, x, mask, None, None))
+    kind = cell_kind(f.cell)
+    if not _grad_needed(bi, x) and all(
+            n == "blas" or (n == "torch" and layer.backend == "auto" and kind == "lstm"
+                            and unsupported("blas", layer, x, mask, None) is None)
+            for n, layer in zip(names, (f, b), strict=True)):
+        from . import blas
+
+        f.last_backend = b.last_backend = "blas"
+        return blas.bidirectional(bi, x, mask)
+    if mask is not None or kind != "lstm" or names != ["torch", "torch"]:
+        return None
     from . import torch_nn
 
     f.last_backend = b.last_backend = "torch"

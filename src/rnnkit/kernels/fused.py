@@ -89,18 +89,21 @@ def run(impl: ModuleType, layer, x: Tensor, state, mask: Tensor | None, in_mask:
     buf = layer.__dict__.pop("_xp_scratch", None)
     if buf is None or buf.dtype != x.dtype or buf.numel() < need:
         buf = torch.empty(need, dtype=x.dtype)
+    split = getattr(impl, "ADDS_INPUT_BIAS", False)  # the kernel adds b: xp = x W_x alone
     try:
-        return run_projected(impl, layer, affine.project(cell, x, out=buf), state, mask,
-                             rec_mask)
+        xp = affine.project(cell, x, out=buf, bias=not split)
+        return run_projected(impl, layer, xp, state, mask, rec_mask,
+                             bx=cell.input_bias() if split else None)
     finally:
         layer.__dict__["_xp_scratch"] = buf
 
 
 def run_projected(impl: ModuleType, layer, xp: Tensor, state, mask: Tensor | None,
-                  rec_mask: Tensor | None, ids: Tensor | None = None):
+                  rec_mask: Tensor | None, ids: Tensor | None = None, bx: Tensor | None = None):
     """The recurrence on projected inputs ``xp`` (already in processing order); with ``ids``
-    (B,T), ``xp`` is a table (V,G) whose row ``ids[b, t]`` is step ``t``'s projection
-    (``blas`` inference only: nothing differentiable)."""
+    (B,T), ``xp`` is a table (V,G) whose row ``ids[b, t]`` is step ``t``'s projection; with
+    ``bx``, ``xp`` lacks the input bias ``bx``, which the kernel adds (both ``blas``
+    inference only: nothing differentiable)."""
     cell = layer.cell
     kind = cell_kind(cell)
     xp = xp.contiguous()
@@ -120,12 +123,14 @@ def run_projected(impl: ModuleType, layer, xp: Tensor, state, mask: Tensor | Non
     w = cell.recurrent_kernel.contiguous()
     keep = torch.is_grad_enabled() and any(t.requires_grad for t in (xp, w, bh, h0, c0))
     if keep:
-        if ids is not None:
-            raise RuntimeError("run_projected: a table with ids is for inference only")
+        if ids is not None or bx is not None:
+            raise RuntimeError("run_projected: ids and bx are for inference only")
         y, h_t, c_t = Recurrence.apply(xp, w, bh, h0, c0, m8, rm, kind, relu,
                                        layer.return_sequences, impl, keep)
     else:  # nothing to differentiate: the kernel alone (the autograd Function costs ~10 us)
-        by_id = {} if ids is None else {"ids": ids}  # (only the blas forward reads a table)
+        by_id = {} if ids is None else {"ids": ids}  # (only the blas forward reads a table
+        if bx is not None:  # or adds the input bias)
+            by_id["bx"] = bx
         y, h_t, c_t, _ = impl.forward(kind, xp.detach(), w.detach(), bh.detach(), h0.detach(),
                                       c0.detach(), m8, rm, relu, layer.return_sequences, False,
                                       **by_id)

@@ -848,11 +848,15 @@ AI void S(lstm_fwd_row)(const R *restrict p, const R *restrict x, R *restrict c,
     for (int64_t j = 0; j < nh; j++) h[j] = g[3 * nh + j] * RK_TANH(c[j]);
 }
 
-AI void S(gru_row)(const R *restrict x, const R *restrict p, R *restrict h, R *restrict g,
-                   R *restrict hh, int64_t nh) {
+AI void S(gru_row)(const R *restrict x, const R *restrict p, const R *restrict bxn,
+                   R *restrict h, R *restrict g, R *restrict hh, int64_t nh) {
     S(sig_sum)(g, x, p, 2 * nh);
     for (int64_t j = 0; j < nh; j++) hh[j] = p[2 * nh + j];
-    for (int64_t j = 0; j < nh; j++) g[2 * nh + j] = RK_TANH(x[2 * nh + j] + g[nh + j] * hh[j]);
+    if (bxn)
+        for (int64_t j = 0; j < nh; j++)
+            g[2 * nh + j] = RK_TANH(x[2 * nh + j] + bxn[j] + g[nh + j] * hh[j]);
+    else
+        for (int64_t j = 0; j < nh; j++) g[2 * nh + j] = RK_TANH(x[2 * nh + j] + g[nh + j] * hh[j]);
     for (int64_t j = 0; j < nh; j++) h[j] = g[j] * h[j] + (1 - g[j]) * g[2 * nh + j];
 }
 
@@ -892,17 +896,20 @@ AI void S(gru_row_bwd)(const R *restrict gh, const R *restrict g, const R *restr
 
 __attribute__((noinline)) static void S(blas_fwd_row)(
     int64_t b, int64_t t, int64_t tg, int kind, int relu, int use_rm, int seq, int keep,
-    int64_t nb, int64_t nt, int64_t nh, int64_t ng, const R *xp, const int64_t *ids, R *h,
-    R *c, const R *bh, const uint8_t *mask, const R *rm, R *hr, R *p, R *hs, R *cs, R *gates,
-    R *hhs, R *y, R *last) {
-    int real = mask[b * nt + t] != 0;
+    int rev, int64_t nb, int64_t nt, int64_t nh, int64_t ng, int64_t xs, int64_t ys,
+    const R *xp, const int64_t *ids, R *h, R *c, const R *bh, const R *bxn,
+    const uint8_t *mask, const R *rm, R *hr, R *p, R *hs, R *cs, R *gates, R *hhs, R *y,
+    R *last) {
+    int64_t tx = rev ? nt - 1 - t : t; /* the time index read and written at step t */
+    int real = mask[b * nt + tx] != 0;
     R *hb = h + b * nh;
     if (real) {
         R *pb = p + b * ng;
-        const R *xb = xp + (ids ? ids[b * nt + t] : b * nt + t) * ng;
-        if (kind == 2) {
+        const R *xb = xp + (ids ? ids[b * nt + tx] : b * nt + tx) * xs;
+        if (bh)
             for (int64_t j = 0; j < ng; j++) pb[j] += bh[j];
-            S(gru_row)(xb, pb, hb, gates + (tg * nb + b) * ng, hhs + (tg * nb + b) * nh, nh);
+        if (kind == 2) {
+            S(gru_row)(xb, pb, bxn, hb, gates + (tg * nb + b) * ng, hhs + (tg * nb + b) * nh, nh);
         } else if (kind == 1) {
             S(lstm_fwd_row)(pb, xb, c + b * nh, hb, gates + (tg * nb + b) * ng, nh);
         } else {
@@ -912,29 +919,35 @@ __attribute__((noinline)) static void S(blas_fwd_row)(
             }
         }
         for (int64_t k = 0; k < nh; k++) hr[b * nh + k] = use_rm ? hb[k] * rm[b * nh + k] : hb[k];
-        if (!seq) memcpy(last + b * nh, hb, (size_t)nh * sizeof(R));
+        if (!seq) memcpy(last + b * ys, hb, (size_t)nh * sizeof(R));
     }
     if (keep) {
         memcpy(hs + ((t + 1) * nb + b) * nh, hb, (size_t)nh * sizeof(R));
         if (kind == 1) memcpy(cs + ((t + 1) * nb + b) * nh, c + b * nh, (size_t)nh * sizeof(R));
     }
     if (seq) {
-        R *yb = y + (b * nt + t) * nh;
+        R *yb = y + (b * nt + tx) * ys;
         for (int64_t k = 0; k < nh; k++) yb[k] = real ? hb[k] : (R)0;
     }
 }
 
 /* Forward of the blas backend: one GEMM per step over the batch, gate math parallel over
  * the batch. h (and LSTM c) hold the initial state on entry and the final one on exit.
- * Projected inputs: xp (B,T,G) when ids is NULL, else row ids[b, t] of the table xp (V,G)
- * (an Embedding folded into the input projection, read where it lies). */
-void S(rk_blas_fwd)(int nthreads, int kind, int relu, int use_rm, int seq, int keep, int64_t nb,
-                    int64_t nt, int64_t nh, int64_t ng, const R *xp, const int64_t *ids, R *h,
-                    R *c, const R *w,
-                    const R *bh, const uint8_t *mask, const R *rm, R *hs, R *cs, R *gates,
+ * Projected inputs: row (b, t) of xp (B,T, row stride xs >= G) when ids is NULL, else row
+ * ids[b, t] of the table xp (V, row stride xs) (an Embedding folded into the input
+ * projection, read where it lies). bh (G, or NULL) is added to each step's recurrent
+ * product, bxn (H, GRU only, or NULL) to the candidate's input part: biases the projection
+ * left out. Outputs y (B,T) / last (B) have row stride ys >= H (one direction's half of a
+ * bidirectional layer's output). rev: step t reads and writes time index T-1-t (go_backwards
+ * without flipping the inputs, the mask or the outputs); inference only (keep = 0): the
+ * backward pass reads the kept states in time order. */
+void S(rk_blas_fwd)(int nthreads, int kind, int relu, int use_rm, int seq, int keep, int rev,
+                    int64_t nb, int64_t nt, int64_t nh, int64_t ng, int64_t xs, int64_t ys,
+                    const R *xp, const int64_t *ids, R *h, R *c, const R *w, const R *bh,
+                    const R *bxn, const uint8_t *mask, const R *rm, R *hs, R *cs, R *gates,
                     R *hhs, R *y, R *last) {
-    R *hr = (R *)malloc((size_t)(nb * nh) * sizeof(R));
-    R *p = (R *)malloc((size_t)(nb * ng) * sizeof(R));
+    R *hr = (R *)rk_alloc64((size_t)(nb * nh) * sizeof(R), 0);
+    R *p = (R *)rk_alloc64((size_t)(nb * ng) * sizeof(R), 0);
     if (!hr || !p) {
         rk_alloc_failed();
         free(hr);
@@ -953,8 +966,8 @@ void S(rk_blas_fwd)(int nthreads, int kind, int relu, int use_rm, int seq, int k
         S(rk_gemm)(0, 0, nb, ng, nh, 1, hr, nh, w, ng, 0, p, ng);
 #pragma omp parallel for num_threads(nthreads) schedule(static) if (nthreads > 1)
         for (int64_t b = 0; b < nb; b++)
-            S(blas_fwd_row)(b, t, tg, kind, relu, use_rm, seq, keep, nb, nt, nh, ng, xp, ids, h, c,
-                            bh, mask, rm, hr, p, hs, cs, gates, hhs, y, last);
+            S(blas_fwd_row)(b, t, tg, kind, relu, use_rm, seq, keep, rev, nb, nt, nh, ng, xs, ys,
+                            xp, ids, h, c, bh, bxn, mask, rm, hr, p, hs, cs, gates, hhs, y, last);
     }
     if (nthreads == 1) rk_blas_threads_local(old);
     free(hr);
@@ -1014,10 +1027,10 @@ void S(rk_blas_bwd)(int nthreads, int kind, int relu, int use_rm, int seq, int64
                     const R *gates, const R *hhs, const R *w, const uint8_t *mask, const R *rm,
                     const R *dy, const R *dlast, R *dh, R *dc, R *dxp, R *dhn) {
     int gru = kind == 2;
-    R *dz = (R *)calloc((size_t)(gru ? nb * ng : 1), sizeof(R));
-    R *gh = (R *)malloc((size_t)(nb * nh) * sizeof(R));
-    R *q = (R *)calloc((size_t)(nb * nh), sizeof(R));
-    R *tc = (R *)malloc((size_t)(nb * nh) * sizeof(R));
+    R *dz = (R *)rk_alloc64((size_t)(gru ? nb * ng : 1) * sizeof(R), 1);
+    R *gh = (R *)rk_alloc64((size_t)(nb * nh) * sizeof(R), 0);
+    R *q = (R *)rk_alloc64((size_t)(nb * nh) * sizeof(R), 1);
+    R *tc = (R *)rk_alloc64((size_t)(nb * nh) * sizeof(R), 0);
     int64_t *tl = (int64_t *)malloc((size_t)nb * sizeof(int64_t));
     int old = nthreads == 1 ? rk_blas_threads_local(1) : 0;
     if (!dz || !gh || !q || !tc || !tl) {

@@ -16,7 +16,7 @@
 #include <omp.h>
 #endif
 
-#define RK_ABI_VERSION 4
+#define RK_ABI_VERSION 5
 /* setup.py compiles this file three times on x86-64: the baseline (librnnkit_kernels.so),
  * with AVX2 + FMA (librnnkit_kernels_avx2.so, RK_VARIANT 1) and with AVX-512
  * (librnnkit_kernels_avx512.so, RK_VARIANT 2, which adds the own float32 GEMM of
@@ -93,6 +93,16 @@ int rk_abi_version(void) { return RK_ABI_VERSION; }
 static volatile int g_alloc_failed = 0;
 
 static void rk_alloc_failed(void) { g_alloc_failed = 1; }
+
+/* n bytes on a 64-byte (cache line, AVX-512 vector) boundary, freed with free(): a large
+ * malloc lies 16 bytes past a page boundary, so every vector load of a row would straddle
+ * two cache lines. calloc-like when zero is set. */
+static void *rk_alloc64(size_t n, int zero) {
+    size_t m = (n + 63) / 64 * 64;
+    void *v = aligned_alloc(64, m ? m : 64);
+    if (v && zero) memset(v, 0, m);
+    return v;
+}
 
 int rk_take_alloc_failure(void) {
     int f = g_alloc_failed;
