@@ -140,14 +140,29 @@ def test_float32_auto_with_mask_and_dropout_uses_blas(cell):
     assert fused.last_backend == "blas"
 
 
+def test_auto_cpu_order_small_lstm_takes_blas():
+    """LSTM layers up to dispatch.BLAS_LSTM_MAX_UNITS take blas even where oneDNN could run."""
+    from rnnkit.kernels import dispatch
+
+    for units in (6, dispatch.BLAS_LSTM_MAX_UNITS):
+        layer = LSTM(units, input_size=2)
+        layer(torch.randn(32, 8, 2))
+        assert layer.last_backend == "blas", units
+
+
 @pytest.mark.parametrize("units", [6, LANES_MAX_UNITS + 1])
 def test_auto_cpu_order(units):
     """dispatch.CPU_ORDER: blas for SimpleRNN and GRU; torch.nn's oneDNN path for unmasked
-    float32 LSTM (equal to the reference), blas for masked or float64 LSTM."""
+    float32 LSTM above dispatch.BLAS_LSTM_MAX_UNITS (equal to the reference), blas for
+    masked or float64 LSTM."""
+    from rnnkit.kernels import dispatch
+
     for cls in (SimpleRNN, GRU):
         layer = cls(units)
         layer(torch.randn(2, 3, 2))
         assert layer.last_backend == "blas"
+    if units <= dispatch.BLAS_LSTM_MAX_UNITS:
+        return  # (the small LSTM: test_auto_cpu_order_small_lstm_takes_blas)
     ref, fused = _pair(LSTM, "auto", units=units, return_sequences=True)
     _build_same(ref, fused, 2, torch.float32)
     assert_same(ref, fused, torch.randn(32, 8, 2))  # 256 sequence-steps: dispatch.ONEDNN_MIN_STEPS
@@ -515,15 +530,15 @@ def test_post_lengths_answer_follows_the_mask_in_place():
 def test_unmasked_bidirectional_lstm_is_one_fused_call_equal_to_the_reference(
         return_sequences, monkeypatch):
     """An unmasked Bidirectional(LSTM) on the CPU runs both directions in one torch.lstm
-    call (kernels.dispatch.run_bidirectional), with the reference loop's outputs and
-    gradients; with a mask, an initial state or dropout while training it runs the two
-    directions apart, as before."""
+    call (kernels.dispatch.run_bidirectional; layers above dispatch.BLAS_LSTM_MAX_UNITS),
+    with the reference loop's outputs and gradients; with a mask, an initial state or
+    dropout while training it runs the two directions apart, as before."""
     calls = []
     real = torch.lstm
     monkeypatch.setattr(torch, "lstm", lambda *a: (calls.append(a[7] if len(a) == 9 else None),
                                                    real(*a))[1])
     torch.manual_seed(3)
-    bi = Bidirectional(LSTM(12, return_sequences=return_sequences))
+    bi = Bidirectional(LSTM(72, return_sequences=return_sequences))
     bi(torch.randn(1, 2, 5))  # builds (a 2-step call: too small for oneDNN)
     ref = copy.deepcopy(bi)
     ref.forward_layer.backend = ref.backward_layer.backend = "reference"
@@ -539,11 +554,11 @@ def test_unmasked_bidirectional_lstm_is_one_fused_call_equal_to_the_reference(
     for p, q in zip(bi.parameters(), ref.parameters(), strict=True):
         torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-5)
     mask = torch.arange(30)[None] < torch.randint(1, 31, (16, 1))
-    for kw in ({"mask": mask}, {"initial_state": [torch.zeros(16, 12)] * 4}):
+    for kw in ({"mask": mask}, {"initial_state": [torch.zeros(16, 72)] * 4}):
         calls.clear()
         bi(x, **kw)
         assert True not in calls, kw
-    drop = Bidirectional(LSTM(12, dropout=0.2))
+    drop = Bidirectional(LSTM(72, dropout=0.2))
     drop(x)
     calls.clear()
     drop.train()(x)

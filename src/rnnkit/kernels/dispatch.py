@@ -21,10 +21,16 @@ LANES_MAX_UNITS = 64
 #: inputs, outputs and gradients per call; it wins inside the fused classifier step, where
 #: there is none) and beats torch.nn for SimpleRNN and GRU; for LSTM torch.nn's CPU path
 #: (oneDNN's fused LSTM, float32; post-padded masks without return_state run on the padded
-#: batch, see kernels.torch_nn) is faster still, so LSTM takes it when it can
-#: and the call has at least :data:`ONEDNN_MIN_STEPS` sequence-steps (one step of one
-#: sequence, as in generation, pays oneDNN's per-call setup: 8x slower than blas at 256 units).
+#: batch, see kernels.torch_nn) is as fast or faster above :data:`BLAS_LSTM_MAX_UNITS`
+#: units, so such an LSTM takes it when it can and the call has at least
+#: :data:`ONEDNN_MIN_STEPS` sequence-steps (one step of one sequence, as in generation, pays
+#: oneDNN's per-call setup: 8x slower than blas at 256 units).
 ONEDNN_MIN_STEPS = 256
+#: LSTM layers up to this many units take ``blas`` before oneDNN: per layer its training
+#: step is 0.97-1.28x oneDNN's there (tagger shape, 64 units, T=40, batch 32: 1.28x on one
+#: thread, 1.13x on two; docs/benchmarks.md), its inference at par; above it oneDNN's
+#: training is as fast or faster (128 units: 0.93-0.99x for blas)
+BLAS_LSTM_MAX_UNITS = 64
 CPU_ORDER = {"simple": ("blas",), "gru": ("blas",), "lstm": ("torch", "blas")}
 #: older names of backends, still accepted (``"numba"``: the lanes kernels were Numba code)
 ALIASES = {"numba": "lanes"}
@@ -107,8 +113,10 @@ def select(layer, x: Tensor, mask: Tensor | None, in_mask: Tensor | None,
         return "reference"
     for name in CPU_ORDER.get(cell_kind(layer.cell) or "", ()):
         if name == "torch" and (x.dtype != torch.float32
-                                or x.shape[0] * x.shape[1] < ONEDNN_MIN_STEPS):
-            continue  # oneDNN's LSTM: float32, large enough calls (masks: torch_nn's docstring)
+                                or x.shape[0] * x.shape[1] < ONEDNN_MIN_STEPS
+                                or layer.cell.units <= BLAS_LSTM_MAX_UNITS):
+            continue  # oneDNN's LSTM: float32, large enough calls and layers (masks:
+            # torch_nn's docstring)
         if unsupported(name, layer, x, mask, rec_mask) is None:
             return name
     if not native.available():
