@@ -77,7 +77,8 @@ def forward(kind, xp, w, bh, h0, c0, mask, rm, relu, seq, keep=True, ids=None, *
     and writing ``y[:, T-1-t]``, so neither the inputs nor the outputs are flipped; ``out``
     is the output to write, ``(B,T,H)`` (``seq``) or ``(B,H)``, whose rows may be spaced
     wider than ``H`` (a half of a bidirectional layer's ``(B,T,2H)``), as ``xp``'s rows may
-    be (a half of both directions' projections)."""
+    be (a half of both directions' projections). Without ``seq``, a sequence with no real
+    step leaves its row of ``out`` as it was (zeros when ``out`` is not given)."""
     nb, nt = (ids.shape if ids is not None else xp.shape[:2])
     nh = h0.shape[1]
     ng = w.shape[1]
