@@ -360,6 +360,58 @@ def test_inference_table_matches_reference(cell, back, seq):
         assert fused[1].__dict__["_fold_table"][1] is not table
 
 
+@pytest.mark.parametrize("cell", sorted(CELLS))
+@pytest.mark.parametrize("seq", [False, True])
+@pytest.mark.parametrize("mask_zero", [False, True])
+def test_inference_table_for_a_bidirectional_layer(cell, seq, mask_zero):
+    """Embedding -> Bidirectional folds too, for inference: one table [T_f | T_b] (V, 2G) on
+    the Bidirectional layer, read by both directions' walks; outputs equal the reference
+    loop's, and a weight changed in place rebuilds it. While training nothing is kept."""
+    def model(backend):
+        torch.manual_seed(5)
+        m = rnnkit.Sequential(
+            rnnkit.Embedding(13, 4, mask_zero=mask_zero),
+            Bidirectional(CELLS[cell](5, return_sequences=seq, backend=backend)),
+            rnnkit.Dense(1), input_shape=(7,))
+        with torch.no_grad():
+            for p in m.parameters():
+                p.normal_(0, 0.5)
+        return m
+
+    ref, fused = model("reference"), model("auto")
+    fused.load_state_dict(ref.state_dict())
+    fused.eval()
+    gen = torch.Generator().manual_seed(1)
+    ids = torch.randint(1, 13, (8, 7), generator=gen)
+    ids[1, 4:] = 0
+    ids[2, :3] = 0
+    with torch.no_grad():
+        torch.testing.assert_close(fused(ids), ref(ids), rtol=0, atol=1e-5)
+    bi = fused[1]
+    assert bi.forward_layer.embedding_folded and bi.backward_layer.embedding_folded
+    assert bi.forward_layer.last_backend == "blas"
+    table = bi.__dict__["_fold_table"][1]
+    assert table.shape == (13, 2 * bi.forward_layer.cell.gates * 5)
+    with torch.no_grad():
+        bi.backward_layer.cell.kernel.mul_(-1.0)  # in place: bumps the version counter
+        ref[1].backward_layer.cell.kernel.mul_(-1.0)
+        torch.testing.assert_close(fused(ids), ref(ids), rtol=0, atol=1e-5)
+        assert bi.__dict__["_fold_table"][1] is not table
+    fused.train()
+    fused(ids).sum().backward()  # training: the table is freed, the layers run as usual
+    assert "_fold_table" not in bi.__dict__
+    assert not bi.forward_layer.embedding_folded
+    fused.eval()
+    with torch.no_grad():
+        fused(ids)
+        assert bi.forward_layer.embedding_folded
+        with pytest.MonkeyPatch.context() as mp:  # a cap lowered below a kept table frees it
+            mp.setattr(rnnkit.fold, "TABLE_CACHE_MAX_BYTES", 0)
+            torch.testing.assert_close(fused(ids), ref(ids), rtol=0, atol=1e-5)
+            assert "_fold_table" not in bi.__dict__
+            assert not bi.forward_layer.embedding_folded
+
+
 def test_inference_table_after_fused_training_steps():
     """The fused training step (rnnkit.planner) writes the weights from compiled code; it
     bumps their version counters, so the inference table made before it is rebuilt."""

@@ -25,7 +25,9 @@ the second call with the same weights, and only while it is at most
 :data:`TABLE_CACHE_MAX_BYTES` (0 turns the cache off); a call with autograd (training)
 frees it, and a stale table is freed before its successor is built, so at most one is held.
 An LSTM the dispatch would give to oneDNN (which takes inputs, not projections) runs on
-``blas`` then: half of its GEMM work is gone.
+``blas`` then: half of its GEMM work is gone. ``Embedding -> Bidirectional`` (concat merge,
+no state out) folds the same way for inference only: one table ``[T_f | T_b]`` (V, 2G) kept
+on the ``Bidirectional`` layer, read by :func:`rnnkit.kernels.blas.bidirectional`.
 """
 
 from __future__ import annotations
@@ -66,8 +68,10 @@ def embedding_rnn(emb, rnn, ids: Tensor, mask: Tensor | None):
     when the pair is not foldable (then the caller runs the layers as usual)."""
     from .kernels import dispatch
     from .layers import Embedding, _check_ids
-    from .recurrent import RNN, dropout_mask
+    from .recurrent import RNN, Bidirectional, dropout_mask
 
+    if isinstance(emb, Embedding) and isinstance(rnn, Bidirectional):
+        return _embedding_bidirectional(emb, rnn, ids, mask)
     if not (isinstance(emb, Embedding) and isinstance(rnn, RNN)):
         return None
     if torch.is_grad_enabled():  # training changes the weights: free a kept inference table
@@ -108,10 +112,74 @@ def embedding_rnn(emb, rnn, ids: Tensor, mask: Tensor | None):
     return out, rnn.compute_mask(ids, emb_mask)
 
 
-def _weights_key(emb, cell) -> tuple | None:
+def _embedding_bidirectional(emb, bi, ids: Tensor, mask: Tensor | None):
+    """``embedding_rnn`` for ``Embedding -> Bidirectional`` (concat merge, no state in or
+    out): inference only, on a kept table ``[T_f | T_b]`` (V, 2G) for both directions read by
+    :func:`rnnkit.kernels.blas.bidirectional`; None otherwise (the layers then run as
+    usual, each direction on its own kernel)."""
+    from .kernels import blas, dispatch
+    from .layers import _check_ids
+
+    if torch.is_grad_enabled():
+        bi.__dict__.pop("_fold_table", None)
+        return None
+    f, b = bi.forward_layer, bi.backward_layer
+    w = emb.weight
+    if (bi.merge_mode != "concat" or bi.return_state or ids.dim() != 2
+            or ids.is_floating_point() or ids.device.type != "cpu" or ids.shape[1] == 0
+            or not f.cell.built or f.cell.input_size != emb.output_dim):
+        return None
+    emb_mask = emb.compute_mask(ids, mask)
+    batch, time = ids.shape
+    probe = w.new_empty((1, 1, 1)).expand(batch, time, emb.output_dim)
+    if not dispatch.blas_pair(bi, probe, emb_mask):
+        return None
+    nbytes = emb.input_dim * 2 * f.cell.gates * f.cell.units * w.element_size()
+    table = _kept_table(bi, _weights_key(emb, f.cell, b.cell), emb.input_dim, ids.numel(),
+                        nbytes, lambda: torch.cat([affine_project(f.cell, w),
+                                                   affine_project(b.cell, w)], dim=1))
+    if table is None:
+        return None
+    _check_ids(ids, emb.input_dim, "Embedding")
+    for layer in (f, b):
+        layer.last_backend, layer.embedding_folded = "blas", True
+    m = None if emb_mask is None else emb_mask.to(torch.bool)
+    out = blas.bidirectional(bi, None, m, table=table, ids=ids.long().contiguous())
+    return out, bi.compute_mask(ids, emb_mask)
+
+
+def affine_project(cell, w: Tensor) -> Tensor:
+    """``E W_x + b`` of one cell (its input projection of the whole embedding matrix)."""
+    from .kernels import affine
+
+    return affine.project(cell, w.detach()).contiguous()
+
+
+def _kept_table(holder, key: tuple | None, vocab: int, tokens: int, nbytes: int,
+                build) -> Tensor | None:
+    """The table kept on ``holder`` under ``key``, built by ``build()`` when missing: on
+    the first call with at least ``vocab`` tokens, else on the second with the same key;
+    never above :data:`TABLE_CACHE_MAX_BYTES`; a stale table is freed first."""
+    if key is None or nbytes > TABLE_CACHE_MAX_BYTES:  # (a kept table goes too: the cap
+        holder.__dict__.pop("_fold_table", None)      # may have been lowered since)
+        return None
+    kept = holder.__dict__.pop("_fold_table", None)  # a stale table goes before a new one
+    if kept is not None and kept[0] == key:
+        if kept[1] is not None:
+            holder.__dict__["_fold_table"] = kept
+            return kept[1]
+    elif vocab > tokens:  # first sight of these weights and a small call
+        holder.__dict__["_fold_table"] = (key, None)
+        return None
+    table = build()
+    holder.__dict__["_fold_table"] = (key, table)
+    return table
+
+
+def _weights_key(emb, *cells) -> tuple | None:
     """What the table depends on: each weight's storage, version counter, shape and dtype;
     None for weights made under ``torch.inference_mode`` (no version counter to key by)."""
-    ws = (emb.weight, cell.kernel, cell.input_bias())
+    ws = (emb.weight, *(t for cell in cells for t in (cell.kernel, cell.input_bias())))
     if any(t is not None and t.is_inference() for t in ws):
         return None
     return tuple(None if t is None else (t.data_ptr(), t._version, tuple(t.shape), t.dtype)
@@ -121,27 +189,13 @@ def _weights_key(emb, cell) -> tuple | None:
 def _inference_table(emb, rnn, name: str, probe: Tensor, emb_mask, tokens: int) -> Tensor | None:
     """The cached ``T = E W_x + b`` for an inference call on the ``blas`` kernel, or None
     (no cache: the caller takes the per-call paths). See the module docstring."""
-    from .kernels import affine, dispatch
+    from .kernels import dispatch
 
     if name == "torch" and rnn.backend == "auto":
         name = "blas" if dispatch.unsupported("blas", rnn, probe, emb_mask, None) is None else name
     if name != "blas":
         return None
-    cell = rnn.cell
-    key = _weights_key(emb, cell)
-    if key is None:
-        return None
-    kept = rnn.__dict__.pop("_fold_table", None)  # a stale table goes before a new one is made
-    if kept is not None and kept[0] == key:
-        if kept[1] is not None:
-            rnn.__dict__["_fold_table"] = kept
-            return kept[1]
-    elif emb.input_dim > tokens:  # first sight of these weights and a small call
-        rnn.__dict__["_fold_table"] = (key, None)
-        return None
-    w = emb.weight
-    if emb.input_dim * cell.gates * cell.units * w.element_size() > TABLE_CACHE_MAX_BYTES:
-        return None
-    table = affine.project(cell, w.detach()).contiguous()
-    rnn.__dict__["_fold_table"] = (key, table)
-    return table
+    cell, w = rnn.cell, emb.weight
+    return _kept_table(rnn, _weights_key(emb, cell), emb.input_dim, tokens,
+                       emb.input_dim * cell.gates * cell.units * w.element_size(),
+                       lambda: affine_project(cell, w))

@@ -165,20 +165,28 @@ def backward(kind, saved, w, h0, c0, mask, rm, relu, dy, seq, dh_t, dc_t):
     return dxp, dw, dbh, dh, (dc if k == 1 else None)
 
 
-def bidirectional(bi, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+def bidirectional(bi, x: torch.Tensor | None, mask: torch.Tensor | None,
+                  table: torch.Tensor | None = None, ids: torch.Tensor | None = None
+                  ) -> torch.Tensor:
     """Inference of a concat-merged ``Bidirectional`` layer (no state in or out, no dropout;
     :func:`rnnkit.kernels.dispatch.run_bidirectional` checks): one GEMM projects ``x`` for
     both directions, ``xp = x [W_x^f | W_x^b]`` (B,T,2G), and one kernel call per direction
     reads its half where it lies, the backward one walking ``t = T-1 .. 0`` (``rev``), and
     writes its half of the merged output ``[f_t, b_t]`` (B,T,2H) (or ``[f_T, b_1]``, (B,2H))
     in place: no flip of the inputs or the outputs, no concatenation, the input biases added
-    in the kernel. Same values as the two layers run one after the other."""
+    in the kernel. Same values as the two layers run one after the other.
+
+    With ``table`` (V,2G) and ``ids`` (B,T) instead of ``x``: an Embedding folded into both
+    projections (:mod:`rnnkit.fold`, biases included), each step reading its rows
+    ``table[ids[b, t]]`` where they lie; no GEMM but the step products."""
     f, b = bi.forward_layer, bi.backward_layer
     kind = cell_kind(f.cell)
-    nb, nt, d = x.shape
     nh = f.cell.units
     ng = f.cell.gates * nh
     seq = f.return_sequences
+    if table is not None:
+        return _walk_both(bi, kind, table, ids, mask, ng, seq, table.dtype, folded=True)
+    nb, nt, d = x.shape
     w = torch.cat([f.cell.kernel.detach(), b.cell.kernel.detach()], dim=1)
     x2 = x.detach().reshape(-1, d).contiguous()
     buf = bi.__dict__.pop("_xp_scratch", None)  # as fused.run: kept between calls, not shared
@@ -190,22 +198,29 @@ def bidirectional(bi, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tenso
             native.mm(x2, w, xp)
         else:
             torch.mm(x2, w, out=xp)
-        xp = xp.view(nb, nt, 2 * ng)
-        out = torch.empty((nb, nt, 2 * nh), dtype=x.dtype) if seq else \
-            torch.zeros((nb, 2 * nh), dtype=x.dtype)
-        m8 = (torch.ones((nb, nt), dtype=torch.uint8) if mask is None
-              else mask.to(torch.uint8).contiguous())
-        rm = torch.ones((nb, nh), dtype=x.dtype)
-        for i, layer in enumerate((f, b)):
-            cell = layer.cell
-            h0, *c0 = cell.initial_state(nb, x)
-            bh = cell.bias[1] if kind == "gru" and cell.bias is not None else \
-                torch.zeros(ng, dtype=x.dtype)
-            relu = kind == "simple" and cell.activation == "relu"
-            forward(kind, xp[..., i * ng:(i + 1) * ng], cell.recurrent_kernel, bh, h0,
-                    c0[0] if c0 else torch.empty((0, 0), dtype=x.dtype), m8, rm, relu, seq,
-                    keep=False, bx=cell.input_bias(), rev=bool(i),
-                    out=out[..., i * nh:(i + 1) * nh])
-        return out
+        return _walk_both(bi, kind, xp.view(nb, nt, 2 * ng), None, mask, ng, seq, x.dtype,
+                          folded=False)
     finally:
         bi.__dict__["_xp_scratch"] = buf
+
+
+def _walk_both(bi, kind, xp, ids, mask, ng, seq, dtype, folded: bool) -> torch.Tensor:
+    """The two directions' kernel calls of :func:`bidirectional` on the projections ``xp``
+    (B,T,2G) or, with ``ids``, the table (V,2G); ``folded``: the biases are in ``xp``."""
+    nb, nt = ids.shape if ids is not None else xp.shape[:2]
+    nh = bi.forward_layer.cell.units
+    out = torch.empty((nb, nt, 2 * nh), dtype=dtype) if seq else \
+        torch.zeros((nb, 2 * nh), dtype=dtype)
+    m8 = (torch.ones((nb, nt), dtype=torch.uint8) if mask is None
+          else mask.to(torch.uint8).contiguous())
+    rm = torch.ones((nb, nh), dtype=dtype)
+    for i, layer in enumerate((bi.forward_layer, bi.backward_layer)):
+        cell = layer.cell
+        h0 = torch.zeros((nb, nh), dtype=dtype)
+        bh = cell.bias[1] if kind == "gru" and cell.bias is not None else \
+            torch.zeros(ng, dtype=dtype)
+        relu = kind == "simple" and cell.activation == "relu"
+        forward(kind, xp[..., i * ng:(i + 1) * ng], cell.recurrent_kernel, bh, h0, h0, m8, rm,
+                relu, seq, keep=False, ids=ids, bx=None if folded else cell.input_bias(),
+                rev=bool(i), out=out[..., i * nh:(i + 1) * nh])
+    return out

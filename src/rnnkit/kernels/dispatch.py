@@ -129,6 +129,40 @@ def _grad_needed(bi, x: Tensor) -> bool:
                                         or any(p.requires_grad for p in bi.parameters()))
 
 
+def _pair_backends(bi, x: Tensor, mask: Tensor | None) -> list[str] | None:
+    """What :func:`select` gives each layer of a mirrored pair (same cell kind, size and
+    bias, the second ``go_backwards``, no state returned) on a CPU call without dropout;
+    None when the pair or the call is not of that kind."""
+    f, b = bi.forward_layer, bi.backward_layer
+    if (not f.cell.built or not b.cell.built  # the layers build themselves on a first call
+            or f.go_backwards or not b.go_backwards or f.return_state or b.return_state
+            or f.return_sequences != b.return_sequences or f.cell.units != b.cell.units
+            or cell_kind(f.cell) is None or cell_kind(f.cell) != cell_kind(b.cell)
+            or (f.cell.bias is None) != (b.cell.bias is None)
+            or x.dim() != 3 or x.device.type != "cpu"
+            or x.shape[-1] != f.cell.input_size or x.shape[-1] != b.cell.input_size):
+        return None
+    if mask is not None and tuple(mask.shape) != tuple(x.shape[:2]):
+        return None  # the layers raise the error
+    for layer in (f, b):
+        if layer.training and (layer.dropout > 0 or layer.recurrent_dropout > 0):
+            return None
+    return [select(layer, x, mask, None, None) for layer in (f, b)]
+
+
+def blas_pair(bi, x: Tensor, mask: Tensor | None, names: list[str] | None = None) -> bool:
+    """Whether both layers of ``bi`` may run this call on :func:`.blas.bidirectional`: a
+    mirrored pair (:func:`_pair_backends`), each given ``blas`` by :func:`select` or, with
+    ``backend="auto"``, oneDNN's LSTM (``x`` may be a shape-only probe)."""
+    names = _pair_backends(bi, x, mask) if names is None else names
+    if names is None:
+        return False
+    kind = cell_kind(bi.forward_layer.cell)
+    return all(n == "blas" or (n == "torch" and layer.backend == "auto" and kind == "lstm"
+                               and unsupported("blas", layer, x, mask, None) is None)
+               for n, layer in zip(names, (bi.forward_layer, bi.backward_layer), strict=True))
+
+
 def run_bidirectional(bi, x: Tensor, mask: Tensor | None = None) -> Tensor | None:
     """Both directions of a concat-merged ``Bidirectional`` layer (no ``return_state``, no
     initial state: the layer checks those) in one call instead of two, a flip and a
@@ -144,38 +178,24 @@ def run_bidirectional(bi, x: Tensor, mask: Tensor | None = None) -> Tensor | Non
 
     None for any other call (a CUDA call, dropout while training, layers that are not a
     mirrored pair, a mask of the wrong shape): the layer then runs its two directions."""
-    f, b = bi.forward_layer, bi.backward_layer
-    if (not f.cell.built or not b.cell.built  # the layers build themselves on a first call
-            or f.go_backwards or not b.go_backwards or f.return_state or b.return_state
-            or f.return_sequences != b.return_sequences or f.cell.units != b.cell.units
-            or cell_kind(f.cell) is None or cell_kind(f.cell) != cell_kind(b.cell)
-            or (f.cell.bias is None) != (b.cell.bias is None)
-            or x.dim() != 3 or x.device.type != "cpu"
-            or x.shape[-1] != f.cell.input_size or x.shape[-1] != b.cell.input_size):
+    names = _pair_backends(bi, x, mask)
+    if names is None:
         return None
+    f, b = bi.forward_layer, bi.backward_layer
     if mask is not None:
-        if tuple(mask.shape) != tuple(x.shape[:2]):
-            return None  # the layers raise the error
         mask = mask.to(torch.bool)
-    names = []
-    for layer in (f, b):
-        if layer.training and (layer.dropout > 0 or layer.recurrent_dropout > 0):
-            return None
-        names.append(select(layer, x, mask, None, None))
-    kind = cell_kind(f.cell)
-    if not _grad_needed(bi, x) and all(
-            n == "blas" or (n == "torch" and layer.backend == "auto" and kind == "lstm"
-                            and unsupported("blas", layer, x, mask, None) is None)
-            for n, layer in zip(names, (f, b), strict=True)):
+    if not _grad_needed(bi, x) and blas_pair(bi, x, mask, names):
         from . import blas
 
         f.last_backend = b.last_backend = "blas"
+        f.embedding_folded = b.embedding_folded = False  # (set True by rnnkit.fold)
         return blas.bidirectional(bi, x, mask)
-    if mask is not None or kind != "lstm" or names != ["torch", "torch"]:
+    if mask is not None or cell_kind(f.cell) != "lstm" or names != ["torch", "torch"]:
         return None
     from . import torch_nn
 
     f.last_backend = b.last_backend = "torch"
+    f.embedding_folded = b.embedding_folded = False
     return torch_nn.bidirectional_lstm(bi, x)
 
 
