@@ -4,6 +4,10 @@ Rows (each implementation in its own subprocess, so peak RSS is its own):
 
 * ``tagger-bilstm`` / ``tagger-bigru``: Embedding(5000,100) -> Bidirectional(LSTM|GRU(64),
   return_sequences) -> Dense(17) at every step, T=40, batch 32, per-step cross-entropy.
+* ``cls-bilstm`` / ``cls-bigru``: a text classifier as ``rnnkit train text --bidirectional``
+  builds it, Embedding(20000,128, mask_zero) -> Bidirectional(LSTM|GRU(32)) -> Dense(3) on
+  the last states, T=100, batch 32, cross-entropy; rnnkit's side is a ``Sequential`` (its
+  inference folds the embedding into both directions' projections, ``rnnkit.fold``).
 * ``lm-lstm128`` / ``lm-lstm256``: Embedding(65,32) -> LSTM(128|256, return_sequences) ->
   Dense(65), T=64, batch 32, next-character cross-entropy.
 * ``gen-lstm128`` / ``gen-lstm256``: 300 characters one step at a time (batch 1), the state
@@ -13,7 +17,10 @@ Rows (each implementation in its own subprocess, so peak RSS is its own):
 
 The training and inference rows also print the recurrent layer's achieved GFLOP/s (input
 projection and recurrent products, ``2 (D + H) G H`` flops per sequence-step and direction,
-three times that for training) beside a plain 1024^3 GEMM's rate in the same process.
+three times that for training) beside a plain 1024^3 GEMM's rate in the same process. Where
+rnnkit folds the embedding into the projection (the ``cls-*`` rows' inference) it skips the
+projection's flops, so its rate there is per counted flop, not per executed one, and may
+exceed the GEMM's.
 
 Both sides train with the same plain torch loop (``torch.optim.Adam``), so the rows compare
 the recurrent layers (rnnkit's kernels behind ``RNN.forward`` vs torch.nn's CPU path) and
@@ -35,6 +42,8 @@ import time
 ROWS = {
     "tagger-bilstm": {"kind": "tagger", "cell": "lstm", "units": 64},
     "tagger-bigru": {"kind": "tagger", "cell": "gru", "units": 64},
+    "cls-bilstm": {"kind": "cls", "cell": "lstm", "units": 32},
+    "cls-bigru": {"kind": "cls", "cell": "gru", "units": 32},
     "lm-lstm128": {"kind": "lm", "cell": "lstm", "units": 128},
     "lm-lstm256": {"kind": "lm", "cell": "lstm", "units": 256},
     "gen-lstm128": {"kind": "gen", "cell": "lstm", "units": 128},
@@ -59,8 +68,11 @@ def _model(row: dict, impl: str):
     import rnnkit
 
     kind, cell, units = row["kind"], row["cell"], row["units"]
-    vocab, emb, k, t = (5000, 100, 17, 40) if kind == "tagger" else (65, 32, 65, 64)
-    bi = kind == "tagger"
+    vocab, emb, k, t = {"tagger": (5000, 100, 17, 40), "cls": (20000, 128, 3, 100)}.get(
+        kind, (65, 32, 65, 64))
+    bi = kind in ("tagger", "cls")
+    if kind == "cls":
+        return _classifier(impl, cell, units, vocab, emb, k, t)
     if impl == "torch.nn":
         rnn_cls = {"lstm": nn.LSTM, "gru": nn.GRU}[cell]
 
@@ -95,6 +107,46 @@ def _model(row: dict, impl: str):
                 return self.out(self.rnn(self.emb(x))), None
             y, *st = self.rnn(self.emb(x), initial_state=state)
             return self.out(y), tuple(st)
+
+    return R(), vocab, k, t
+
+
+def _classifier(impl: str, cell: str, units: int, vocab: int, emb: int, k: int, t: int):
+    """The ``cls-*`` rows' model: logits (B, K) from both directions' last states."""
+    import torch
+    from torch import nn
+
+    import rnnkit
+
+    if impl == "torch.nn":
+        rnn_cls = {"lstm": nn.LSTM, "gru": nn.GRU}[cell]
+
+        class M(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.emb = nn.Embedding(vocab, emb, padding_idx=0)
+                self.rnn = rnn_cls(emb, units, batch_first=True, bidirectional=True)
+                self.out = nn.Linear(2 * units, k)
+
+            def forward(self, x, state=None):
+                _, h = self.rnn(self.emb(x))
+                h = h[0] if isinstance(h, tuple) else h
+                return self.out(torch.cat([h[0], h[1]], dim=-1)), None
+
+        return M(), vocab, k, t
+    rnn_cls = {"lstm": rnnkit.LSTM, "gru": rnnkit.GRU}[cell]
+    seq = rnnkit.Sequential(rnnkit.Embedding(vocab, emb, mask_zero=True),
+                            rnnkit.Bidirectional(rnn_cls(units)), rnnkit.Dense(k),
+                            input_shape=(t,))
+
+    class R(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.seq = seq
+            self.rnn = seq[1]
+
+        def forward(self, x, state=None):
+            return self.seq(x), None
 
     return R(), vocab, k, t
 
@@ -138,9 +190,9 @@ def _rnn_flops(row: dict, t: int, n: int) -> float:
     """Multiply-add flops of the recurrent layer's forward over ``n`` sequences of ``t``
     steps: input projection and recurrent product, ``2 (D + H) G H`` per sequence-step and
     direction (gate arithmetic not counted)."""
-    d = 100 if row["kind"] == "tagger" else 32
+    d = {"tagger": 100, "cls": 128}.get(row["kind"], 32)
     g = {"lstm": 4, "gru": 3}[row["cell"]]
-    dirs = 2 if row["kind"] == "tagger" else 1
+    dirs = 2 if row["kind"] in ("tagger", "cls") else 1
     h = row["units"]
     return 2.0 * (d + h) * g * h * t * n * dirs
 
@@ -155,7 +207,8 @@ def _run_train(row: dict, impl: str, repeat: int, device="cpu") -> dict:
     model.to(device)
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(1, vocab, (TRAIN_N, t), generator=g).to(device)
-    ys = torch.randint(0, k, (TRAIN_N, t), generator=g).to(device)
+    ys = torch.randint(0, k, (TRAIN_N,) if row["kind"] == "cls" else (TRAIN_N, t),
+                       generator=g).to(device)
     xi = torch.randint(1, vocab, (INFER_N, t), generator=g).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     loss_fn = torch.nn.CrossEntropyLoss()
