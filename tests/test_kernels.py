@@ -100,6 +100,50 @@ def test_fused_matches_reference(cell, backend, batch, time, feat, units, seq, b
     assert fused.last_backend == backend
 
 
+@SETTINGS
+@given(cell=st.sampled_from(sorted(CELLS)), batch=st.integers(1, 5), time=st.integers(2, 7),
+       feat=st.integers(1, 4), units=st.integers(1, 6), seq=st.booleans(),
+       mask_kind=st.sampled_from(["none", "post", "pre", "random"]), relu=st.booleans(),
+       bias=st.booleans(), fold=st.booleans(), data=st.data())
+def test_bidirectional_inference_matches_reference(cell, batch, time, feat, units, seq,
+                                                   mask_kind, relu, bias, fold, data):
+    """kernels.blas.bidirectional (one projection for both directions, the backward one
+    walked in reverse in place, each writing its half of the output; with ``fold`` read
+    from the Embedding's kept table, rnnkit.fold) against the reference loop, float64."""
+    from rnnkit.kernels import blas
+
+    kw = {"return_sequences": seq, "use_bias": bias}
+    if cell == "simple" and relu:
+        kw["activation"] = "relu"
+    gen = torch.Generator().manual_seed(data.draw(st.integers(0, 10_000)))
+    lengths = [data.draw(st.integers(0, time)) for _ in range(batch)]
+    mask = _mask(mask_kind, lengths, time, gen)
+    ref = Bidirectional(CELLS[cell](units, backend="reference", **kw))
+    ref.build(feat, dtype=torch.float64)
+    with torch.no_grad():
+        for p in ref.parameters():
+            p.normal_(0, 0.5, generator=gen)
+    bi = copy.deepcopy(ref)
+    bi.forward_layer.backend = bi.backward_layer.backend = "auto"
+    calls = []
+    real = blas.bidirectional
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(blas, "bidirectional", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
+        with torch.no_grad():
+            if fold:  # Embedding -> Bidirectional: enough tokens to keep a table at once
+                vocab = 3
+                emb = rnnkit.Embedding(vocab, feat).double()
+                ids = torch.randint(0, vocab, (batch, time), generator=gen)
+                got = rnnkit.Sequential(emb, bi)(ids)
+                want = rnnkit.Sequential(emb, ref)(ids)
+                assert bi.forward_layer.embedding_folded == (batch * time >= vocab)
+            else:
+                x = torch.randn(batch, time, feat, generator=gen, dtype=torch.float64)
+                got, want = bi(x, mask=mask), ref(x, mask=mask)
+    assert calls == [1]
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+
+
 @pytest.mark.parametrize("cell", sorted(CELLS))
 @pytest.mark.parametrize("backend", ["lanes", "blas"])
 def test_one_step_last_output(cell, backend):
