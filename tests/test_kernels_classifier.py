@@ -280,3 +280,34 @@ def test_lstm_inference_in_one_call_up_to_lanes_max_units(monkeypatch):
                 out = train.predict(model, ids, batch_size=256)
             assert model[1].last_backend == "torch" and not model[1].embedding_folded
             torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("batch, units, want", [(16, 8, 1), (256, 32, 2)])
+def test_a_batch_too_small_to_chunk_trains_on_one_thread(batch, units, want, monkeypatch):
+    """lanes.chunking keeps a small batch in one chunk; the whole compiled step then runs
+    on one thread (forks and joins of its table, scatter and GEMM passes cost more than they
+    save there), while a batch split into chunks keeps every thread."""
+    from rnnkit.kernels import lanes, native
+
+    monkeypatch.setattr(native, "threads", lambda: 2)
+    seen = []
+    real = native.fn
+
+    def spy(name, dtype):
+        f = real(name, dtype)
+        if name != "rk_train_span":
+            return f
+
+        def call(arg):
+            seen.append(arg._obj.nthreads)
+            return f(arg)
+        return call
+
+    monkeypatch.setattr(classifier.native, "fn", spy)
+    model = _model("lstm", "embedding", units=units, time=100)
+    ids, y = _data(n=batch, time=100)
+    h = train.fit(model, ids, y, batch_size=batch, epochs=1, verbose=0, seed=3,
+                  optimizer="adam")
+    assert h.params["fused_step"]
+    assert lanes.chunking(batch, 100, 4 * units, units)[0] == want
+    assert seen and set(seen) == {want}

@@ -412,7 +412,10 @@ class TrainStep:
         a = self._args(w, batch_size, idn.shape[1])
         idn, yb = np.ascontiguousarray(idn, np.int64), np.ascontiguousarray(yb, np.float64)
         order = np.ascontiguousarray(order, np.int64)
-        a.nthreads = native.threads()
+        # a batch too small to split into chunks (lanes.chunking) runs all of its step on one
+        # thread: the table, scatter and GEMM passes' forks and joins then cost more than they
+        # save (W2 LSTM(8) on two threads: 0.108 s an epoch, 0.098 s on one)
+        a.nthreads = native.threads() if w.nc > 1 else 1
         a.ids_all, a.y_all, a.order = idn.ctypes.data, yb.ctypes.data, order.ctypes.data
         # n_rml 0: no recurrent dropout (the kernel skips h * r and reads hs for dW_h)
         a.nbatch, a.n_rml, a.rml_all = n, rml.shape[0] if dropout else 0, rml.ctypes.data
