@@ -331,10 +331,7 @@ def test_embedding_fold_matches_reference(cell, back):
 
     ref, fused = model("reference"), model("auto")
     fused.load_state_dict(ref.state_dict())
-    gen = torch.Generator().manual_seed(1)
-    ids = torch.randint(1, 13, (8, 7), generator=gen)
-    ids[1, 4:] = 0
-    ids[2, :3] = 0
+    ids = _fold_ids()
     ids[3, 2] = 5
     out = []
     for m in (ref, fused):
@@ -359,16 +356,27 @@ def test_embedding_not_folded_with_input_dropout():
     assert m[1].embedding_folded
 
 
-def _fold_model(cell, backend="auto", seq=False, back=False, vocab=13, mask=True):
+def _fold_model(cell, backend="auto", seq=False, back=False, vocab=13, mask=True,
+                bidirectional=False):
     torch.manual_seed(5)
+    rnn = CELLS[cell](5, return_sequences=seq, go_backwards=back, backend=backend)
     m = rnnkit.Sequential(
         rnnkit.Embedding(vocab, 4, mask_zero=mask),
-        CELLS[cell](5, return_sequences=seq, go_backwards=back, backend=backend),
+        Bidirectional(rnn) if bidirectional else rnn,
         rnnkit.Dense(1), input_shape=(7,))
     with torch.no_grad():
         for p in m.parameters():
             p.normal_(0, 0.5)
     return m
+
+
+def _fold_ids():
+    """Ids for the :func:`_fold_model` tests (vocabulary 13, time 7), with padding after
+    and before."""
+    ids = torch.randint(1, 13, (8, 7), generator=torch.Generator().manual_seed(1))
+    ids[1, 4:] = 0
+    ids[2, :3] = 0
+    return ids
 
 
 @pytest.mark.parametrize("cell", sorted(CELLS))
@@ -381,10 +389,7 @@ def test_inference_table_matches_reference(cell, back, seq):
     rebuilds it."""
     ref, fused = _fold_model(cell, "reference", seq, back), _fold_model(cell, "auto", seq, back)
     fused.load_state_dict(ref.state_dict())
-    gen = torch.Generator().manual_seed(1)
-    ids = torch.randint(1, 13, (8, 7), generator=gen)
-    ids[1, 4:] = 0
-    ids[2, :3] = 0
+    ids = _fold_ids()
     with torch.no_grad():
         torch.testing.assert_close(fused(ids), ref(ids), rtol=0, atol=1e-5)
     assert fused[1].embedding_folded and fused[1].last_backend == "blas"
@@ -411,24 +416,11 @@ def test_inference_table_for_a_bidirectional_layer(cell, seq, mask_zero):
     """Embedding -> Bidirectional folds too, for inference: one table [T_f | T_b] (V, 2G) on
     the Bidirectional layer, read by both directions' walks; outputs equal the reference
     loop's, and a weight changed in place rebuilds it. While training nothing is kept."""
-    def model(backend):
-        torch.manual_seed(5)
-        m = rnnkit.Sequential(
-            rnnkit.Embedding(13, 4, mask_zero=mask_zero),
-            Bidirectional(CELLS[cell](5, return_sequences=seq, backend=backend)),
-            rnnkit.Dense(1), input_shape=(7,))
-        with torch.no_grad():
-            for p in m.parameters():
-                p.normal_(0, 0.5)
-        return m
-
-    ref, fused = model("reference"), model("auto")
+    ref, fused = (_fold_model(cell, backend, seq, mask=mask_zero, bidirectional=True)
+                  for backend in ("reference", "auto"))
     fused.load_state_dict(ref.state_dict())
     fused.eval()
-    gen = torch.Generator().manual_seed(1)
-    ids = torch.randint(1, 13, (8, 7), generator=gen)
-    ids[1, 4:] = 0
-    ids[2, :3] = 0
+    ids = _fold_ids()
     with torch.no_grad():
         torch.testing.assert_close(fused(ids), ref(ids), rtol=0, atol=1e-5)
     bi = fused[1]

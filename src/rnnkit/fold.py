@@ -78,13 +78,11 @@ def embedding_rnn(emb, rnn, ids: Tensor, mask: Tensor | None):
         rnn.__dict__.pop("_fold_table", None)
     w = emb.weight
     cell = rnn.cell
-    if (rnn.return_state or not cell.built or cell.input_size != emb.output_dim
-            or ids.dim() != 2 or ids.is_floating_point() or ids.device.type != "cpu"
-            or (rnn.training and rnn.dropout > 0) or ids.shape[1] == 0):
+    inputs = _fold_inputs(emb, cell, ids, mask)
+    if rnn.return_state or (rnn.training and rnn.dropout > 0) or inputs is None:
         return None
-    emb_mask = emb.compute_mask(ids, mask)
-    batch, time = ids.shape
-    probe = w.new_empty((1, 1, 1)).expand(batch, time, emb.output_dim)
+    emb_mask, probe = inputs
+    batch = ids.shape[0]
     name = dispatch.select(rnn, probe, emb_mask, None, None)
     table = None if torch.is_grad_enabled() else \
         _inference_table(emb, rnn, name, probe, emb_mask, ids.numel())
@@ -125,13 +123,10 @@ def _embedding_bidirectional(emb, bi, ids: Tensor, mask: Tensor | None):
         return None
     f, b = bi.forward_layer, bi.backward_layer
     w = emb.weight
-    if (bi.merge_mode != "concat" or bi.return_state or ids.dim() != 2
-            or ids.is_floating_point() or ids.device.type != "cpu" or ids.shape[1] == 0
-            or not f.cell.built or f.cell.input_size != emb.output_dim):
+    inputs = _fold_inputs(emb, f.cell, ids, mask)
+    if bi.merge_mode != "concat" or bi.return_state or inputs is None:
         return None
-    emb_mask = emb.compute_mask(ids, mask)
-    batch, time = ids.shape
-    probe = w.new_empty((1, 1, 1)).expand(batch, time, emb.output_dim)
+    emb_mask, probe = inputs
     if not dispatch.blas_pair(bi, probe, emb_mask):
         return None
     nbytes = emb.input_dim * 2 * f.cell.gates * f.cell.units * w.element_size()
@@ -146,6 +141,17 @@ def _embedding_bidirectional(emb, bi, ids: Tensor, mask: Tensor | None):
     m = None if emb_mask is None else emb_mask.to(torch.bool)
     out = blas.bidirectional(bi, None, m, table=table, ids=ids.long().contiguous())
     return out, bi.compute_mask(ids, emb_mask)
+
+
+def _fold_inputs(emb, cell, ids: Tensor, mask: Tensor | None) -> tuple | None:
+    """``(the embedding's mask, a shape-only probe (B,T,D) of its output)`` when ``ids`` can
+    be folded into ``cell``'s projection (a non-empty CPU batch of integer ids (B,T), a built
+    cell taking the embedding's width), else None."""
+    if (ids.dim() != 2 or ids.is_floating_point() or ids.device.type != "cpu"
+            or ids.shape[1] == 0 or not cell.built or cell.input_size != emb.output_dim):
+        return None
+    probe = emb.weight.new_empty((1, 1, 1)).expand(*ids.shape, emb.output_dim)
+    return emb.compute_mask(ids, mask), probe
 
 
 def affine_project(cell, w: Tensor) -> Tensor:

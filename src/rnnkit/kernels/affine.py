@@ -71,15 +71,14 @@ def project(cell, x: Tensor, out: Tensor | None = None, bias: bool = True) -> Te
         if out is None:
             raise ValueError("project: bias=False needs an out tensor (inference)")
         b = None
-    if not own_gemm_applies(x, w):
-        if b is None and out is not None:
-            x2 = _rows(x)
-            o2 = out.view(-1)[: x2.shape[0] * w.shape[1]].view(x2.shape[0], w.shape[1])
-            return torch.mm(x2, w.detach(), out=o2).view(*x.shape[:-1], w.shape[1])
+    own = own_gemm_applies(x, w)
+    if not own and bias:
         return cell.project_inputs(x, out)
     shape = (*x.shape[:-1], w.shape[1])
     if out is not None:  # inference into a scratch tensor (no autograd)
         x2 = _rows(x)
         o2 = out.view(-1)[: x2.shape[0] * w.shape[1]].view(x2.shape[0], w.shape[1])
+        if not own:  # (bias=False: a plain GEMM on torch's BLAS)
+            return torch.mm(x2, w.detach(), out=o2).view(shape)
         return _forward(x2, w.detach(), None if b is None else b.detach(), o2).view(shape)
     return Affine.apply(x.reshape(-1, x.shape[-1]), w, b).view(shape)
