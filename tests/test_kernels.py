@@ -494,6 +494,26 @@ def test_inference_table_waits_for_a_second_call_when_small(monkeypatch):
             m(ids + 50)
 
 
+def test_inference_table_hands_free_heap_back_once_per_build(monkeypatch):
+    """The free heap goes back to the OS before a table is built, once per build, not on
+    the calls that read a kept table."""
+    from rnnkit import fold
+
+    calls = []
+    monkeypatch.setattr(fold, "_release_free_heap", lambda: calls.append(1))
+    m = _fold_model("gru", vocab=50)
+    ids = torch.randint(1, 50, (8, 7), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        for _ in range(3):
+            m(ids)
+    assert m[1].embedding_folded and calls == [1]
+    with torch.no_grad():
+        m[0].weight.add_(0.0)  # a new weight version: the table is rebuilt
+        m(ids)
+    assert calls == [1, 1]
+    monkeypatch.undo()
+    fold._release_free_heap()  # the real call runs (glibc) or is a no-op, without error
+
 
 def test_inference_table_not_kept_for_weights_made_in_inference_mode():
     """Weights created under torch.inference_mode have no version counter: no table is kept

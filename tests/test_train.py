@@ -55,6 +55,27 @@ def test_learns_sign_of_sum():
     assert not model.training
 
 
+def test_fit_lets_go_of_gradients_and_optimizer_when_done():
+    """During training the callbacks see the optimizer; once ``fit`` returns, neither the
+    returned History nor any other callback holds it (its state would stay alive with every
+    kept History), and the parameters hold no gradients."""
+    x, y = _sign_task(64)
+    seen = []
+
+    class Probe(Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            seen.append(self.optimizer)
+
+    model = rk.Sequential(rk.GRU(4, input_size=1), rk.Dense(1, "sigmoid"))
+    probe = Probe()
+    hist = fit(model, x, y, optimizer="adam", batch_size=16, epochs=2, verbose=0,
+               callbacks=[probe])
+    assert len(seen) == 2 and seen[0] is not None and seen[0] is seen[1]
+    assert seen[0].state  # it did train
+    assert hist.optimizer is None and probe.optimizer is None
+    assert all(p.grad is None for p in model.parameters())
+
+
 def test_seeded_fit_is_reproducible():
     x, y = _sign_task(128)
 

@@ -50,7 +50,9 @@ _MAX_HINTS = ("acc", "auc", "precision", "recall", "f1", "bleu")
 
 class Callback:
     """Base class: override the hooks you need. ``self.model`` is the model being trained,
-    ``self.optimizer`` its optimizer (both set by ``fit``)."""
+    ``self.optimizer`` its optimizer (both set by ``fit``; ``fit`` sets ``optimizer`` back to
+    None after ``on_train_end``, so a kept callback, the returned History among them, does not
+    hold the optimizer's state)."""
 
     def __init__(self) -> None:
         self.model: nn.Module | None = None

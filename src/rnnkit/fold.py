@@ -32,6 +32,7 @@ on the ``Bidirectional`` layer, read by :func:`rnnkit.kernels.blas.bidirectional
 
 from __future__ import annotations
 
+import ctypes
 import importlib
 
 import torch
@@ -41,6 +42,7 @@ from .kernels import fused
 
 #: the largest vocabulary x gates table kept on a layer between inference calls
 TABLE_CACHE_MAX_BYTES = 128 << 20
+_MALLOC_TRIM = None  # glibc's malloc_trim, False where there is none (_release_free_heap)
 
 
 class Gather(torch.autograd.Function):
@@ -177,9 +179,25 @@ def _kept_table(holder, key: tuple | None, vocab: int, tokens: int, nbytes: int,
     elif vocab > tokens:  # first sight of these weights and a small call
         holder.__dict__["_fold_table"] = (key, None)
         return None
+    _release_free_heap()
     table = build()
     holder.__dict__["_fold_table"] = (key, table)
     return table
+
+
+def _release_free_heap() -> None:
+    """Hand the free memory the C allocator keeps back to the OS (glibc's ``malloc_trim``;
+    a no-op elsewhere) before a kept table is allocated: training frees tens of MB of
+    temporaries that glibc holds on to (its mmap threshold rises with each freed large
+    block), and the table would otherwise come on top of them in the process's RSS."""
+    global _MALLOC_TRIM
+    if _MALLOC_TRIM is None:
+        try:
+            _MALLOC_TRIM = ctypes.CDLL(None).malloc_trim
+        except (AttributeError, OSError):  # not glibc
+            _MALLOC_TRIM = False
+    if _MALLOC_TRIM:
+        _MALLOC_TRIM(0)
 
 
 def _weights_key(emb, *cells) -> tuple | None:

@@ -821,10 +821,12 @@ def fit(model: nn.Module, x: Any = None, y: Any = None, *,
                 break
     finally:
         model.eval()
+        model.zero_grad(set_to_none=True)  # the last batch's gradients are spent: free them
         if moved_from is not None:  # trained on --device: the task goes on on the CPU
             model.to(moved_from)
     for c in cbs:
         c.on_train_end({})
+        c.optimizer = None  # the returned History must not keep the optimizer's state alive
     if diverged:
         raise TrainingDiverged(diverged[0], diverged[1])
     return history
