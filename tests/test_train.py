@@ -442,3 +442,39 @@ def test_predict_fills_one_output_tensor_and_falls_back_to_a_list():
     a, b = predict(Pair(), x, batch_size=5)
     torch.testing.assert_close(a, x * 2)
     torch.testing.assert_close(b, x.sum(1))
+
+
+@pytest.mark.parametrize("name", ["rmsprop", "adam"])
+def test_compiled_update_of_a_large_tensor_is_the_same_on_any_thread_count(name):
+    """A tensor large enough for the compiled update's threaded loop (>= 65,536 entries)
+    gets bitwise the same update on one and on two threads, and the torch-ops update of the
+    same optimizer (the path taken without the kernels) within float32 rounding."""
+    from rnnkit.kernels import native, optim
+
+    if not native.available():
+        pytest.skip(f"compiled kernels unavailable: {native.why_unavailable()}")
+    g = torch.Generator().manual_seed(0)
+    w0 = torch.randn(300, 257, generator=g)
+    grads = [torch.randn(300, 257, generator=g) for _ in range(3)]
+    cls = RMSprop if name == "rmsprop" else Adam
+
+    def run(threads: int, compiled: bool) -> torch.Tensor:
+        p = nn.Parameter(w0.clone())
+        opt = cls([p], lr=0.01)
+        old = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            with pytest.MonkeyPatch.context() as mp:
+                if not compiled:
+                    mp.setattr(optim.native, "available", lambda: False)
+                for gr in grads:
+                    p.grad = gr.clone()
+                    opt.step()
+        finally:
+            torch.set_num_threads(old)
+        return p.detach()
+
+    one, two = run(1, True), run(2, True)
+    assert torch.equal(one, two)
+    torch.testing.assert_close(one, run(1, False), rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(one, w0)

@@ -42,7 +42,7 @@ from pathlib import Path
 
 import torch
 
-ABI_VERSION = 5
+ABI_VERSION = 6
 #: the baseline build, and the AVX2 + FMA build loaded instead where the CPU has them
 BASE_PATH = Path(__file__).with_name("librnnkit_kernels.so")
 AVX2_PATH = Path(__file__).with_name("librnnkit_kernels_avx2.so")
@@ -127,7 +127,7 @@ def _declare(lib: ctypes.CDLL) -> None:
         "rk_gemm_call": [_I, _I, _L, _L, _L, None, _P, _L, _P, _L, None, _P, _L],
         "rk_lanes_fwd": [_I, _I, _I, _L, _L, _L, _L, _L, _L] + [_P] * 13,
         "rk_lanes_bwd": [_I, _I, _I, _I, _L, _L, _L, _L, _L] + [_P] * 17,
-        "rk_optimizer": [_I, _L, _P, _P, _P, _P, _P] + [_D] * 7,
+        "rk_optimizer": [_I, _I, _L, _P, _P, _P, _P, _P] + [_D] * 7,
         "rk_train_span": [_P],
         "rk_infer": [_I, _I, _I, _I, _I, _L, _L] + [_P] * 6 + [_L] * 5 + [_P, _P],
         "rk_blas_fwd": [_I] * 7 + [_L] * 6 + [_P] * 15,

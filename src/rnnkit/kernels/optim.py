@@ -41,8 +41,8 @@ def update_in_place(adam: bool, p: Tensor, g: Tensor, s1: Tensor, s2: Tensor, lr
         return False
     tables = [pointer_table([x]) for x in ts]
     sizes = (ctypes.c_int64 * 1)(p.numel())
-    native.fn("rk_optimizer", p.dtype)(int(adam), 1, *tables, sizes, lr, a, b, eps, float(t),
-                                       0.0, 0.0)
+    native.fn("rk_optimizer", p.dtype)(native.threads(), int(adam), 1, *tables, sizes, lr, a,
+                                       b, eps, float(t), 0.0, 0.0)
     bump_versions((p, s1, s2))
     return True
 

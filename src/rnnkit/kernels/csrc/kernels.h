@@ -478,7 +478,13 @@ void S(rk_lanes_bwd)(int nthreads, int kind, int relu, int seq, int64_t nc, int6
 /* ------------------------------------------------------------------ optimizer */
 /* Clip (each entry to +-clip_value, then the global norm to clip_norm; <= 0: off) and one
  * Keras RMSprop (a = rho) or Adam (a, b = beta_1, beta_2; step t) update in place. */
-void S(rk_optimizer)(int adam, int64_t np, R **params, R **grads, R **s1, R **s2,
+/* The update's element loop runs on nthreads OpenMP threads for a tensor of at least
+ * RK_OPT_PAR elements (each element is independent: the result does not depend on the
+ * count); clipping runs on one. */
+#ifndef RK_OPT_PAR
+#define RK_OPT_PAR 65536
+#endif
+void S(rk_optimizer)(int nthreads, int adam, int64_t np, R **params, R **grads, R **s1, R **s2,
                      const int64_t *sizes, double lr, double a, double b, double eps, double t,
                      double clip_value, double clip_norm) {
     if (clip_value > 0) {
@@ -507,13 +513,17 @@ void S(rk_optimizer)(int adam, int64_t np, R **params, R **grads, R **s1, R **s2
     for (int64_t j = 0; j < np; j++) {
         R *p = params[j], *g = grads[j], *m = s1[j], *v = s2[j];
         int64_t n = sizes[j];
+        int par = nthreads > 1 && n >= RK_OPT_PAR;
+        (void)par;
         if (adam) {
+#pragma omp parallel for num_threads(nthreads) schedule(static) if (par)
             for (int64_t i = 0; i < n; i++) {
                 m[i] = (R)(m[i] + (g[i] - m[i]) * (1.0 - a));
                 v[i] = (R)(v[i] + ((double)g[i] * g[i] - v[i]) * (1.0 - b));
                 p[i] = (R)(p[i] - alpha * m[i] / (sqrt((double)v[i]) + eps));
             }
         } else {
+#pragma omp parallel for num_threads(nthreads) schedule(static) if (par)
             for (int64_t i = 0; i < n; i++) {
                 m[i] = (R)(a * m[i] + (1.0 - a) * g[i] * g[i]);
                 p[i] = (R)(p[i] - lr * g[i] / sqrt(m[i] + eps));
@@ -752,8 +762,9 @@ static double S(train_step)(S(rk_train_args) *a, const R *rml, int64_t t) {
         memcpy(dwx, dtable, (size_t)(nv * ng) * sizeof(R));
     }
     const double *hy = a->hyper;
-    S(rk_optimizer)((int)a->adam, a->nparams, (R **)a->params, (R **)a->grads, (R **)a->s1,
-                    (R **)a->s2, a->sizes, hy[0], hy[1], hy[2], hy[3], (double)t, hy[4], hy[5]);
+    S(rk_optimizer)(a->nc == 1 ? 1 : (int)a->nthreads, (int)a->adam, a->nparams,
+                    (R **)a->params, (R **)a->grads, (R **)a->s1, (R **)a->s2, a->sizes,
+                    hy[0], hy[1], hy[2], hy[3], (double)t, hy[4], hy[5]);
     return loss;
 }
 

@@ -16,7 +16,7 @@
 #include <omp.h>
 #endif
 
-#define RK_ABI_VERSION 5
+#define RK_ABI_VERSION 6
 /* setup.py compiles this file three times on x86-64: the baseline (librnnkit_kernels.so),
  * with AVX2 + FMA (librnnkit_kernels_avx2.so, RK_VARIANT 1) and with AVX-512
  * (librnnkit_kernels_avx512.so, RK_VARIANT 2, which adds the own float32 GEMM of
