@@ -905,6 +905,10 @@ AI void S(gru_row_bwd)(const R *restrict gh, const R *restrict g, const R *restr
     for (int64_t j = 0; j < nh; j++) dh[j] = gh[j] * g[j];
 }
 
+/* rows ahead whose projection (and output) the gate math prefetches */
+#ifndef RK_PF_ROWS
+#define RK_PF_ROWS 2
+#endif
 __attribute__((noinline)) static void S(blas_fwd_row)(
     int64_t b, int64_t t, int64_t tg, int kind, int relu, int use_rm, int seq, int keep,
     int rev, int64_t nb, int64_t nt, int64_t nh, int64_t ng, int64_t xs, int64_t ys,
@@ -914,6 +918,15 @@ __attribute__((noinline)) static void S(blas_fwd_row)(
     int64_t tx = rev ? nt - 1 - t : t; /* the time index read and written at step t */
     int real = mask[b * nt + tx] != 0;
     R *hb = h + b * nh;
+    if (b + RK_PF_ROWS < nb) { /* a later row's projection (a table row: a cache miss) */
+        int64_t bn = b + RK_PF_ROWS;
+        const char *xn = (const char *)(xp + (ids ? ids[bn * nt + tx] : bn * nt + tx) * xs);
+        for (int64_t o = 0; o < ng * (int64_t)sizeof(R); o += 64) __builtin_prefetch(xn + o, 0, 3);
+        if (seq) {
+            const char *yn = (const char *)(y + (bn * nt + tx) * ys);
+            for (int64_t o = 0; o < nh * (int64_t)sizeof(R); o += 64) __builtin_prefetch(yn + o, 1, 3);
+        }
+    }
     if (real) {
         R *pb = p + b * ng;
         const R *xb = xp + (ids ? ids[b * nt + tx] : b * nt + tx) * xs;
