@@ -6,8 +6,7 @@ Rows (each implementation in its own subprocess, so peak RSS is its own):
   return_sequences) -> Dense(17) at every step, T=40, batch 32, per-step cross-entropy.
 * ``cls-bilstm`` / ``cls-bigru``: a text classifier as ``rnnkit train text --bidirectional``
   builds it, Embedding(20000,128, mask_zero) -> Bidirectional(LSTM|GRU(32)) -> Dense(3) on
-  the last states, T=100, batch 32, cross-entropy; rnnkit's side is a ``Sequential`` (its
-  inference folds the embedding into both directions' projections, ``rnnkit.fold``).
+  the last states, T=100, batch 32, cross-entropy.
 * ``lm-lstm128`` / ``lm-lstm256``: Embedding(65,32) -> LSTM(128|256, return_sequences) ->
   Dense(65), T=64, batch 32, next-character cross-entropy.
 * ``gen-lstm128`` / ``gen-lstm256``: 300 characters one step at a time (batch 1), the state
@@ -15,10 +14,17 @@ Rows (each implementation in its own subprocess, so peak RSS is its own):
 * ``cold-start``: a fresh interpreter's first ``fit`` (one epoch of 2,048 W1 sequences) +
   ``predict`` (2,048), against the same calls repeated in that process.
 
+rnnkit's side of the training and inference rows is a ``Sequential``, as its users and
+tasks build models: where :mod:`rnnkit.fold` applies, the embedding is folded into the
+recurrent layer's input projection (the inference of every row; the training of the LM rows,
+whose vocabulary is small). ``--layers`` adds the tagger and LM rows' model called layer by
+layer (``rnnkit-layers``: a plain ``nn.Module`` calling Embedding, the RNN and Dense, so
+nothing is folded). The generation rows carry the state from call to call, layer by layer.
+
 The training and inference rows also print the recurrent layer's achieved GFLOP/s (input
 projection and recurrent products, ``2 (D + H) G H`` flops per sequence-step and direction,
 three times that for training) beside a plain 1024^3 GEMM's rate in the same process. Where
-rnnkit folds the embedding into the projection (the ``cls-*`` rows' inference) it skips the
+rnnkit folds the embedding into the projection (see above) it skips the
 projection's flops, so its rate there is per counted flop, not per executed one, and may
 exceed the GEMM's.
 
@@ -89,8 +95,25 @@ def _model(row: dict, impl: str):
 
         return M(), vocab, k, t
     rnn_cls = {"lstm": rnnkit.LSTM, "gru": rnnkit.GRU}[cell]
+    if impl == "rnnkit" and kind != "gen":  # as rnnkit's users (and the cls rows) build it
+        layer = rnn_cls(units, input_size=emb, return_sequences=True)
+        seq = rnnkit.Sequential(rnnkit.Embedding(vocab, emb),
+                                rnnkit.Bidirectional(layer) if bi else layer,
+                                rnnkit.Dense(k, input_size=units * (2 if bi else 1)),
+                                input_shape=(t,))
 
-    class R(nn.Module):
+        class S(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.seq = seq
+                self.rnn = seq[1]
+
+            def forward(self, x, state=None):
+                return self.seq(x), None
+
+        return S(), vocab, k, t
+
+    class R(nn.Module):  # layer by layer ("rnnkit-layers"; the gen rows: state carried)
         def __init__(self):
             super().__init__()
             self.emb = rnnkit.Embedding(vocab, emb)
@@ -317,7 +340,7 @@ def compare(name: str, res: dict[str, dict], **extra) -> list[dict]:
     peer = res["torch.nn"]
     for impl, r in res.items():
         row = {"row": name, "impl": impl, **extra, **r}
-        if impl == "rnnkit" and "error" not in r and "error" not in peer:
+        if impl.startswith("rnnkit") and "error" not in r and "error" not in peer:
             for key in ("train_s", "infer_s", "gen_s"):
                 if key in r:
                     row[f"x_torch_{key[:-2]}"] = peer[key] / r[key]
@@ -333,6 +356,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--only", help="run only rows whose name contains this text")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--layers", action="store_true",
+                    help="also run the tagger and LM rows' rnnkit model layer by layer "
+                         "(a plain nn.Module calling Embedding, the RNN and Dense in turn: "
+                         "no folded embedding) as 'rnnkit-layers'")
     a = ap.parse_args(argv)
     rows = []
     for name in [*ROWS, "cold-start"]:
@@ -343,18 +370,19 @@ def main(argv: list[str] | None = None) -> list[dict]:
             rows.append({"row": name, "impl": "rnnkit", **_subprocess(name, "rnnkit", a.threads,
                                                                       a.repeat)})
             continue
-        res = {impl: _subprocess(name, impl, a.threads, a.repeat)
-               for impl in ("torch.nn", "rnnkit")}
+        impls = ("torch.nn", "rnnkit") + (("rnnkit-layers",) if a.layers and
+                                           ROWS[name]["kind"] in ("tagger", "lm") else ())
+        res = {impl: _subprocess(name, impl, a.threads, a.repeat) for impl in impls}
         rows += compare(name, res, threads=a.threads or "default")
     if a.json:
         print(json.dumps(rows, indent=1))
         return rows
-    print(f"{'row':<15} {'impl':<9} {'kernel':<9} {'train s':>8} {'infer s':>8} {'gen s':>7} "
+    print(f"{'row':<15} {'impl':<13} {'kernel':<9} {'train s':>8} {'infer s':>8} {'gen s':>7} "
           f"{'RSS MB':>7} {'×torch tr':>9} {'×torch inf':>10} {'×torch gen':>10} "
           f"{'GFLOP/s tr/inf (GEMM peak)':>27}")
     for r in rows:
         if "error" in r:
-            print(f"{r['row']:<15} {r['impl']:<9} ERROR {r['error']}")
+            print(f"{r['row']:<15} {r['impl']:<13} ERROR {r['error']}")
             continue
         if r["row"] == "cold-start":
             print(f"cold-start: import {r['import_s']:.2f} s; first fit+predict "
@@ -365,7 +393,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
         def f(key, fmt=".3f", r=r):
             return format(r[key], fmt) if key in r else "-"
-        print(f"{r['row']:<15} {r['impl']:<9} {r.get('kernel', '-'):<9} {f('train_s'):>8} "
+        print(f"{r['row']:<15} {r['impl']:<13} {r.get('kernel', '-'):<9} {f('train_s'):>8} "
               f"{f('infer_s'):>8} {f('gen_s'):>7} {r['peak_rss_mb']:>7.0f} "
               f"{f('x_torch_train', '.2f'):>9} {f('x_torch_infer', '.2f'):>10} "
               f"{f('x_torch_gen', '.2f'):>10} "
