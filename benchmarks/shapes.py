@@ -67,6 +67,23 @@ def _best(fn, repeat: int) -> float:
     return best
 
 
+def _wrapped(seq):
+    """rnnkit's ``Sequential`` with the rows' calling convention: ``forward(ids) -> (logits,
+    None)``, its recurrent layer as ``.rnn`` (for the kernel name)."""
+    from torch import nn
+
+    class Wrapped(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.seq = seq
+            self.rnn = seq[1]
+
+        def forward(self, x, state=None):
+            return self.seq(x), None
+
+    return Wrapped()
+
+
 def _model(row: dict, impl: str):
     """(module, vocab, classes, time) for a row; forward(ids) -> logits (B, T, K)."""
     from torch import nn
@@ -101,17 +118,7 @@ def _model(row: dict, impl: str):
                                 rnnkit.Bidirectional(layer) if bi else layer,
                                 rnnkit.Dense(k, input_size=units * (2 if bi else 1)),
                                 input_shape=(t,))
-
-        class S(nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.seq = seq
-                self.rnn = seq[1]
-
-            def forward(self, x, state=None):
-                return self.seq(x), None
-
-        return S(), vocab, k, t
+        return _wrapped(seq), vocab, k, t
 
     class R(nn.Module):  # layer by layer ("rnnkit-layers"; the gen rows: state carried)
         def __init__(self):
@@ -161,17 +168,7 @@ def _classifier(impl: str, cell: str, units: int, vocab: int, emb: int, k: int, 
     seq = rnnkit.Sequential(rnnkit.Embedding(vocab, emb, mask_zero=True),
                             rnnkit.Bidirectional(rnn_cls(units)), rnnkit.Dense(k),
                             input_shape=(t,))
-
-    class R(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.seq = seq
-            self.rnn = seq[1]
-
-        def forward(self, x, state=None):
-            return self.seq(x), None
-
-    return R(), vocab, k, t
+    return _wrapped(seq), vocab, k, t
 
 
 def _sync(device) -> None:

@@ -905,6 +905,12 @@ AI void S(gru_row_bwd)(const R *restrict gh, const R *restrict g, const R *restr
     for (int64_t j = 0; j < nh; j++) dh[j] = gh[j] * g[j];
 }
 
+/* The projection of sequence-step bt (= b T + t): row bt of xp, or row ids[bt] of the table
+ * xp when an Embedding is folded; rows xs apart. */
+AI const R *S(xp_row)(const R *xp, const int64_t *ids, int64_t bt, int64_t xs) {
+    return xp + (ids ? ids[bt] : bt) * xs;
+}
+
 /* rows ahead whose projection (and output) the gate math prefetches */
 #ifndef RK_PF_ROWS
 #define RK_PF_ROWS 2
@@ -920,7 +926,7 @@ __attribute__((noinline)) static void S(blas_fwd_row)(
     R *hb = h + b * nh;
     if (b + RK_PF_ROWS < nb) { /* a later row's projection (a table row: a cache miss) */
         int64_t bn = b + RK_PF_ROWS;
-        const char *xn = (const char *)(xp + (ids ? ids[bn * nt + tx] : bn * nt + tx) * xs);
+        const char *xn = (const char *)S(xp_row)(xp, ids, bn * nt + tx, xs);
         for (int64_t o = 0; o < ng * (int64_t)sizeof(R); o += 64) __builtin_prefetch(xn + o, 0, 3);
         if (seq) {
             const char *yn = (const char *)(y + (bn * nt + tx) * ys);
@@ -929,7 +935,7 @@ __attribute__((noinline)) static void S(blas_fwd_row)(
     }
     if (real) {
         R *pb = p + b * ng;
-        const R *xb = xp + (ids ? ids[b * nt + tx] : b * nt + tx) * xs;
+        const R *xb = S(xp_row)(xp, ids, b * nt + tx, xs);
         if (bh)
             for (int64_t j = 0; j < ng; j++) pb[j] += bh[j];
         if (kind == 2) {
